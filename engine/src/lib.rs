@@ -1,0 +1,15 @@
+//! The Warrant engine.
+//!
+//! Nothing runs until it holds a warrant: the engine verifies signed
+//! execution intents, evaluates policy and issues verifiable decisions. This
+//! crate holds the parts in the order an intent meets them; today:
+//!
+//! - [`verify`]: strict, batch-consistent ed25519 verification of intent
+//!   signatures, parallel over rayon, with bisection to find bad signatures;
+//! - [`backend`]: which SIMD backend curve25519-dalek runs on this CPU.
+//!
+//! Wire formats and intent signing live in `warrant-schemas`.
+#![deny(missing_docs)]
+
+pub mod backend;
+pub mod verify;

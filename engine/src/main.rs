@@ -1,0 +1,213 @@
+//! `warrant`: the command-line front of the engine.
+//!
+//! Subcommands today: `selftest` (sign, open and batch-verify a generated
+//! mix of valid and forged intents, cross-checked against single
+//! verification), `keygen` (write an ed25519 key file) and `backend`
+//! (which SIMD backend verification runs on).
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Parser, Subcommand};
+use warrant_engine::backend;
+use warrant_engine::verify::{PublicKey, SigItem, verify_all, verify_one};
+use warrant_schemas::{
+    INTENT_SIGNING_DOMAIN, IntentFields, IntentSigner, Limits, encode_intent, encode_signed_intent,
+    open_signed_intent,
+};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(
+    name = "warrant",
+    version,
+    about = "Governed execution: nothing runs until it holds a warrant"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Sign a mix of valid and forged intents, open them through the wire
+    /// readers, batch-verify them and cross-check every verdict against
+    /// single verification. Exits non-zero on any disagreement.
+    Selftest {
+        /// How many intents to generate.
+        #[arg(long, default_value_t = 20_000)]
+        count: usize,
+        /// Percentage of intents whose signature is forged (0-100).
+        #[arg(long, default_value_t = 10)]
+        forged_percent: u8,
+        /// Number of distinct signing principals.
+        #[arg(long, default_value_t = 64)]
+        principals: usize,
+    },
+    /// Write a new ed25519 secret key (hex seed, file mode 0600) and print its
+    /// public key and key id. Refuses to overwrite an existing file.
+    Keygen {
+        /// Where to write the key.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print the ed25519 arithmetic backend in use on this CPU.
+    Backend,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Selftest {
+            count,
+            forged_percent,
+            principals,
+        } => selftest(count, forged_percent.min(100), principals.max(1)),
+        Command::Keygen { out } => keygen(&out),
+        Command::Backend => {
+            println!("{}", backend::describe());
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn keygen(out: &std::path::Path) -> Result<(), String> {
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(|e| format!("cannot read the OS random generator: {e}"))?;
+    let signer = IntentSigner::from_seed(seed);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(out)
+        .map_err(|e| format!("cannot create key file `{}`: {e}", out.display()))?;
+    file.write_all(format!("{}\n", hex::encode(seed)).as_bytes())
+        .map_err(|e| format!("cannot write key file `{}`: {e}", out.display()))?;
+    println!("public key: {}", hex::encode(signer.public_key()));
+    println!("key id:     {}", hex::encode(signer.key_id()));
+    Ok(())
+}
+
+fn selftest(count: usize, forged_percent: u8, principals: usize) -> Result<(), String> {
+    println!("{}", backend::describe());
+    let signers: Vec<(String, IntentSigner)> = (0..principals)
+        .map(|i| {
+            let mut seed = [0u8; 32];
+            for (dst, src) in seed.iter_mut().zip((i as u64).to_le_bytes()) {
+                *dst = src;
+            }
+            (format!("svc-{i:04}"), IntentSigner::from_seed(seed))
+        })
+        .collect();
+    let keys: HashMap<[u8; 16], PublicKey> = signers
+        .iter()
+        .map(|(_, s)| (s.key_id(), PublicKey::from_bytes(s.public_key())))
+        .collect();
+
+    let started = Instant::now();
+    let mut buffers = Vec::with_capacity(count);
+    let mut forged = Vec::with_capacity(count);
+    for i in 0..count {
+        let (principal, signer) = signers.get(i % principals).ok_or("no signer")?;
+        let id = u128::try_from(i).unwrap_or(u128::MAX).to_le_bytes();
+        let fields = IntentFields {
+            id,
+            nonce: id,
+            principal,
+            key_id: signer.key_id(),
+            ..IntentFields::example()
+        };
+        let intent = encode_intent(&fields);
+        let mut signature = signer.sign(&intent);
+        // A deterministic spread of forgeries: flip one bit of S.
+        let is_forged = (i * 7919) % 100 < usize::from(forged_percent);
+        if is_forged && let Some(byte) = signature.get_mut(40) {
+            *byte ^= 0x01;
+        }
+        let buf = encode_signed_intent(&intent, &signature);
+        buffers.push(buf);
+        forged.push(is_forged);
+    }
+    println!(
+        "signed {count} intents by {principals} principals in {:.2?}",
+        started.elapsed()
+    );
+
+    let limits = Limits::default();
+    let opened: Vec<_> = buffers
+        .iter()
+        .map(|b| open_signed_intent(b, &limits))
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("a generated intent failed to open: {e}"))?;
+    let mut items = Vec::with_capacity(count);
+    for o in &opened {
+        let key = keys
+            .get(&o.intent.key_id().0)
+            .ok_or("a generated intent names an unknown key")?;
+        items.push(SigItem {
+            key,
+            prefix: INTENT_SIGNING_DOMAIN,
+            message: o.intent_bytes,
+            signature: o.signature,
+        });
+    }
+
+    let started = Instant::now();
+    let verdicts = verify_all(&items);
+    let batch_time = started.elapsed();
+    let started = Instant::now();
+    let singles: Vec<_> = items.iter().map(verify_one).collect();
+    let single_time = started.elapsed();
+
+    let accepted = verdicts.iter().filter(|v| v.is_ok()).count();
+    let disagreements = verdicts
+        .iter()
+        .zip(&singles)
+        .filter(|(a, b)| a != b)
+        .count();
+    let forged_accepted = verdicts
+        .iter()
+        .zip(&forged)
+        .filter(|(v, f)| **f && v.is_ok())
+        .count();
+    let valid_rejected = verdicts
+        .iter()
+        .zip(&forged)
+        .filter(|(v, f)| !**f && v.is_err())
+        .count();
+    let per_sig = |d: std::time::Duration| d.as_secs_f64() * 1e6 / count.max(1) as f64;
+    println!(
+        "batch verify (all cores): {:.2} µs/signature wall, {:.0} signatures/s",
+        per_sig(batch_time),
+        count as f64 / batch_time.as_secs_f64()
+    );
+    println!(
+        "single verify (one core):  {:.2} µs/signature, {:.0} signatures/s",
+        per_sig(single_time),
+        count as f64 / single_time.as_secs_f64()
+    );
+    println!(
+        "accepted {accepted}, rejected {} (forged {}); forged accepted: {forged_accepted}, \
+         valid rejected: {valid_rejected}, batch/single disagreements: {disagreements}",
+        count - accepted,
+        forged.iter().filter(|f| **f).count()
+    );
+    if disagreements + forged_accepted + valid_rejected > 0 {
+        return Err("selftest failed".into());
+    }
+    println!("selftest passed");
+    Ok(())
+}

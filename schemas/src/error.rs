@@ -1,0 +1,84 @@
+//! Errors of the wire-format readers.
+
+/// Why a buffer was refused.
+///
+/// Every variant is the sender's fault (bad input): retrying the same bytes
+/// gives the same error. The engine turns any of them into a deny decision
+/// with reason `Malformed`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    /// The buffer is larger than [`crate::Limits::max_buffer_bytes`].
+    #[error("buffer of {len} bytes exceeds the limit of {max} bytes")]
+    TooLarge {
+        /// Buffer length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The buffer does not carry the expected file identifier.
+    #[error("expected file identifier `{expected}`, found {found:?}")]
+    WrongIdentifier {
+        /// Identifier of the table the reader expects.
+        expected: &'static str,
+        /// The four bytes found, if the buffer is long enough to have them.
+        found: Option<[u8; 4]>,
+    },
+    /// The FlatBuffers verifier refused the buffer (out-of-bounds offsets,
+    /// missing required fields, bad UTF-8, depth or table limits, ...).
+    #[error("invalid flatbuffer: {0}")]
+    Invalid(String),
+    /// The buffer's `format_version` is not one this build reads.
+    #[error("unsupported format version {found} (this build reads version {supported})")]
+    UnsupportedVersion {
+        /// Version found in the buffer.
+        found: u16,
+        /// Version this build reads.
+        supported: u16,
+    },
+    /// A string or byte field is longer than the limits allow.
+    #[error("field `{field}` is {len} bytes long, more than the limit of {max}")]
+    FieldTooLong {
+        /// Field name.
+        field: &'static str,
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A vector has more elements than the limits allow.
+    #[error("field `{field}` has {len} elements, more than the limit of {max}")]
+    TooManyElements {
+        /// Field name.
+        field: &'static str,
+        /// Its element count.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A field that must not be empty is empty.
+    #[error("field `{field}` is empty")]
+    Empty {
+        /// Field name.
+        field: &'static str,
+    },
+    /// Two attributes of one intent share a key.
+    #[error("attribute key `{key}` appears more than once")]
+    DuplicateAttribute {
+        /// The repeated key.
+        key: String,
+    },
+    /// An attribute's declared kind has no value of that kind, or an unknown kind.
+    #[error("attribute `{key}` has kind {kind} but no matching value")]
+    BadAttribute {
+        /// The attribute key.
+        key: String,
+        /// The raw kind value.
+        kind: u8,
+    },
+}
+
+impl From<flatbuffers::InvalidFlatbuffer> for WireError {
+    fn from(e: flatbuffers::InvalidFlatbuffer) -> Self {
+        WireError::Invalid(e.to_string())
+    }
+}

@@ -1,0 +1,106 @@
+//! Shared helpers for Warrant's integration tests (`tests/tests/*.rs`).
+
+use std::path::PathBuf;
+
+use warrant_engine::verify::{PublicKey, SigItem};
+use warrant_schemas::IntentSigner;
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// One speccheck vector (`tests/data/ed25519-speccheck-cases.json`).
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct SpecCase {
+    /// Case number, 0 to 11.
+    pub case: usize,
+    /// Message, hex.
+    pub message: String,
+    /// Public key, hex.
+    pub pub_key: String,
+    /// Signature, hex.
+    pub signature: String,
+}
+
+#[derive(serde::Deserialize)]
+struct SpecFile {
+    cases: Vec<SpecCase>,
+}
+
+/// Decoded speccheck case: (case, message, key, signature).
+pub struct Decoded {
+    /// Case number.
+    pub case: usize,
+    /// Message bytes.
+    pub message: Vec<u8>,
+    /// Prepared key.
+    pub key: PublicKey,
+    /// Raw key bytes.
+    pub key_bytes: [u8; 32],
+    /// Signature bytes.
+    pub signature: [u8; 64],
+}
+
+/// The raw speccheck file committed in `tests/data/`.
+pub const SPECCHECK_JSON: &str = include_str!("../data/ed25519-speccheck-cases.json");
+
+/// Loads and decodes the 12 speccheck cases.
+pub fn speccheck_cases() -> Vec<Decoded> {
+    let file: SpecFile = serde_json::from_str(SPECCHECK_JSON).expect("speccheck json parses");
+    file.cases
+        .into_iter()
+        .map(|c| {
+            let key_bytes: [u8; 32] = hex::decode(&c.pub_key).unwrap().try_into().unwrap();
+            Decoded {
+                case: c.case,
+                message: hex::decode(&c.message).unwrap(),
+                key: PublicKey::from_bytes(key_bytes),
+                key_bytes,
+                signature: hex::decode(&c.signature).unwrap().try_into().unwrap(),
+            }
+        })
+        .collect()
+}
+
+/// A deterministic signer for test principal `i`.
+pub fn signer(i: u64) -> IntentSigner {
+    let mut seed = [0xa5u8; 32];
+    seed[..8].copy_from_slice(&i.to_le_bytes());
+    IntentSigner::from_seed(seed)
+}
+
+/// A valid signed message for the batch fillers: (key, message, signature).
+pub struct Owned {
+    /// Prepared key.
+    pub key: PublicKey,
+    /// Message (no prefix).
+    pub message: Vec<u8>,
+    /// Signature.
+    pub signature: [u8; 64],
+}
+
+impl Owned {
+    /// A valid signature by principal `principal` over `message`, with an empty prefix.
+    pub fn valid(principal: u64, message: Vec<u8>) -> Owned {
+        let s = signer(principal);
+        // IntentSigner signs INTENT_SIGNING_DOMAIN || message; strip nothing:
+        // these fillers are verified with that prefix.
+        let signature = s.sign(&message);
+        Owned {
+            key: PublicKey::from_bytes(s.public_key()),
+            message,
+            signature,
+        }
+    }
+
+    /// The verification item, with the intent signing prefix.
+    pub fn item(&self) -> SigItem<'_> {
+        SigItem {
+            key: &self.key,
+            prefix: warrant_schemas::INTENT_SIGNING_DOMAIN,
+            message: &self.message,
+            signature: &self.signature,
+        }
+    }
+}

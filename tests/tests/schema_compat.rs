@@ -1,0 +1,185 @@
+//! Schema evolution guard: FlatBuffers rules only.
+//!
+//! `schemas/compat/v1.txt` is the frozen layout of wire format version 1:
+//! every table's fields in order with their types, every enum's values and
+//! every struct. The current schemas must extend it: tables may only append
+//! fields, enums only append values, structs never change. To make a
+//! compatible change, append in the `.fbs` file, then run this test with
+//! `WARRANT_BLESS_SCHEMA=1` to append the new fields to the snapshot (it
+//! refuses to bless an incompatible change).
+
+use std::collections::BTreeMap;
+
+/// kind ("table" | "struct" | "enum") and name -> ordered members.
+type Layout = BTreeMap<String, Vec<String>>;
+
+fn parse(sources: &[String]) -> Layout {
+    let mut layout = Layout::new();
+    for src in sources {
+        let mut current: Option<String> = None;
+        for raw in src.lines() {
+            let line = raw.split("//").next().unwrap().trim();
+            if line.is_empty() {
+                continue;
+            }
+            if current.is_none() {
+                let words: Vec<&str> = line.split_whitespace().collect();
+                if let [kind @ ("table" | "struct" | "enum"), name, ..] = words.as_slice() {
+                    let name = name.trim_end_matches('{').split(':').next().unwrap();
+                    let key = format!("{kind} {name}");
+                    if let Some(underlying) = name_underlying(line) {
+                        layout
+                            .entry(key.clone())
+                            .or_default()
+                            .push(format!("underlying {underlying}"));
+                    }
+                    layout.entry(key.clone()).or_default();
+                    current = Some(key);
+                }
+                continue;
+            }
+            if line.starts_with('}') {
+                current = None;
+                continue;
+            }
+            let member = line
+                .trim_end_matches([';', ','])
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
+            layout
+                .get_mut(current.as_ref().unwrap())
+                .unwrap()
+                .push(member);
+        }
+    }
+    layout
+}
+
+fn name_underlying(line: &str) -> Option<String> {
+    // `enum Verdict:ubyte {` -> "ubyte"
+    let head = line.split('{').next()?.trim();
+    if !head.starts_with("enum") {
+        return None;
+    }
+    head.split(':').nth(1).map(|s| s.trim().to_owned())
+}
+
+fn current() -> Layout {
+    let dir = warrant_tests::workspace_root().join("schemas/fbs");
+    let mut names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    names.sort();
+    parse(
+        &names
+            .iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "fbs"))
+            .map(|p| std::fs::read_to_string(p).unwrap())
+            .collect::<Vec<_>>(),
+    )
+}
+
+fn render(layout: &Layout) -> String {
+    let mut out = String::new();
+    for (name, members) in layout {
+        out.push_str(name);
+        out.push('\n');
+        for m in members {
+            out.push_str("  ");
+            out.push_str(m);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+fn read_snapshot(text: &str) -> Layout {
+    let mut layout = Layout::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        if let Some(member) = line.strip_prefix("  ") {
+            layout.get_mut(&current).unwrap().push(member.to_owned());
+        } else if !line.is_empty() {
+            current = line.to_owned();
+            layout.insert(current.clone(), Vec::new());
+        }
+    }
+    layout
+}
+
+#[test]
+fn schemas_only_evolve_compatibly() {
+    let path = warrant_tests::workspace_root().join("schemas/compat/v1.txt");
+    let now = current();
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        panic!(
+            "missing {}: run with WARRANT_BLESS_SCHEMA=1 once to create it",
+            path.display()
+        );
+    };
+    let frozen = read_snapshot(&text);
+    let mut problems = Vec::new();
+    for (name, old) in &frozen {
+        let Some(new) = now.get(name) else {
+            problems.push(format!("{name} was removed"));
+            continue;
+        };
+        let appendable = !name.starts_with("struct ");
+        if new.len() < old.len()
+            || new[..old.len()] != old[..]
+            || (!appendable && new.len() != old.len())
+        {
+            problems.push(format!(
+                "{name} changed incompatibly:\n  was: {old:?}\n  now: {new:?}"
+            ));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "incompatible schema change (bump FORMAT_VERSION instead):\n{}",
+        problems.join("\n")
+    );
+    if render(&now) != text {
+        if std::env::var_os("WARRANT_BLESS_SCHEMA").is_some() {
+            std::fs::write(&path, render(&now)).unwrap();
+        } else {
+            panic!("schemas gained fields compatibly; record them with WARRANT_BLESS_SCHEMA=1");
+        }
+    }
+}
+
+#[test]
+fn the_guard_catches_reordering_and_removal() {
+    let base =
+        parse(&["table T {\n  a:int;\n  b:string;\n}\nenum E:ubyte { X = 0, Y = 1 }\n".to_owned()]);
+    assert_eq!(base["table T"], vec!["a:int", "b:string"]);
+    let appended = parse(&["table T {\n  a:int;\n  b:string;\n  c:long;\n}\n".to_owned()]);
+    assert!(appended["table T"].starts_with(&base["table T"]));
+    let reordered = parse(&["table T {\n  b:string;\n  a:int;\n}\n".to_owned()]);
+    assert!(!reordered["table T"].starts_with(&base["table T"]));
+    let retyped = parse(&["table T {\n  a:long;\n  b:string;\n}\n".to_owned()]);
+    assert!(!retyped["table T"].starts_with(&base["table T"]));
+}
+
+#[test]
+fn identifiers_in_schemas_match_the_crate_constants() {
+    let dir = warrant_tests::workspace_root().join("schemas/fbs");
+    for (file, ident) in [
+        ("intent.fbs", warrant_schemas::INTENT_IDENTIFIER),
+        (
+            "signed_intent.fbs",
+            warrant_schemas::SIGNED_INTENT_IDENTIFIER,
+        ),
+        ("decision.fbs", warrant_schemas::DECISION_IDENTIFIER),
+        ("lineage.fbs", warrant_schemas::LINEAGE_RECORD_IDENTIFIER),
+        ("checkpoint.fbs", warrant_schemas::CHECKPOINT_IDENTIFIER),
+    ] {
+        let text = std::fs::read_to_string(dir.join(file)).unwrap();
+        assert!(
+            text.contains(&format!("file_identifier \"{ident}\";")),
+            "{file} should declare {ident}"
+        );
+    }
+}

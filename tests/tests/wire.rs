@@ -1,0 +1,446 @@
+//! Wire formats: round trips of every root table, and malformed or hostile
+//! buffers (truncated, random, wrong identifier, over limits, oversized
+//! vectors, too deep) each give an error, never a panic.
+
+use proptest::prelude::*;
+use warrant_schemas::wire::{Reason, Verdict};
+use warrant_schemas::*;
+
+fn signed_example() -> Vec<u8> {
+    warrant_tests::signer(1).sign_intent(&IntentFields::example())
+}
+
+#[test]
+fn intent_round_trip() {
+    let parent = [9u8; 16];
+    let attrs = [
+        Attr {
+            key: "amount",
+            value: AttrValue::Int(-5),
+        },
+        Attr {
+            key: "currency",
+            value: AttrValue::Str("CHF"),
+        },
+        Attr {
+            key: "urgent",
+            value: AttrValue::Bool(true),
+        },
+    ];
+    let fields = IntentFields {
+        parent_id: Some(parent),
+        attributes: &attrs,
+        ..IntentFields::example()
+    };
+    let signer = warrant_tests::signer(3);
+    let buf = signer.sign_intent(&fields);
+    let opened = open_signed_intent(&buf, &Limits::default()).unwrap();
+    let i = opened.intent;
+    assert_eq!(i.format_version(), FORMAT_VERSION);
+    assert_eq!(i.id().0, fields.id);
+    assert_eq!(i.principal(), fields.principal);
+    assert_eq!(i.key_id().0, signer.key_id());
+    assert_eq!(i.action(), fields.action);
+    assert_eq!(i.resource(), fields.resource);
+    assert_eq!(i.environment(), fields.environment);
+    assert_eq!(i.region(), fields.region);
+    assert_eq!(i.issued_at_us(), fields.issued_at_us);
+    assert_eq!(i.deadline_us(), fields.deadline_us);
+    assert_eq!(i.requested_validity_us(), fields.requested_validity_us);
+    assert_eq!(i.nonce().0, fields.nonce);
+    assert_eq!(i.parent_id().map(|p| p.0), Some(parent));
+    assert_eq!(i.payload_digest().0, fields.payload_digest);
+    let got: Vec<_> = i
+        .attributes()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a.key(),
+                a.kind(),
+                a.int_value(),
+                a.str_value(),
+                a.bool_value(),
+            )
+        })
+        .collect();
+    assert_eq!(got.len(), 3);
+    assert_eq!(got[0].2, -5);
+    assert_eq!(got[1].3, Some("CHF"));
+    assert!(got[2].4);
+    // The signature covers the domain prefix and exactly the nested bytes.
+    assert_eq!(opened.signature, &signer.sign(opened.intent_bytes));
+    // The nested intent opens on its own too.
+    assert!(open_intent(opened.intent_bytes, &Limits::default()).is_ok());
+}
+
+#[test]
+fn decision_lineage_checkpoint_round_trip() {
+    let proof = [[1u8; 32], [2u8; 32]];
+    let d = DecisionFields {
+        intent_id: [1; 16],
+        intent_digest: [2; 32],
+        verdict: Verdict::Authorize,
+        reason: Reason::Authorized,
+        rule_id: "allow-eu-payments",
+        policy_hash: [3; 32],
+        policy_version: 7,
+        issued_at_us: 10,
+        valid_until_us: 20,
+        audience: "executor-eu",
+        engine_key_id: [4; 16],
+        lineage_partition: 3,
+        lineage_sequence: 99,
+        batch_root: [5; 32],
+        leaf_index: 1,
+        batch_size: 4,
+        proof: &proof,
+        batch_signature: [6; 64],
+    };
+    let buf = encode_decision(&d);
+    let o = open_decision(&buf, &Limits::default()).unwrap();
+    assert_eq!(o.verdict(), Verdict::Authorize);
+    assert_eq!(o.reason(), Reason::Authorized);
+    assert_eq!(o.rule_id(), Some("allow-eu-payments"));
+    assert_eq!(o.audience(), Some("executor-eu"));
+    assert_eq!(o.lineage_sequence(), 99);
+    assert_eq!(
+        o.proof().unwrap().iter().map(|h| h.0).collect::<Vec<_>>(),
+        proof.to_vec()
+    );
+    assert_eq!(o.batch_signature().0, [6; 64]);
+
+    let l = LineageFields {
+        partition: 3,
+        sequence: 99,
+        prev_hash: [7; 32],
+        decision_digest: sha256(&buf),
+        intent_id: [1; 16],
+        parent_id: None,
+        verdict: Verdict::Deny,
+        reason: Reason::ReplayedNonce,
+        issued_at_us: 10,
+    };
+    let lb = encode_lineage_record(&l);
+    let lo = open_lineage_record(&lb, &Limits::default()).unwrap();
+    assert_eq!(lo.decision_digest().0, sha256(&buf));
+    assert_eq!(lo.reason(), Reason::ReplayedNonce);
+    assert!(lo.parent_id().is_none());
+
+    let c = CheckpointFields {
+        origin: "warrant.lineage/3",
+        size: 100,
+        root: [8; 32],
+        issued_at_us: 11,
+        engine_key_id: [4; 16],
+        signature: [9; 64],
+    };
+    let cb = encode_checkpoint(&c);
+    let co = open_checkpoint(&cb, &Limits::default()).unwrap();
+    assert_eq!(co.origin(), "warrant.lineage/3");
+    assert_eq!(co.size(), 100);
+}
+
+#[test]
+fn a_missing_verdict_reads_as_deny() {
+    // The zero value of Verdict is Deny: a decision whose verdict field was
+    // left out (or defaulted) fails closed.
+    assert_eq!(Verdict::default(), Verdict::Deny);
+    assert_eq!(Verdict::Deny.0, 0);
+}
+
+#[test]
+fn every_truncation_is_an_error() {
+    let buf = signed_example();
+    for len in 0..buf.len() {
+        assert!(
+            open_signed_intent(&buf[..len], &Limits::default()).is_err(),
+            "prefix of {len} bytes"
+        );
+    }
+}
+
+#[test]
+fn wrong_identifier_is_an_error() {
+    let buf = signed_example();
+    // Each reader refuses the others' buffers.
+    assert!(matches!(
+        open_intent(&buf, &Limits::default()),
+        Err(WireError::WrongIdentifier { .. })
+    ));
+    assert!(matches!(
+        open_decision(&buf, &Limits::default()),
+        Err(WireError::WrongIdentifier { .. })
+    ));
+    let mut bad = buf.clone();
+    bad[4..8].copy_from_slice(b"XXXX");
+    assert_eq!(
+        open_signed_intent(&bad, &Limits::default()).unwrap_err(),
+        WireError::WrongIdentifier {
+            expected: SIGNED_INTENT_IDENTIFIER,
+            found: Some(*b"XXXX")
+        }
+    );
+    assert!(matches!(
+        open_signed_intent(&[1, 2, 3], &Limits::default()),
+        Err(WireError::WrongIdentifier { found: None, .. })
+    ));
+}
+
+#[test]
+fn oversized_buffer_is_an_error() {
+    let buf = signed_example();
+    let limits = Limits {
+        max_buffer_bytes: buf.len() - 1,
+        ..Limits::default()
+    };
+    assert!(matches!(
+        open_signed_intent(&buf, &limits),
+        Err(WireError::TooLarge { .. })
+    ));
+}
+
+#[test]
+fn over_long_fields_and_too_many_attributes_are_errors() {
+    let long = "x".repeat(300);
+    let fields = IntentFields {
+        principal: &long,
+        ..IntentFields::example()
+    };
+    let buf = warrant_tests::signer(1).sign_intent(&fields);
+    assert!(matches!(
+        open_signed_intent(&buf, &Limits::default()),
+        Err(WireError::FieldTooLong {
+            field: "principal",
+            len: 300,
+            max: 256
+        })
+    ));
+
+    let keys: Vec<String> = (0..40).map(|i| format!("k{i}")).collect();
+    let attrs: Vec<Attr<'_>> = keys
+        .iter()
+        .map(|k| Attr {
+            key: k,
+            value: AttrValue::Int(1),
+        })
+        .collect();
+    let fields = IntentFields {
+        attributes: &attrs,
+        ..IntentFields::example()
+    };
+    let buf = warrant_tests::signer(1).sign_intent(&fields);
+    assert!(matches!(
+        open_signed_intent(&buf, &Limits::default()),
+        Err(WireError::TooManyElements {
+            field: "attributes",
+            len: 40,
+            max: 32
+        })
+    ));
+
+    let dup = [
+        Attr {
+            key: "a",
+            value: AttrValue::Int(1),
+        },
+        Attr {
+            key: "a",
+            value: AttrValue::Int(2),
+        },
+    ];
+    let buf = warrant_tests::signer(1).sign_intent(&IntentFields {
+        attributes: &dup,
+        ..IntentFields::example()
+    });
+    assert!(matches!(
+        open_signed_intent(&buf, &Limits::default()),
+        Err(WireError::DuplicateAttribute { .. })
+    ));
+
+    let empty = IntentFields {
+        principal: "",
+        ..IntentFields::example()
+    };
+    let buf = warrant_tests::signer(1).sign_intent(&empty);
+    assert!(matches!(
+        open_signed_intent(&buf, &Limits::default()),
+        Err(WireError::Empty { field: "principal" })
+    ));
+}
+
+/// Finds `needle` in `hay`, for patching a buffer's bytes in place.
+fn find(hay: &[u8], needle: &[u8]) -> usize {
+    hay.windows(needle.len())
+        .position(|w| w == needle)
+        .expect("needle present")
+}
+
+#[test]
+fn an_oversized_vector_length_is_an_error() {
+    // Patch the length prefix of the `attributes` vector (2 elements) to
+    // claim 2^31 elements: the verifier must refuse it, not read past the end.
+    let intent = encode_intent(&IntentFields::example());
+    let opened = open_intent(&intent, &Limits::default()).unwrap();
+    let attrs = opened.attributes().unwrap();
+    assert_eq!(attrs.len(), 2);
+    // The vector's length word sits just before its first element offset;
+    // locate it by value among little-endian u32 words equal to 2.
+    let mut patched_any = false;
+    for pos in (0..intent.len() - 4).step_by(4) {
+        if intent[pos..pos + 4] == 2u32.to_le_bytes() {
+            let mut bad = intent.clone();
+            bad[pos..pos + 4].copy_from_slice(&0x8000_0000u32.to_le_bytes());
+            if let Ok(i) = open_intent(&bad, &Limits::default()) {
+                // Another field equal to 2 was patched; it must still be sane.
+                assert!(i.attributes().map_or(0, |a| a.len()) <= 32);
+            } else {
+                patched_any = true;
+            }
+        }
+    }
+    assert!(patched_any, "no patch of a length word was refused");
+
+    // And a string whose length claims more bytes than the buffer has.
+    let mut bad = intent.clone();
+    let at = find(&bad, b"svc-example") - 4;
+    bad[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+    assert!(matches!(
+        open_intent(&bad, &Limits::default()),
+        Err(WireError::Invalid(_))
+    ));
+}
+
+#[test]
+fn depth_and_table_limits_are_enforced() {
+    // Warrant's deepest buffer is Intent -> attributes -> Attribute. Limits
+    // below that refuse it, which is how a deeply nested hostile buffer is
+    // stopped before the verifier recurses into it.
+    let intent = encode_intent(&IntentFields::example());
+    let shallow = Limits {
+        max_depth: 1,
+        ..Limits::default()
+    };
+    assert!(matches!(
+        open_intent(&intent, &shallow),
+        Err(WireError::Invalid(_))
+    ));
+    let few_tables = Limits {
+        max_tables: 2,
+        ..Limits::default()
+    };
+    assert!(matches!(
+        open_intent(&intent, &few_tables),
+        Err(WireError::Invalid(_))
+    ));
+    assert!(open_intent(&intent, &Limits::default()).is_ok());
+}
+
+#[test]
+fn unknown_format_version_is_an_error() {
+    let intent = encode_intent(&IntentFields::example());
+    // format_version is the first scalar field; find it via its value.
+    let opened = open_intent(&intent, &Limits::default()).unwrap();
+    assert_eq!(opened.format_version(), 1);
+    let mut refused = false;
+    for pos in 0..intent.len() - 2 {
+        if intent[pos..pos + 2] == 1u16.to_le_bytes() {
+            let mut bad = intent.clone();
+            bad[pos..pos + 2].copy_from_slice(&2u16.to_le_bytes());
+            if let Err(WireError::UnsupportedVersion {
+                found: 2,
+                supported: 1,
+            }) = open_intent(&bad, &Limits::default())
+            {
+                refused = true;
+            }
+        }
+    }
+    assert!(refused);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..600)) {
+        let l = Limits::default();
+        let _ = open_signed_intent(&bytes, &l);
+        let _ = open_intent(&bytes, &l);
+        let _ = open_decision(&bytes, &l);
+        let _ = open_lineage_record(&bytes, &l);
+        let _ = open_checkpoint(&bytes, &l);
+    }
+
+    #[test]
+    fn random_bytes_behind_a_valid_identifier_never_panic(mut bytes in prop::collection::vec(any::<u8>(), 8..600)) {
+        bytes[4..8].copy_from_slice(SIGNED_INTENT_IDENTIFIER.as_bytes());
+        let _ = open_signed_intent(&bytes, &Limits::default());
+    }
+
+    #[test]
+    fn mutated_valid_buffers_never_panic(flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8)) {
+        let mut buf = signed_example();
+        for (i, v) in flips {
+            let at = i.index(buf.len());
+            buf[at] = v;
+        }
+        if let Ok(o) = open_signed_intent(&buf, &Limits::default()) {
+            // Whatever opened is within the limits.
+            prop_assert!(o.intent.principal().len() <= 256);
+            prop_assert!(o.intent.attributes().map_or(0, |a| a.len()) <= 32);
+        }
+    }
+}
+
+/// The fuzz seeds (`fuzz/seeds/signed_intent/`) are valid signed intents by
+/// the fuzz target's key. Regenerate with
+/// `WARRANT_WRITE_FUZZ_SEEDS=1 cargo test -p warrant-tests --test wire fuzz_seeds`.
+#[test]
+fn fuzz_seeds_are_current() {
+    let signer = IntentSigner::from_seed([0x42; 32]);
+    let attrs = [
+        Attr {
+            key: "amount",
+            value: AttrValue::Int(1),
+        },
+        Attr {
+            key: "flag",
+            value: AttrValue::Bool(true),
+        },
+    ];
+    let seeds = [
+        (
+            "valid-example",
+            signer.sign_intent(&IntentFields::example()),
+        ),
+        (
+            "valid-chained",
+            signer.sign_intent(&IntentFields {
+                parent_id: Some([7; 16]),
+                attributes: &attrs,
+                ..IntentFields::example()
+            }),
+        ),
+        (
+            "no-attributes",
+            signer.sign_intent(&IntentFields {
+                attributes: &[],
+                ..IntentFields::example()
+            }),
+        ),
+    ];
+    let dir = warrant_tests::workspace_root().join("fuzz/seeds/signed_intent");
+    for (name, bytes) in seeds {
+        assert!(open_signed_intent(&bytes, &Limits::default()).is_ok());
+        let path = dir.join(name);
+        if std::env::var_os("WARRANT_WRITE_FUZZ_SEEDS").is_some() {
+            std::fs::write(&path, &bytes).unwrap();
+        }
+        assert_eq!(
+            std::fs::read(&path).ok().as_deref(),
+            Some(bytes.as_slice()),
+            "stale seed {name}"
+        );
+    }
+}
