@@ -1,0 +1,502 @@
+//! The policy file format (TOML) and its translation into [`RuleSpec`]s.
+//!
+//! ```toml
+//! [policy]
+//! name = "payments"
+//! version = 3                     # bump on every change; decisions carry it
+//!
+//! [groups]                        # principal groups: `group:NAME`
+//! treasury = ["svc-treasury", "svc-payouts"]
+//!
+//! [sets]                          # value sets for any string field: `set:NAME`
+//! eu = ["AT", "BE", "DE", "FR"]
+//!
+//! [[rule]]
+//! id = "deny-sanctioned"          # stable, unique
+//! effect = "deny"
+//! reason = "sanctioned-region"
+//! region = ["KP", "IR"]
+//!
+//! [[rule]]
+//! id = "allow-eu-treasury"
+//! effect = "allow"
+//! principal = ["group:treasury", "svc-pay*"]   # exact, prefix*, group:NAME, "*"
+//! action = "payments.*"
+//! environment = "prod"
+//! region = "set:eu"
+//! key_status = "active"           # active | rotating
+//! time = "06:00-22:00"            # UTC, end exclusive; may wrap midnight
+//! max_validity = "5m"             # longer requested validity is cut to this
+//! when = { currency = "EUR", amount = { max = 1000000 } }
+//! ```
+//!
+//! Every match field takes a string or a list of strings; an omitted field
+//! matches anything. `when` maps attribute keys to a string matcher, an
+//! integer range `{ min, max }` (inclusive, either optional) or a boolean.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Deserialize;
+
+use crate::error::PolicyError;
+use crate::spec::{AttrCond, Effect, KeyStatus, MINUTES, Origin, RuleSpec, StrMatch, TimeWindow};
+
+/// Reserved prefix naming a principal group.
+const GROUP: &str = "group:";
+/// Reserved prefix naming a value set.
+const SET: &str = "set:";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileDef {
+    policy: Option<HeaderDef>,
+    #[serde(default)]
+    groups: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    sets: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    rule: Vec<toml::Spanned<RuleDef>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HeaderDef {
+    name: Option<String>,
+    version: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum CondDef {
+    Bool(bool),
+    Range(RangeDef),
+    Str(OneOrMany),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RangeDef {
+    min: Option<i64>,
+    max: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum DurationDef {
+    Seconds(u64),
+    Text(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleDef {
+    id: String,
+    effect: String,
+    reason: Option<String>,
+    principal: Option<OneOrMany>,
+    action: Option<OneOrMany>,
+    resource: Option<OneOrMany>,
+    environment: Option<OneOrMany>,
+    region: Option<OneOrMany>,
+    key_status: Option<OneOrMany>,
+    time: Option<OneOrMany>,
+    max_validity: Option<DurationDef>,
+    #[serde(default)]
+    when: BTreeMap<String, CondDef>,
+}
+
+/// One parsed source file.
+pub(crate) struct ParsedFile {
+    pub name: Option<String>,
+    pub version: Option<(u64, usize)>,
+    pub groups: BTreeMap<String, (Vec<String>, usize)>,
+    pub sets: BTreeMap<String, (Vec<String>, usize)>,
+    pub rules: Vec<(RuleDefOpaque, Origin)>,
+}
+
+/// A rule as written, kept opaque outside this module.
+pub(crate) struct RuleDefOpaque(RuleDef);
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.get(..offset)
+        .map_or(1, |t| t.bytes().filter(|b| *b == b'\n').count() + 1)
+}
+
+/// Finds the line of `[key]`'s entry `name = ` for error messages (best effort).
+fn line_of_key(text: &str, name: &str) -> usize {
+    text.lines()
+        .position(|l| {
+            let l = l.trim_start();
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        })
+        .map_or(1, |i| i + 1)
+}
+
+/// Parses one file's text.
+pub(crate) fn parse_file(file: &str, text: &str) -> Result<ParsedFile, PolicyError> {
+    let def: FileDef = toml::from_str(text).map_err(|e| {
+        let line = e.span().map_or(1, |s| line_of(text, s.start));
+        PolicyError::at(
+            file,
+            line,
+            None,
+            e.message().trim_end_matches('\n').to_owned(),
+        )
+    })?;
+    let version = def
+        .policy
+        .as_ref()
+        .map(|h| (h.version, line_of_key(text, "version")));
+    let groups = def
+        .groups
+        .into_iter()
+        .map(|(k, v)| {
+            let line = line_of_key(text, &k);
+            (k, (v, line))
+        })
+        .collect();
+    let sets = def
+        .sets
+        .into_iter()
+        .map(|(k, v)| {
+            let line = line_of_key(text, &k);
+            (k, (v, line))
+        })
+        .collect();
+    let rules = def
+        .rule
+        .into_iter()
+        .map(|spanned| {
+            // The span covers the rule's key/value lines; its header sits
+            // on the line above the first of them.
+            let line = line_of(text, spanned.span().start);
+            let line = if line > 1 { line - 1 } else { line };
+            (
+                RuleDefOpaque(spanned.into_inner()),
+                Origin {
+                    file: file.to_owned(),
+                    line,
+                },
+            )
+        })
+        .collect();
+    Ok(ParsedFile {
+        name: def.policy.and_then(|h| h.name),
+        version,
+        groups,
+        sets,
+        rules,
+    })
+}
+
+/// Names and values shared by every rule of the policy.
+pub(crate) struct Context<'a> {
+    pub groups: &'a BTreeMap<String, Vec<String>>,
+    pub sets: &'a BTreeMap<String, Vec<String>>,
+}
+
+fn parse_duration(d: &DurationDef) -> Result<u64, String> {
+    let seconds = match d {
+        DurationDef::Seconds(s) => *s,
+        DurationDef::Text(t) => {
+            let t = t.trim();
+            let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+            let (num, unit) = t.split_at(split);
+            let n: u64 = num
+                .parse()
+                .map_err(|_| format!("bad duration `{t}` (e.g. `90s`, `5m`, `2h`, `1d`)"))?;
+            let mult = match unit {
+                "s" | "" => 1,
+                "m" => 60,
+                "h" => 3600,
+                "d" => 86_400,
+                _ => return Err(format!("bad duration unit in `{t}` (use s, m, h or d)")),
+            };
+            n.checked_mul(mult)
+                .ok_or_else(|| format!("duration `{t}` is too long"))?
+        }
+    };
+    if seconds == 0 {
+        return Err("max_validity must be longer than zero".into());
+    }
+    seconds
+        .checked_mul(1_000_000)
+        .ok_or_else(|| "max_validity is too long".into())
+}
+
+fn parse_minute(t: &str) -> Result<u16, String> {
+    let (h, m) = t
+        .split_once(':')
+        .ok_or_else(|| format!("bad time `{t}` (use HH:MM)"))?;
+    let h: u16 = h.trim().parse().map_err(|_| format!("bad hour in `{t}`"))?;
+    let m: u16 = m
+        .trim()
+        .parse()
+        .map_err(|_| format!("bad minute in `{t}`"))?;
+    if m >= 60 || h > 24 || (h == 24 && m != 0) {
+        return Err(format!("time `{t}` is out of range (00:00 to 24:00)"));
+    }
+    Ok(h * 60 + m)
+}
+
+fn parse_window(items: &[String]) -> Result<TimeWindow, String> {
+    let mut ranges = Vec::new();
+    for item in items {
+        let (a, b) = item
+            .split_once('-')
+            .ok_or_else(|| format!("bad time window `{item}` (use HH:MM-HH:MM, UTC)"))?;
+        let (start, end) = (parse_minute(a)?, parse_minute(b)?);
+        match start.cmp(&end) {
+            std::cmp::Ordering::Less => ranges.push((start, end)),
+            // A window that wraps past midnight: two ranges.
+            std::cmp::Ordering::Greater => {
+                ranges.push((start, MINUTES));
+                ranges.push((0, end));
+            }
+            std::cmp::Ordering::Equal => {
+                return Err(format!("time window `{item}` is empty (start equals end)"));
+            }
+        }
+    }
+    Ok(TimeWindow::from_ranges(ranges))
+}
+
+impl Context<'_> {
+    fn str_match(
+        &self,
+        field: &str,
+        items: Vec<String>,
+        allow_groups: bool,
+    ) -> Result<StrMatch, String> {
+        if items.is_empty() {
+            return Err(format!(
+                "`{field}` is an empty list (omit the field to match anything)"
+            ));
+        }
+        let mut m = StrMatch::default();
+        for item in items {
+            self.add_pattern(field, &item, allow_groups, &mut m)?;
+        }
+        Ok(m)
+    }
+
+    fn add_pattern(
+        &self,
+        field: &str,
+        item: &str,
+        allow_groups: bool,
+        m: &mut StrMatch,
+    ) -> Result<(), String> {
+        if let Some(name) = item.strip_prefix(GROUP) {
+            if !allow_groups {
+                return Err(format!(
+                    "`{item}` in `{field}`: groups apply to `principal` only"
+                ));
+            }
+            let members = self
+                .groups
+                .get(name)
+                .ok_or_else(|| format!("unknown group `{name}` in `{field}`"))?;
+            for member in members {
+                add_plain(field, member, m)?;
+            }
+            return Ok(());
+        }
+        if let Some(name) = item.strip_prefix(SET) {
+            let members = self
+                .sets
+                .get(name)
+                .ok_or_else(|| format!("unknown set `{name}` in `{field}`"))?;
+            for member in members {
+                add_plain(field, member, m)?;
+            }
+            return Ok(());
+        }
+        add_plain(field, item, m)
+    }
+
+    /// Translates a parsed rule.
+    pub(crate) fn rule(&self, def: RuleDefOpaque, origin: Origin) -> Result<RuleSpec, PolicyError> {
+        let def = def.0;
+        let id = def.id.clone();
+        let fail = |message: String| PolicyError::at(&origin.file, origin.line, Some(&id), message);
+        if def.id.is_empty()
+            || !def
+                .id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
+        {
+            return Err(fail(format!(
+                "rule id `{}` must be non-empty ASCII letters, digits, `-`, `_`, `.` or `:`",
+                def.id
+            )));
+        }
+        let effect = match def.effect.as_str() {
+            "allow" => Effect::Allow,
+            "deny" => Effect::Deny,
+            other => {
+                return Err(fail(format!(
+                    "effect `{other}` is neither `allow` nor `deny`"
+                )));
+            }
+        };
+        if effect == Effect::Allow && def.reason.is_some() {
+            return Err(fail(
+                "`reason` is for deny rules (an allow carries reason `authorized`)".into(),
+            ));
+        }
+        let field =
+            |name: &str, v: Option<OneOrMany>, groups: bool| -> Result<StrMatch, PolicyError> {
+                match v {
+                    None => Ok(StrMatch::any()),
+                    Some(v) => self.str_match(name, v.into_vec(), groups).map_err(&fail),
+                }
+            };
+        let principal = field("principal", def.principal, true)?;
+        let action = field("action", def.action, false)?;
+        let resource = field("resource", def.resource, false)?;
+        let environment = field("environment", def.environment, false)?;
+        let region = field("region", def.region, false)?;
+        let key_status = match def.key_status {
+            None => [true, true],
+            Some(v) => {
+                let mut ks = [false, false];
+                let v = v.into_vec();
+                if v.is_empty() {
+                    return Err(fail("`key_status` is an empty list".into()));
+                }
+                for s in v {
+                    let status = KeyStatus::ALL
+                        .into_iter()
+                        .find(|k| k.name() == s)
+                        .ok_or_else(|| {
+                            fail(format!(
+                                "key_status `{s}` is neither `active` nor `rotating`"
+                            ))
+                        })?;
+                    if let Some(slot) = ks.get_mut(status as usize) {
+                        *slot = true;
+                    }
+                }
+                ks
+            }
+        };
+        let time = match def.time {
+            None => TimeWindow::all_day(),
+            Some(v) => {
+                let v = v.into_vec();
+                if v.is_empty() {
+                    return Err(fail("`time` is an empty list".into()));
+                }
+                parse_window(&v).map_err(&fail)?
+            }
+        };
+        if effect == Effect::Deny && def.max_validity.is_some() {
+            return Err(fail("`max_validity` is for allow rules".into()));
+        }
+        let max_validity_us = def
+            .max_validity
+            .as_ref()
+            .map(parse_duration)
+            .transpose()
+            .map_err(&fail)?;
+        let mut attrs = Vec::with_capacity(def.when.len());
+        for (key, cond) in def.when {
+            let cond = match cond {
+                CondDef::Bool(b) => AttrCond::Bool(b),
+                CondDef::Range(r) => {
+                    if r.min.is_none() && r.max.is_none() {
+                        return Err(fail(format!("range on `{key}` needs `min`, `max` or both")));
+                    }
+                    AttrCond::Int {
+                        min: r.min.unwrap_or(i64::MIN),
+                        max: r.max.unwrap_or(i64::MAX),
+                    }
+                }
+                CondDef::Str(v) => {
+                    AttrCond::Str(self.str_match(&key, v.into_vec(), false).map_err(&fail)?)
+                }
+            };
+            attrs.push((key, cond));
+        }
+        Ok(RuleSpec {
+            id: def.id,
+            effect,
+            reason: def.reason,
+            principal,
+            action,
+            resource,
+            environment,
+            region,
+            key_status,
+            time,
+            attrs,
+            max_validity_us,
+            origin,
+        })
+    }
+}
+
+fn add_plain(field: &str, item: &str, m: &mut StrMatch) -> Result<(), String> {
+    if item == "*" {
+        m.any = true;
+    } else if let Some(prefix) = item.strip_suffix('*') {
+        if prefix.contains('*') {
+            return Err(format!("`{item}` in `{field}`: `*` may only end a pattern"));
+        }
+        m.prefixes.insert(prefix.to_owned());
+    } else if item.contains('*') {
+        return Err(format!("`{item}` in `{field}`: `*` may only end a pattern"));
+    } else {
+        m.exact.insert(item.to_owned());
+    }
+    Ok(())
+}
+
+/// Checks group and set definitions: names and members.
+pub(crate) fn check_names(
+    file: &str,
+    kind: &str,
+    defs: &BTreeMap<String, (Vec<String>, usize)>,
+) -> Result<(), PolicyError> {
+    for (name, (members, line)) in defs {
+        if members
+            .iter()
+            .any(|m| m.starts_with(GROUP) || m.starts_with(SET))
+        {
+            return Err(PolicyError::at(
+                file,
+                *line,
+                None,
+                format!("{kind} `{name}` may not contain groups or sets"),
+            ));
+        }
+        let unique: BTreeSet<&String> = members.iter().collect();
+        if unique.len() != members.len() {
+            return Err(PolicyError::at(
+                file,
+                *line,
+                None,
+                format!("{kind} `{name}` lists a member twice"),
+            ));
+        }
+    }
+    Ok(())
+}
