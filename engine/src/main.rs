@@ -19,6 +19,8 @@ use warrant_schemas::{
     open_signed_intent,
 };
 
+mod policy_cli;
+
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -58,6 +60,43 @@ enum Command {
     },
     /// Print the ed25519 arithmetic backend in use on this CPU.
     Backend,
+    /// Check, test and explain policies.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Compile a policy file or directory and report what the analysis
+    /// finds: rules that never match, shadowed rules, allow/deny overlaps.
+    /// Exits 1 if the policy does not compile (or, with --deny-warnings,
+    /// if the analysis finds anything).
+    Check {
+        /// Policy file, or directory of *.toml files.
+        path: PathBuf,
+        /// Treat analysis findings as errors.
+        #[arg(long)]
+        deny_warnings: bool,
+    },
+    /// Run a cases file (requests with expected verdicts and rules).
+    /// Exits 1 on any failed case.
+    Test {
+        /// Cases file (TOML; names its policy).
+        cases: PathBuf,
+    },
+    /// Explain the verdict for one request: which rules each field
+    /// selects, which rules match, and which one decides.
+    Explain {
+        /// Policy file or directory.
+        path: PathBuf,
+        /// Request file (TOML, the fields of a case's `request`).
+        #[arg(long)]
+        request: Option<PathBuf>,
+        /// Set a request field, e.g. `--set principal=svc-a --set amount=250`
+        /// (unknown keys are attributes). Repeatable; applied after --request.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -73,6 +112,7 @@ fn main() -> ExitCode {
             println!("{}", backend::describe());
             Ok(())
         }
+        Command::Policy(cmd) => policy_cli::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

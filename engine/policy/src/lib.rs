@@ -47,6 +47,7 @@
 #![deny(missing_docs)]
 
 pub mod analyze;
+pub mod cases;
 mod error;
 pub mod reference;
 pub mod spec;

@@ -184,10 +184,8 @@ pub(crate) fn parse_file(file: &str, text: &str) -> Result<ParsedFile, PolicyErr
         .rule
         .into_iter()
         .map(|spanned| {
-            // The span covers the rule's key/value lines; its header sits
-            // on the line above the first of them.
+            // The span starts at the rule's `[[rule]]` header.
             let line = line_of(text, spanned.span().start);
-            let line = if line > 1 { line - 1 } else { line };
             (
                 RuleDefOpaque(spanned.into_inner()),
                 Origin {

@@ -1,0 +1,149 @@
+//! `warrant policy check | test | explain`.
+
+use std::path::Path;
+
+use warrant_policy::cases::{RequestDef, run_cases};
+use warrant_policy::{Effect, Policy};
+
+use crate::PolicyCommand;
+
+pub(crate) fn run(cmd: PolicyCommand) -> Result<(), String> {
+    match cmd {
+        PolicyCommand::Check {
+            path,
+            deny_warnings,
+        } => check(&path, deny_warnings),
+        PolicyCommand::Test { cases } => test(&cases),
+        PolicyCommand::Explain { path, request, set } => explain(&path, request.as_deref(), &set),
+    }
+}
+
+fn summary(policy: &Policy) -> String {
+    format!(
+        "policy {} version {} ({} rules, hash {}, tables {} KiB)",
+        policy.name().unwrap_or("(unnamed)"),
+        policy.version(),
+        policy.rules().len(),
+        hex::encode(&policy.hash()[..8]),
+        policy.table_bytes().div_ceil(1024)
+    )
+}
+
+fn check(path: &Path, deny_warnings: bool) -> Result<(), String> {
+    let policy = Policy::load(path).map_err(|e| e.to_string())?;
+    println!("{}", summary(&policy));
+    for f in policy.findings() {
+        println!("warning: {}", f.describe(policy.rules()));
+    }
+    if policy.unlisted_overlaps() > 0 {
+        println!(
+            "warning: {} more allow/deny overlaps not listed",
+            policy.unlisted_overlaps()
+        );
+    }
+    let n = policy.findings().len() + policy.unlisted_overlaps();
+    if n == 0 {
+        println!("ok: no findings");
+    } else if deny_warnings {
+        return Err(format!("{n} analysis findings (--deny-warnings)"));
+    }
+    Ok(())
+}
+
+fn test(cases: &Path) -> Result<(), String> {
+    let report = run_cases(cases).map_err(|e| e.to_string())?;
+    println!(
+        "cases {} against {} (version {})",
+        cases.display(),
+        report.policy_path.display(),
+        report.policy_version
+    );
+    for r in &report.results {
+        match &r.failure {
+            None => println!("  ok    {}", r.name),
+            Some(why) => println!("  FAIL  {}: {why}", r.name),
+        }
+    }
+    let failed = report.failed();
+    println!("{} passed, {failed} failed", report.results.len() - failed);
+    if failed > 0 {
+        return Err(format!("{failed} policy cases failed"));
+    }
+    Ok(())
+}
+
+fn explain(path: &Path, request: Option<&Path>, set: &[String]) -> Result<(), String> {
+    let policy = Policy::load(path).map_err(|e| e.to_string())?;
+    let mut def = match request {
+        None => RequestDef::default(),
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| format!("cannot read `{}`: {e}", p.display()))?;
+            toml::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))?
+        }
+    };
+    for s in set {
+        def.set(s)?;
+    }
+    let req = def.build()?;
+    println!("{}", summary(&policy));
+    let rules = policy.rules();
+    let id = |i: &usize| rules.get(*i).map_or("?", |r| r.id.as_str());
+    req.with(|r| {
+        println!("rules each field of the request selects (a rule must be selected by all):");
+        for (dim, selected) in policy.explain(r) {
+            let names: Vec<&str> = selected.iter().map(id).collect();
+            println!(
+                "  {dim:<40} {}",
+                if names.is_empty() {
+                    "(none)".to_owned()
+                } else {
+                    names.join(", ")
+                }
+            );
+        }
+        let matching: Vec<String> = rules
+            .iter()
+            .filter(|rule| warrant_policy::reference::rule_matches(rule, r))
+            .map(|rule| format!("{} ({:?})", rule.id, rule.effect).to_lowercase())
+            .collect();
+        println!(
+            "matching rules: {}",
+            if matching.is_empty() {
+                "none".into()
+            } else {
+                matching.join(", ")
+            }
+        );
+        let outcome = policy.evaluate(r);
+        let verdict = if outcome.effect == Effect::Allow {
+            "ALLOW"
+        } else {
+            "DENY"
+        };
+        match outcome.rule.and_then(|i| rules.get(i)) {
+            Some(rule) => {
+                let why = match (outcome.effect, &rule.reason) {
+                    (Effect::Deny, Some(reason)) => format!(", reason `{reason}`"),
+                    _ => String::new(),
+                };
+                println!(
+                    "verdict: {verdict} by rule `{}` ({}){why}",
+                    rule.id, rule.origin
+                );
+            }
+            None => println!("verdict: {verdict}: no rule matched (default deny)"),
+        }
+        if outcome.is_allow() {
+            println!(
+                "validity: requested {} s, granted {} s",
+                req.requested_validity_us / 1_000_000,
+                policy.granted_validity_us(&outcome, req.requested_validity_us) / 1_000_000
+            );
+        }
+        if policy.evaluate_reference(r) != outcome {
+            println!("error: the reference evaluator disagrees; please report this");
+        }
+    });
+    Ok(())
+}

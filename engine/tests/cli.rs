@@ -1,0 +1,181 @@
+//! The `warrant` binary, run as a user would: the examples check and their
+//! cases pass; broken input gives a clear error and a non-zero exit.
+
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    reason = "a test fails by panicking"
+)]
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn warrant(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_warrant"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("runs")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn example_policies_check() {
+    for p in ["examples/policy/payments.toml", "examples/policy/split"] {
+        let o = warrant(&["policy", "check", p]);
+        assert!(o.status.success(), "{p}: {}", text(&o));
+        // The examples are analysed: no rule in them is dead or shadowed.
+        assert!(
+            !text(&o).contains("never match") && !text(&o).contains("shadowed"),
+            "{}",
+            text(&o)
+        );
+    }
+}
+
+#[test]
+fn example_cases_pass() {
+    let o = warrant(&["policy", "test", "examples/policy/payments.cases.toml"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("11 passed, 0 failed"), "{}", text(&o));
+}
+
+#[test]
+fn a_failing_case_fails_the_command() {
+    let dir = std::env::temp_dir().join(format!("warrant-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("p.toml"),
+        "[policy]\nversion = 1\n[[rule]]\nid = \"a\"\neffect = \"allow\"\nregion = \"DE\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("cases.toml"),
+        "policy = \"p.toml\"\n[[case]]\nname = \"US is allowed\"\nexpect = \"allow\"\nrequest = { region = \"US\" }\n",
+    )
+    .unwrap();
+    let o = warrant(&["policy", "test", dir.join("cases.toml").to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("FAIL  US is allowed: expected allow, got deny (rule `none`)"),
+        "{}",
+        text(&o)
+    );
+    assert!(text(&o).contains("0 passed, 1 failed"), "{}", text(&o));
+
+    std::fs::write(
+        dir.join("broken.toml"),
+        "[policy]\nversion = 1\n[[rule]]\nid = \"a\"\neffect = \"allow\"\nregion = \"set:eu\"\n",
+    )
+    .unwrap();
+    let o = warrant(&["policy", "check", dir.join("broken.toml").to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("broken.toml:3: rule `a`: unknown set `eu` in `region`"),
+        "{}",
+        text(&o)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn deny_warnings_turns_findings_into_failure() {
+    let o = warrant(&[
+        "policy",
+        "check",
+        "--deny-warnings",
+        "examples/policy/payments.toml",
+    ]);
+    assert!(
+        !o.status.success(),
+        "payments.toml has overlap findings: {}",
+        text(&o)
+    );
+    assert!(text(&o).contains("overrides allow rule"), "{}", text(&o));
+}
+
+#[test]
+fn explain_names_the_deciding_rule() {
+    let o = warrant(&[
+        "policy",
+        "explain",
+        "examples/policy/payments.toml",
+        "--set",
+        "principal=svc-treasury",
+        "--set",
+        "action=payments.transfer",
+        "--set",
+        "resource=accounts/eu/1",
+        "--set",
+        "environment=prod",
+        "--set",
+        "region=DE",
+        "--set",
+        "amount=900",
+        "--set",
+        "currency=EUR",
+        "--set",
+        "requested_validity=10m",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let t = text(&o);
+    assert!(
+        t.contains("verdict: ALLOW by rule `allow-treasury-eu-eur`"),
+        "{t}"
+    );
+    assert!(
+        t.contains("validity: requested 600 s, granted 300 s"),
+        "{t}"
+    );
+    assert!(!t.contains("disagrees"), "{t}");
+}
+
+#[test]
+fn selftest_passes_and_reports_the_backend() {
+    let o = warrant(&["selftest", "--count", "600", "--forged-percent", "5"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let t = text(&o);
+    assert!(
+        t.contains("ed25519 backend:")
+            && t.contains("batch/single disagreements: 0")
+            && t.contains("forged accepted: 0"),
+        "{t}"
+    );
+}
+
+#[test]
+fn keygen_writes_a_private_key_file_once() {
+    let dir = std::env::temp_dir().join(format!("warrant-keygen-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("engine.key");
+    let o = warrant(&["keygen", "--out", key.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let seed = std::fs::read_to_string(&key).unwrap();
+    assert!(
+        !text(&o).contains(seed.trim()),
+        "the secret must not be printed"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+    let again = warrant(&["keygen", "--out", key.to_str().unwrap()]);
+    assert!(!again.status.success(), "must refuse to overwrite");
+    let _ = std::fs::remove_dir_all(&dir);
+}
