@@ -3,6 +3,8 @@
 //! Fixtures build realistic signed intents with the producer API so that
 //! the verification benches hash the same message sizes the engine sees.
 
+pub mod policy;
+
 use warrant_engine::verify::{PublicKey, SigItem};
 use warrant_schemas::{INTENT_SIGNING_DOMAIN, IntentFields, IntentSigner, encode_intent};
 

@@ -34,6 +34,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use rustc_hash::FxHashMap;
+
 use warrant_schemas::AttrValue;
 
 use crate::spec::{AttrCond, Effect, RuleSpec, StrMatch};
@@ -45,19 +47,44 @@ pub const MAX_DIMENSIONS: usize = 64;
 pub const MAX_ATTRIBUTE_KEYS: usize = MAX_DIMENSIONS - 7;
 
 /// Interned bitsets over rules in priority order.
+/// Beside each bitset, the indices of its non-zero words: evaluation walks
+/// the sparsest dimension's non-zero words only, which keeps its cost
+/// nearly flat in the number of rules when some dimension is selective
+/// (an exact principal, say).
 struct Arena {
     words: usize,
     bits: Vec<u64>,
+    /// Non-zero word indices of every set, concatenated.
+    nonzero: Vec<u32>,
+    /// `nonzero[nz_start[id]..nz_start[id + 1]]` belongs to set `id`.
+    nz_start: Vec<u32>,
     dedup: HashMap<Vec<u64>, u32>,
 }
 
 impl Arena {
+    fn new(words: usize) -> Self {
+        Arena {
+            words,
+            bits: Vec::new(),
+            nonzero: Vec::new(),
+            nz_start: vec![0],
+            dedup: HashMap::new(),
+        }
+    }
+
     fn intern(&mut self, set: &[u64]) -> u32 {
         if let Some(&id) = self.dedup.get(set) {
             return id;
         }
         let id = u32::try_from(self.dedup.len()).unwrap_or(u32::MAX);
         self.bits.extend_from_slice(set);
+        for (i, w) in set.iter().enumerate() {
+            if *w != 0 {
+                self.nonzero.push(u32::try_from(i).unwrap_or(u32::MAX));
+            }
+        }
+        self.nz_start
+            .push(u32::try_from(self.nonzero.len()).unwrap_or(u32::MAX));
         self.dedup.insert(set.to_vec(), id);
         id
     }
@@ -80,9 +107,12 @@ enum StrSel<'a> {
     Match(&'a StrMatch),
 }
 
+/// String lookups use FxHash: the keys are fixed by the policy, so a
+/// request cannot grow a probe chain, and SipHash would cost more than the
+/// rest of the evaluation.
 struct StrDim {
-    exact: HashMap<Box<str>, u32>,
-    prefixes: HashMap<Box<str>, u32>,
+    exact: FxHashMap<Box<str>, u32>,
+    prefixes: FxHashMap<Box<str>, u32>,
     /// Distinct prefix lengths, longest first.
     prefix_lens: Vec<usize>,
     other: u32,
@@ -129,14 +159,14 @@ impl StrDim {
             // prefix cannot be written) needs no special case.
             set
         };
-        let mut prefixes = HashMap::with_capacity(by_prefix.len());
+        let mut prefixes = FxHashMap::with_capacity_and_hasher(by_prefix.len(), Default::default());
         let mut lens = BTreeSet::new();
         for p in by_prefix.keys() {
             let set = prefix_class(p);
             prefixes.insert(Box::from(*p), arena.intern(&set));
             lens.insert(p.len());
         }
-        let mut exact = HashMap::with_capacity(by_exact.len());
+        let mut exact = FxHashMap::with_capacity_and_hasher(by_exact.len(), Default::default());
         for (e, rules) in &by_exact {
             let mut set = match longest_prefix(e, &lens, |q| by_prefix.contains_key(q)) {
                 Some(p) => prefix_class(p),
@@ -247,6 +277,8 @@ impl AttrDim {
 pub(crate) struct Tables {
     words: usize,
     arena: Vec<u64>,
+    nonzero: Vec<u32>,
+    nz_start: Vec<u32>,
     /// Priority position -> rule index in file order.
     order: Vec<u32>,
     effects: Vec<Effect>,
@@ -274,11 +306,7 @@ impl Tables {
         let prio: Vec<&RuleSpec> = order.iter().filter_map(|&i| rules.get(i)).collect();
         let n = prio.len();
         let words = n.div_ceil(64).max(1);
-        let mut arena = Arena {
-            words,
-            bits: Vec::new(),
-            dedup: HashMap::new(),
-        };
+        let mut arena = Arena::new(words);
         let mut all = vec![0u64; words];
         for pos in 0..n {
             set_bit(&mut all, pos);
@@ -410,6 +438,8 @@ impl Tables {
         Ok(Tables {
             words,
             arena: arena.bits,
+            nonzero: arena.nonzero,
+            nz_start: arena.nz_start,
             order: order
                 .iter()
                 .map(|&i| u32::try_from(i).unwrap_or(u32::MAX))
@@ -432,22 +462,29 @@ impl Tables {
         self.arena.get(start..start + self.words).unwrap_or(&[])
     }
 
+    fn nonzero_words(&self, id: u32) -> &[u32] {
+        let i = id as usize;
+        match (self.nz_start.get(i), self.nz_start.get(i + 1)) {
+            (Some(&a), Some(&b)) => self.nonzero.get(a as usize..b as usize).unwrap_or(&[]),
+            _ => &[],
+        }
+    }
+
     /// Bytes held by the bitset arena.
     pub(crate) fn arena_bytes(&self) -> usize {
-        self.arena.len() * 8
+        self.arena.len() * 8 + (self.nonzero.len() + self.nz_start.len()) * 4
     }
 
     /// Evaluates a request. No allocation, no lock.
     pub(crate) fn evaluate(&self, req: &Request<'_>) -> Outcome {
-        let mut dims: [&[u64]; MAX_DIMENSIONS] = [&[]; MAX_DIMENSIONS];
+        let mut ids = [0u32; MAX_DIMENSIONS];
         let mut n = 0usize;
         let mut push = |id: u32| {
-            if let Some(slot) = dims.get_mut(n) {
-                *slot = self.set(id);
+            if let Some(slot) = ids.get_mut(n) {
+                *slot = id;
                 n += 1;
             }
         };
-        push(self.all);
         for (dim, value) in [
             (&self.principal, req.principal),
             (&self.action, req.action),
@@ -473,26 +510,42 @@ impl Tables {
                 .map(|x| &x.value);
             push(a.lookup(value));
         }
-        let dims = dims.get(..n).unwrap_or(&[]);
-        const BLOCK: usize = 8;
-        let mut start = 0;
-        while start < self.words {
-            let end = (start + BLOCK).min(self.words);
-            let mut acc = [u64::MAX; BLOCK];
-            for d in dims {
-                for (a, w) in acc.iter_mut().zip(d.get(start..end).unwrap_or(&[])) {
-                    *a &= w;
+        if n == 0 {
+            // No dimension has a condition: every rule matches.
+            if let Some(slot) = ids.get_mut(0) {
+                *slot = self.all;
+                n = 1;
+            }
+        }
+        let ids = ids.get(..n).unwrap_or(&[]);
+        // INVARIANT: a rule matches only if its word is non-zero in every
+        // dimension, so walking the sparsest dimension's non-zero words in
+        // increasing order finds the lowest matching position first.
+        let Some(&sparsest) = ids.iter().min_by_key(|&&id| self.nonzero_words(id).len()) else {
+            return Outcome {
+                effect: Effect::Deny,
+                rule: None,
+            };
+        };
+        for &w in self.nonzero_words(sparsest) {
+            let w = w as usize;
+            let mut x = u64::MAX;
+            for &id in ids {
+                x &= self
+                    .arena
+                    .get(id as usize * self.words + w)
+                    .copied()
+                    .unwrap_or(0);
+                if x == 0 {
+                    break;
                 }
             }
-            for (i, a) in acc.iter().take(end - start).enumerate() {
-                if *a != 0 {
-                    let pos = (start + i) * 64 + a.trailing_zeros() as usize;
-                    let effect = self.effects.get(pos).copied().unwrap_or(Effect::Deny);
-                    let rule = self.order.get(pos).map(|&r| r as usize);
-                    return Outcome { effect, rule };
-                }
+            if x != 0 {
+                let pos = w * 64 + x.trailing_zeros() as usize;
+                let effect = self.effects.get(pos).copied().unwrap_or(Effect::Deny);
+                let rule = self.order.get(pos).map(|&r| r as usize);
+                return Outcome { effect, rule };
             }
-            start = end;
         }
         Outcome {
             effect: Effect::Deny,
