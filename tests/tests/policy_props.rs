@@ -221,8 +221,8 @@ fn with_request<T>(r: &Req, f: impl FnOnce(&Request<'_>) -> T) -> T {
 }
 
 proptest! {
-    // 2,500 policies x 4 requests = 10,000 compared decisions per run.
-    #![proptest_config(ProptestConfig { cases: 2_500, ..ProptestConfig::default() })]
+    // 10,000 random policies, each with 4 random requests, per run.
+    #![proptest_config(ProptestConfig { cases: 10_000, ..ProptestConfig::default() })]
 
     #[test]
     fn tables_agree_with_reference(text in policy_text(), reqs in prop::collection::vec(request(), 4)) {
