@@ -6,10 +6,15 @@
 //!
 //! - [`verify`]: strict, batch-consistent ed25519 verification of intent
 //!   signatures, parallel over rayon, with bisection to find bad signatures;
-//! - [`backend`]: which SIMD backend curve25519-dalek runs on this CPU.
+//! - [`backend`]: which SIMD backend curve25519-dalek runs on this CPU;
+//! - [`merkle`]: RFC 9162 Merkle trees and inclusion proofs;
+//! - [`seal`]: the engine key, Merkle-batched decision signatures, and the
+//!   offline verification an executor runs before it acts.
 //!
 //! Wire formats and intent signing live in `warrant-schemas`.
 #![deny(missing_docs)]
 
 pub mod backend;
+pub mod merkle;
+pub mod seal;
 pub mod verify;

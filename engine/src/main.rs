@@ -6,7 +6,6 @@
 //! (which SIMD backend verification runs on).
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -124,20 +123,9 @@ fn main() -> ExitCode {
 }
 
 fn keygen(out: &std::path::Path) -> Result<(), String> {
-    let mut seed = [0u8; 32];
-    getrandom::fill(&mut seed).map_err(|e| format!("cannot read the OS random generator: {e}"))?;
-    let signer = IntentSigner::from_seed(seed);
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options
-        .open(out)
-        .map_err(|e| format!("cannot create key file `{}`: {e}", out.display()))?;
-    file.write_all(format!("{}\n", hex::encode(seed)).as_bytes())
-        .map_err(|e| format!("cannot write key file `{}`: {e}", out.display()))?;
-    println!("public key: {}", hex::encode(signer.public_key()));
-    println!("key id:     {}", hex::encode(signer.key_id()));
+    let key = warrant_engine::seal::EngineKey::generate(out).map_err(|e| e.to_string())?;
+    println!("public key: {}", hex::encode(key.public_key()));
+    println!("key id:     {}", hex::encode(key.id()));
     Ok(())
 }
 

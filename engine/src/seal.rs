@@ -1,0 +1,463 @@
+//! Sealing decisions: Merkle-batched engine signatures, and the offline
+//! check an executor runs before it acts.
+//!
+//! # What is signed
+//!
+//! Each decision's *leaf* is a fixed binary encoding of its content
+//! ([`DecisionCore::leaf_bytes`]): [`DECISION_LEAF_DOMAIN`], then every
+//! field in a fixed order, integers little-endian, strings prefixed by their
+//! `u32` length. The engine builds a Merkle tree ([`crate::merkle`]) over the
+//! leaves of a batch and signs, once per batch,
+//! `BATCH_SIGNING_DOMAIN ‖ engine key id ‖ root ‖ batch size (u32 LE)`.
+//! Every `Decision` carries the root, its leaf index, the batch size, its
+//! inclusion proof and that signature, so it verifies on its own, offline.
+//!
+//! The verifier recomputes the leaf from the fields it reads out of the
+//! decision: a change to any field changes the leaf, breaks the proof, and
+//! the decision is refused.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+
+use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
+use warrant_schemas::wire::{Reason, Verdict};
+use warrant_schemas::{
+    DecisionFields, KeyId, Limits, WireError, encode_decision, key_id, open_decision,
+};
+
+use crate::merkle::{self, Hash};
+
+/// Domain prefix of a decision leaf.
+pub const DECISION_LEAF_DOMAIN: &[u8] = b"warrant.decision-leaf.v1\x00";
+/// Domain prefix of a batch signature.
+pub const BATCH_SIGNING_DOMAIN: &[u8] = b"warrant.decision-batch.v1\x00";
+
+/// Why an engine key file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyFileError {
+    /// The file could not be read or written.
+    #[error("key file `{path}`: {message}")]
+    Io {
+        /// The path.
+        path: String,
+        /// The OS error.
+        message: String,
+    },
+    /// The file does not hold a 64-hex-digit seed.
+    #[error("key file `{path}` does not hold a 32-byte hex seed")]
+    Format {
+        /// The path.
+        path: String,
+    },
+    /// Group or others may read the secret.
+    #[error(
+        "key file `{path}` is readable by group or others (mode {mode:o}); run `chmod 600 {path}`"
+    )]
+    Permissions {
+        /// The path.
+        path: String,
+        /// Its mode bits.
+        mode: u32,
+    },
+}
+
+/// The engine's signing key. `Debug` shows only the key id; the secret is
+/// never formatted.
+pub struct EngineKey {
+    key: SigningKey,
+    id: KeyId,
+}
+
+impl std::fmt::Debug for EngineKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineKey")
+            .field("id", &hex::encode(self.id))
+            .finish_non_exhaustive()
+    }
+}
+
+impl EngineKey {
+    /// A key from a 32-byte seed.
+    pub fn from_seed(seed: [u8; 32]) -> Self {
+        let key = SigningKey::from_bytes(&seed);
+        let id = key_id(key.verifying_key().as_bytes());
+        EngineKey { key, id }
+    }
+
+    /// Generates a key and writes its seed (hex) to a new file with mode
+    /// 0600. Refuses to overwrite an existing file.
+    pub fn generate(path: &Path) -> Result<Self, KeyFileError> {
+        let io = |e: std::io::Error| KeyFileError::Io {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        };
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).map_err(|e| KeyFileError::Io {
+            path: path.display().to_string(),
+            message: format!("no randomness: {e}"),
+        })?;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(path).map_err(io)?;
+        file.write_all(format!("{}\n", hex::encode(seed)).as_bytes())
+            .map_err(io)?;
+        Ok(EngineKey::from_seed(seed))
+    }
+
+    /// Loads a key file written by [`EngineKey::generate`] (`warrant keygen`).
+    /// Refuses a file that group or others can read.
+    pub fn load(path: &Path) -> Result<Self, KeyFileError> {
+        let shown = || path.display().to_string();
+        let io = |e: std::io::Error| KeyFileError::Io {
+            path: shown(),
+            message: e.to_string(),
+        };
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(path).map_err(io)?.permissions().mode();
+            if mode & 0o077 != 0 {
+                return Err(KeyFileError::Permissions {
+                    path: shown(),
+                    mode: mode & 0o777,
+                });
+            }
+        }
+        let text = std::fs::read_to_string(path).map_err(io)?;
+        let bytes = hex::decode(text.trim()).map_err(|_| KeyFileError::Format { path: shown() })?;
+        let seed: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| KeyFileError::Format { path: shown() })?;
+        Ok(EngineKey::from_seed(seed))
+    }
+
+    /// The public key.
+    pub fn public_key(&self) -> [u8; 32] {
+        self.key.verifying_key().to_bytes()
+    }
+
+    /// The key id decisions name.
+    pub fn id(&self) -> KeyId {
+        self.id
+    }
+}
+
+/// The content of a decision: everything but its batch proof and signature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecisionCore<'a> {
+    /// Intent decided.
+    pub intent_id: [u8; 16],
+    /// SHA-256 of the exact `SignedIntent` bytes.
+    pub intent_digest: [u8; 32],
+    /// Authorize or deny.
+    pub verdict: Verdict,
+    /// Why.
+    pub reason: Reason,
+    /// Deciding rule id, empty if none.
+    pub rule_id: &'a str,
+    /// Hash of the policy evaluated.
+    pub policy_hash: [u8; 32],
+    /// Its version.
+    pub policy_version: u64,
+    /// Decision time, µs since the epoch.
+    pub issued_at_us: u64,
+    /// End of validity, µs since the epoch.
+    pub valid_until_us: u64,
+    /// Executor audience.
+    pub audience: &'a str,
+    /// Lineage partition.
+    pub lineage_partition: u32,
+    /// Lineage sequence.
+    pub lineage_sequence: u64,
+}
+
+impl DecisionCore<'_> {
+    /// The leaf encoding (see the module docs), under `engine_key_id`.
+    pub fn leaf_bytes(&self, engine_key_id: &KeyId) -> Vec<u8> {
+        let mut b = Vec::with_capacity(
+            DECISION_LEAF_DOMAIN.len() + 220 + self.rule_id.len() + self.audience.len(),
+        );
+        b.extend_from_slice(DECISION_LEAF_DOMAIN);
+        b.extend_from_slice(engine_key_id);
+        b.extend_from_slice(&self.intent_id);
+        b.extend_from_slice(&self.intent_digest);
+        b.push(self.verdict.0);
+        b.extend_from_slice(&self.reason.0.to_le_bytes());
+        put_str(&mut b, self.rule_id);
+        b.extend_from_slice(&self.policy_hash);
+        b.extend_from_slice(&self.policy_version.to_le_bytes());
+        b.extend_from_slice(&self.issued_at_us.to_le_bytes());
+        b.extend_from_slice(&self.valid_until_us.to_le_bytes());
+        put_str(&mut b, self.audience);
+        b.extend_from_slice(&self.lineage_partition.to_le_bytes());
+        b.extend_from_slice(&self.lineage_sequence.to_le_bytes());
+        b
+    }
+}
+
+fn put_str(b: &mut Vec<u8>, s: &str) {
+    b.extend_from_slice(&u32::try_from(s.len()).unwrap_or(u32::MAX).to_le_bytes());
+    b.extend_from_slice(s.as_bytes());
+}
+
+/// The message a batch signature covers.
+pub fn batch_message(engine_key_id: &KeyId, root: &Hash, size: u32) -> Vec<u8> {
+    let mut m = Vec::with_capacity(BATCH_SIGNING_DOMAIN.len() + 16 + 32 + 4);
+    m.extend_from_slice(BATCH_SIGNING_DOMAIN);
+    m.extend_from_slice(engine_key_id);
+    m.extend_from_slice(root);
+    m.extend_from_slice(&size.to_le_bytes());
+    m
+}
+
+/// Seals a batch: one signature over the Merkle root, and a `Decision`
+/// buffer per core, in order, each with its inclusion proof.
+///
+/// Batches hold at most `u32::MAX` decisions (the engine's are hundreds).
+pub fn seal(key: &EngineKey, cores: &[DecisionCore<'_>]) -> Vec<Vec<u8>> {
+    let leaves: Vec<Hash> = cores
+        .iter()
+        .map(|c| merkle::leaf_hash(&c.leaf_bytes(&key.id)))
+        .collect();
+    let (root, proofs) = merkle::all_proofs(&leaves);
+    let size = u32::try_from(cores.len()).unwrap_or(u32::MAX);
+    let signature = key
+        .key
+        .sign(&batch_message(&key.id, &root, size))
+        .to_bytes();
+    cores
+        .iter()
+        .zip(proofs)
+        .enumerate()
+        .map(|(i, (c, proof))| {
+            encode_decision(&DecisionFields {
+                intent_id: c.intent_id,
+                intent_digest: c.intent_digest,
+                verdict: c.verdict,
+                reason: c.reason,
+                rule_id: c.rule_id,
+                policy_hash: c.policy_hash,
+                policy_version: c.policy_version,
+                issued_at_us: c.issued_at_us,
+                valid_until_us: c.valid_until_us,
+                audience: c.audience,
+                engine_key_id: key.id,
+                lineage_partition: c.lineage_partition,
+                lineage_sequence: c.lineage_sequence,
+                batch_root: root,
+                leaf_index: u32::try_from(i).unwrap_or(u32::MAX),
+                batch_size: size,
+                proof: &proof,
+                batch_signature: signature,
+            })
+        })
+        .collect()
+}
+
+/// The engine public keys an executor trusts, by key id: several during an
+/// engine key rotation.
+#[derive(Debug, Clone, Default)]
+pub struct EngineKeys {
+    keys: HashMap<KeyId, VerifyingKey>,
+}
+
+impl EngineKeys {
+    /// An empty set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Trusts a public key; returns its id. Refuses a weak (small-order) key.
+    pub fn add(&mut self, public_key: &[u8; 32]) -> Result<KeyId, DecisionError> {
+        let vk = VerifyingKey::from_bytes(public_key).map_err(|_| DecisionError::BadEngineKey)?;
+        if vk.is_weak() {
+            return Err(DecisionError::BadEngineKey);
+        }
+        let id = key_id(public_key);
+        self.keys.insert(id, vk);
+        Ok(id)
+    }
+}
+
+/// Why an executor must not act on a decision. Every variant means: do not
+/// execute.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecisionError {
+    /// The bytes are not a valid `Decision`.
+    #[error("malformed decision: {0}")]
+    Malformed(#[from] WireError),
+    /// A public key given to [`EngineKeys::add`] is unusable.
+    #[error("engine public key is invalid or weak")]
+    BadEngineKey,
+    /// Signed by a key this executor does not trust.
+    #[error("decision signed by unknown engine key `{0}`")]
+    UnknownEngineKey(String),
+    /// The inclusion proof does not lead to the batch root.
+    #[error("inclusion proof does not match the batch root")]
+    BadProof,
+    /// The batch signature does not verify.
+    #[error("batch signature does not verify")]
+    BadSignature,
+    /// The decision answers a different intent.
+    #[error("decision is bound to a different intent")]
+    DigestMismatch,
+    /// The verdict is deny.
+    #[error("decision is a deny (reason {0:?})")]
+    Denied(Reason),
+    /// Issued after `now` (clock skew beyond tolerance, or forged time).
+    #[error("decision is not valid yet")]
+    NotYetValid,
+    /// Past its validity.
+    #[error("decision expired")]
+    Expired,
+    /// Issued for another executor.
+    #[error("decision is for audience `{0}`")]
+    WrongAudience(String),
+    /// Already used once.
+    #[error("decision was already used")]
+    AlreadyUsed,
+    /// The single-use guard is full of unexpired decisions; refusing is
+    /// the fail-closed answer (raise its capacity).
+    #[error("single-use guard is full ({0} unexpired decisions)")]
+    GuardFull(usize),
+}
+
+/// A decision that passed every check: the executor may run the intent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authorized {
+    /// Intent authorized.
+    pub intent_id: [u8; 16],
+    /// Until when (µs since the epoch).
+    pub valid_until_us: u64,
+    /// Deciding rule.
+    pub rule_id: String,
+    /// Policy version that decided.
+    pub policy_version: u64,
+}
+
+/// Verifies a decision offline for an executor: engine key, inclusion
+/// proof, batch signature, binding to `intent_digest` (SHA-256 of the exact
+/// `SignedIntent` bytes the executor holds), verdict, validity window at
+/// `now_us`, and audience. Single use is [`SingleUse`]'s job.
+pub fn verify_decision(
+    decision: &[u8],
+    keys: &EngineKeys,
+    intent_digest: &[u8; 32],
+    audience: &str,
+    now_us: u64,
+) -> Result<Authorized, DecisionError> {
+    let d = open_decision(decision, &Limits::default())?;
+    let engine_key_id = d.engine_key_id().0;
+    let key = keys
+        .keys
+        .get(&engine_key_id)
+        .ok_or_else(|| DecisionError::UnknownEngineKey(hex::encode(engine_key_id)))?;
+    let rule_id = d.rule_id().unwrap_or("");
+    let audience_field = d.audience().unwrap_or("");
+    let core = DecisionCore {
+        intent_id: d.intent_id().0,
+        intent_digest: d.intent_digest().0,
+        verdict: d.verdict(),
+        reason: d.reason(),
+        rule_id,
+        policy_hash: d.policy_hash().map(|h| h.0).unwrap_or([0; 32]),
+        policy_version: d.policy_version(),
+        issued_at_us: d.issued_at_us(),
+        valid_until_us: d.valid_until_us(),
+        audience: audience_field,
+        lineage_partition: d.lineage_partition(),
+        lineage_sequence: d.lineage_sequence(),
+    };
+    let leaf = merkle::leaf_hash(&core.leaf_bytes(&engine_key_id));
+    let proof: Vec<Hash> = d
+        .proof()
+        .map(|p| p.iter().map(|h| h.0).collect())
+        .unwrap_or_default();
+    let root = d.batch_root().0;
+    if !merkle::verify_inclusion(
+        &leaf,
+        u64::from(d.leaf_index()),
+        u64::from(d.batch_size()),
+        &proof,
+        &root,
+    ) {
+        return Err(DecisionError::BadProof);
+    }
+    let signature = ed25519_dalek::Signature::from_bytes(&d.batch_signature().0);
+    key.verify_strict(
+        &batch_message(&engine_key_id, &root, d.batch_size()),
+        &signature,
+    )
+    .map_err(|_| DecisionError::BadSignature)?;
+    if &core.intent_digest != intent_digest {
+        return Err(DecisionError::DigestMismatch);
+    }
+    if core.verdict != Verdict::Authorize || core.reason != Reason::Authorized {
+        return Err(DecisionError::Denied(core.reason));
+    }
+    if now_us < core.issued_at_us {
+        return Err(DecisionError::NotYetValid);
+    }
+    if now_us >= core.valid_until_us {
+        return Err(DecisionError::Expired);
+    }
+    if core.audience != audience {
+        return Err(DecisionError::WrongAudience(core.audience.to_owned()));
+    }
+    Ok(Authorized {
+        intent_id: core.intent_id,
+        valid_until_us: core.valid_until_us,
+        rule_id: rule_id.to_owned(),
+        policy_version: core.policy_version,
+    })
+}
+
+/// Remembers consumed decisions until they expire, so each authorizes one
+/// execution. Memory is bounded: expired entries are dropped as time
+/// passes, and when `capacity` live entries are held, further decisions
+/// are refused (fail closed) rather than forgotten.
+#[derive(Debug)]
+pub struct SingleUse {
+    seen: HashMap<[u8; 16], u64>,
+    capacity: usize,
+}
+
+impl SingleUse {
+    /// A guard holding at most `capacity` unexpired decisions.
+    pub fn new(capacity: usize) -> Self {
+        SingleUse {
+            seen: HashMap::new(),
+            capacity,
+        }
+    }
+
+    /// Consumes `auth` at `now_us`: `Ok` the first time, `AlreadyUsed` after.
+    pub fn consume(&mut self, auth: &Authorized, now_us: u64) -> Result<(), DecisionError> {
+        if let Some(&until) = self.seen.get(&auth.intent_id)
+            && until > now_us
+        {
+            return Err(DecisionError::AlreadyUsed);
+        }
+        if self.seen.len() >= self.capacity {
+            self.seen.retain(|_, until| *until > now_us);
+            if self.seen.len() >= self.capacity {
+                return Err(DecisionError::GuardFull(self.seen.len()));
+            }
+        }
+        self.seen.insert(auth.intent_id, auth.valid_until_us);
+        Ok(())
+    }
+
+    /// Decisions remembered now.
+    pub fn len(&self) -> usize {
+        self.seen.len()
+    }
+
+    /// Whether nothing is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.seen.is_empty()
+    }
+}

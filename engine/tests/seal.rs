@@ -1,0 +1,423 @@
+//! Sealed decisions verify offline, and any change to one is refused.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "a test fails by panicking"
+)]
+
+use warrant_engine::seal::{
+    DecisionCore, DecisionError, EngineKey, EngineKeys, SingleUse, seal, verify_decision,
+};
+use warrant_schemas::wire::{Reason, Verdict};
+use warrant_schemas::{DecisionFields, Limits, encode_decision, open_decision};
+
+const NOW: u64 = 1_700_000_000_000_000;
+
+fn core(i: u8) -> DecisionCore<'static> {
+    DecisionCore {
+        intent_id: [i; 16],
+        intent_digest: [i.wrapping_add(100); 32],
+        verdict: if i % 3 == 2 {
+            Verdict::Deny
+        } else {
+            Verdict::Authorize
+        },
+        reason: if i % 3 == 2 {
+            Reason::DenyRule
+        } else {
+            Reason::Authorized
+        },
+        rule_id: "allow-eu",
+        policy_hash: [7; 32],
+        policy_version: 3,
+        issued_at_us: NOW,
+        valid_until_us: NOW + 60_000_000,
+        audience: "executor-eu",
+        lineage_partition: 1,
+        lineage_sequence: u64::from(i),
+    }
+}
+
+fn setup(
+    n: u8,
+) -> (
+    EngineKey,
+    EngineKeys,
+    Vec<DecisionCore<'static>>,
+    Vec<Vec<u8>>,
+) {
+    let key = EngineKey::from_seed([9; 32]);
+    let mut keys = EngineKeys::new();
+    keys.add(&key.public_key()).unwrap();
+    let cores: Vec<_> = (0..n).map(core).collect();
+    let sealed = seal(&key, &cores);
+    (key, keys, cores, sealed)
+}
+
+#[test]
+fn every_decision_of_a_batch_verifies_alone() {
+    for n in [1u8, 2, 3, 7, 16, 33] {
+        let (_, keys, cores, sealed) = setup(n);
+        for (c, d) in cores.iter().zip(&sealed) {
+            let r = verify_decision(d, &keys, &c.intent_digest, "executor-eu", NOW + 1);
+            if c.verdict == Verdict::Authorize {
+                let auth = r.unwrap();
+                assert_eq!(auth.intent_id, c.intent_id);
+                assert_eq!(auth.rule_id, "allow-eu");
+            } else {
+                assert_eq!(r, Err(DecisionError::Denied(Reason::DenyRule)));
+            }
+        }
+    }
+}
+
+#[test]
+fn a_changed_field_is_refused() {
+    let (key, keys, cores, sealed) = setup(5);
+    let d = open_decision(&sealed[0], &Limits::default()).unwrap();
+    let proof: Vec<[u8; 32]> = d.proof().unwrap().iter().map(|h| h.0).collect();
+    let base = DecisionFields {
+        intent_id: d.intent_id().0,
+        intent_digest: d.intent_digest().0,
+        verdict: d.verdict(),
+        reason: d.reason(),
+        rule_id: d.rule_id().unwrap(),
+        policy_hash: d.policy_hash().unwrap().0,
+        policy_version: d.policy_version(),
+        issued_at_us: d.issued_at_us(),
+        valid_until_us: d.valid_until_us(),
+        audience: d.audience().unwrap(),
+        engine_key_id: d.engine_key_id().0,
+        lineage_partition: d.lineage_partition(),
+        lineage_sequence: d.lineage_sequence(),
+        batch_root: d.batch_root().0,
+        leaf_index: d.leaf_index(),
+        batch_size: d.batch_size(),
+        proof: &proof,
+        batch_signature: d.batch_signature().0,
+    };
+    // Re-encoding the unchanged fields verifies: the check is on content.
+    let digest = cores[0].intent_digest;
+    assert!(
+        verify_decision(
+            &encode_decision(&base),
+            &keys,
+            &digest,
+            "executor-eu",
+            NOW + 1
+        )
+        .is_ok()
+    );
+    let mut other_proof = proof.clone();
+    other_proof[0][0] ^= 1;
+    let tampered: Vec<(&str, DecisionFields<'_>)> = vec![
+        (
+            "intent_id",
+            DecisionFields {
+                intent_id: [0xee; 16],
+                ..base
+            },
+        ),
+        (
+            "intent_digest",
+            DecisionFields {
+                intent_digest: [0xee; 32],
+                ..base
+            },
+        ),
+        (
+            "reason",
+            DecisionFields {
+                reason: Reason::Overloaded,
+                ..base
+            },
+        ),
+        (
+            "rule_id",
+            DecisionFields {
+                rule_id: "allow-all",
+                ..base
+            },
+        ),
+        (
+            "policy_hash",
+            DecisionFields {
+                policy_hash: [0; 32],
+                ..base
+            },
+        ),
+        (
+            "policy_version",
+            DecisionFields {
+                policy_version: 4,
+                ..base
+            },
+        ),
+        (
+            "issued_at_us",
+            DecisionFields {
+                issued_at_us: NOW - 1,
+                ..base
+            },
+        ),
+        (
+            "valid_until_us",
+            DecisionFields {
+                valid_until_us: NOW + 3_600_000_000,
+                ..base
+            },
+        ),
+        (
+            "audience",
+            DecisionFields {
+                audience: "executor-us",
+                ..base
+            },
+        ),
+        (
+            "engine_key_id",
+            DecisionFields {
+                engine_key_id: [1; 16],
+                ..base
+            },
+        ),
+        (
+            "lineage_partition",
+            DecisionFields {
+                lineage_partition: 2,
+                ..base
+            },
+        ),
+        (
+            "lineage_sequence",
+            DecisionFields {
+                lineage_sequence: 99,
+                ..base
+            },
+        ),
+        (
+            "batch_root",
+            DecisionFields {
+                batch_root: [0; 32],
+                ..base
+            },
+        ),
+        (
+            "leaf_index",
+            DecisionFields {
+                leaf_index: 1,
+                ..base
+            },
+        ),
+        (
+            "batch_size",
+            DecisionFields {
+                batch_size: 6,
+                ..base
+            },
+        ),
+        (
+            "proof",
+            DecisionFields {
+                proof: &other_proof,
+                ..base
+            },
+        ),
+        (
+            "batch_signature",
+            DecisionFields {
+                batch_signature: [0; 64],
+                ..base
+            },
+        ),
+    ];
+    for (field, fields) in tampered {
+        let r = verify_decision(
+            &encode_decision(&fields),
+            &keys,
+            &fields.intent_digest,
+            fields.audience,
+            NOW + 1,
+        );
+        assert!(r.is_err(), "changing `{field}` went unnoticed");
+    }
+    // A deny turned into an authorize is refused too (decision 2 is a deny).
+    let d2 = open_decision(&sealed[2], &Limits::default()).unwrap();
+    let proof2: Vec<[u8; 32]> = d2.proof().unwrap().iter().map(|h| h.0).collect();
+    let flipped = DecisionFields {
+        intent_id: d2.intent_id().0,
+        intent_digest: d2.intent_digest().0,
+        verdict: Verdict::Authorize,
+        reason: Reason::Authorized,
+        leaf_index: 2,
+        proof: &proof2,
+        lineage_sequence: 2,
+        ..base
+    };
+    let r = verify_decision(
+        &encode_decision(&flipped),
+        &keys,
+        &cores[2].intent_digest,
+        "executor-eu",
+        NOW + 1,
+    );
+    assert_eq!(r, Err(DecisionError::BadProof));
+    let _ = key;
+}
+
+#[test]
+fn random_byte_flips_are_refused_or_change_nothing() {
+    let (_, keys, cores, sealed) = setup(4);
+    let original = verify_decision(
+        &sealed[1],
+        &keys,
+        &cores[1].intent_digest,
+        "executor-eu",
+        NOW + 1,
+    )
+    .unwrap();
+    let mut accepted_changes = 0;
+    for pos in 0..sealed[1].len() {
+        for bit in [0x01u8, 0x80] {
+            let mut bytes = sealed[1].clone();
+            bytes[pos] ^= bit;
+            if let Ok(auth) = verify_decision(
+                &bytes,
+                &keys,
+                &cores[1].intent_digest,
+                "executor-eu",
+                NOW + 1,
+            ) {
+                // Only bytes no field reads (padding, unused vtable slots) may flip.
+                assert_eq!(
+                    auth, original,
+                    "a flip at byte {pos} changed what was authorized"
+                );
+                accepted_changes += 1;
+            }
+        }
+    }
+    assert!(
+        accepted_changes < sealed[1].len() / 4,
+        "{accepted_changes} flips accepted: too many bytes unchecked"
+    );
+}
+
+#[test]
+fn executor_checks_binding_time_audience_and_key() {
+    let (_, keys, cores, sealed) = setup(3);
+    let (d, c) = (&sealed[0], &cores[0]);
+    assert_eq!(
+        verify_decision(d, &keys, &[0; 32], "executor-eu", NOW + 1),
+        Err(DecisionError::DigestMismatch)
+    );
+    assert_eq!(
+        verify_decision(d, &keys, &c.intent_digest, "executor-us", NOW + 1),
+        Err(DecisionError::WrongAudience("executor-eu".into()))
+    );
+    assert_eq!(
+        verify_decision(d, &keys, &c.intent_digest, "executor-eu", NOW - 1),
+        Err(DecisionError::NotYetValid)
+    );
+    assert_eq!(
+        verify_decision(d, &keys, &c.intent_digest, "executor-eu", c.valid_until_us),
+        Err(DecisionError::Expired)
+    );
+    let stranger = EngineKeys::new();
+    assert!(matches!(
+        verify_decision(d, &stranger, &c.intent_digest, "executor-eu", NOW + 1),
+        Err(DecisionError::UnknownEngineKey(_))
+    ));
+    // (Trailing alignment padding may be cut without changing a field; half
+    // of the buffer may not.)
+    let cut = verify_decision(
+        &d[..d.len() / 2],
+        &keys,
+        &c.intent_digest,
+        "executor-eu",
+        NOW + 1,
+    );
+    assert!(matches!(cut, Err(DecisionError::Malformed(_))), "{cut:?}");
+    // A key set with a second (rotated-in) key still verifies the old decisions.
+    let mut rotated = keys.clone();
+    rotated
+        .add(&EngineKey::from_seed([10; 32]).public_key())
+        .unwrap();
+    assert!(verify_decision(d, &rotated, &c.intent_digest, "executor-eu", NOW + 1).is_ok());
+    // A decision signed by another engine key with the same id is refused.
+    let impostor = EngineKey::from_seed([11; 32]);
+    let forged = seal(&impostor, &cores);
+    assert!(matches!(
+        verify_decision(&forged[0], &keys, &c.intent_digest, "executor-eu", NOW + 1),
+        Err(DecisionError::UnknownEngineKey(_))
+    ));
+}
+
+#[test]
+fn single_use_and_bounded_memory() {
+    let (_, keys, cores, sealed) = setup(2);
+    let auth = verify_decision(
+        &sealed[0],
+        &keys,
+        &cores[0].intent_digest,
+        "executor-eu",
+        NOW + 1,
+    )
+    .unwrap();
+    let mut guard = SingleUse::new(2);
+    assert_eq!(guard.consume(&auth, NOW + 1), Ok(()));
+    assert_eq!(
+        guard.consume(&auth, NOW + 2),
+        Err(DecisionError::AlreadyUsed)
+    );
+    let other = |i: u8, until: u64| warrant_engine::seal::Authorized {
+        intent_id: [i; 16],
+        valid_until_us: until,
+        rule_id: String::new(),
+        policy_version: 1,
+    };
+    assert_eq!(guard.consume(&other(50, NOW + 10), NOW + 2), Ok(()));
+    // Full of unexpired decisions: refuse rather than forget.
+    assert_eq!(
+        guard.consume(&other(51, NOW + 10), NOW + 3),
+        Err(DecisionError::GuardFull(2))
+    );
+    // Once entries expire, room is made.
+    assert_eq!(
+        guard.consume(&other(51, NOW + 100_000_000), NOW + 61_000_000),
+        Ok(())
+    );
+    assert!(guard.len() <= 2);
+}
+
+#[test]
+fn key_files_are_private_and_parsed_strictly() {
+    let dir = std::env::temp_dir().join(format!("warrant-seal-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("engine.key");
+    let key = EngineKey::generate(&path).unwrap();
+    assert_eq!(
+        EngineKey::load(&path).unwrap().public_key(),
+        key.public_key()
+    );
+    assert!(
+        !format!("{key:?}").contains(&std::fs::read_to_string(&path).unwrap().trim().to_owned())
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = EngineKey::load(&path).unwrap_err().to_string();
+        assert!(e.contains("readable by group or others (mode 644)"), "{e}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    std::fs::write(&path, "not hex\n").unwrap();
+    assert!(
+        EngineKey::load(&path)
+            .unwrap_err()
+            .to_string()
+            .contains("does not hold a 32-byte hex seed")
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
