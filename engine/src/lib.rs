@@ -9,12 +9,15 @@
 //! - [`backend`]: which SIMD backend curve25519-dalek runs on this CPU;
 //! - [`merkle`]: RFC 9162 Merkle trees and inclusion proofs;
 //! - [`seal`]: the engine key, Merkle-batched decision signatures, and the
-//!   offline verification an executor runs before it acts.
+//!   offline verification an executor runs before it acts;
+//! - [`lineage`]: the per-partition hash-chained lineage log, its signed
+//!   checkpoints and its verifier.
 //!
 //! Wire formats and intent signing live in `warrant-schemas`.
 #![deny(missing_docs)]
 
 pub mod backend;
+pub mod lineage;
 pub mod merkle;
 pub mod seal;
 pub mod verify;

@@ -143,6 +143,11 @@ impl EngineKey {
     pub fn id(&self) -> KeyId {
         self.id
     }
+
+    /// Signs `message` (batch roots, checkpoints).
+    pub(crate) fn sign(&self, message: &[u8]) -> [u8; 64] {
+        self.key.sign(message).to_bytes()
+    }
 }
 
 /// The content of a decision: everything but its batch proof and signature.

@@ -1,0 +1,360 @@
+//! The lineage log: per partition, an append-only hash chain of
+//! `LineageRecord`s with signed Merkle checkpoints.
+//!
+//! # Format and invariants
+//!
+//! Per partition `p`, records are numbered `0, 1, 2, …` without gaps:
+//!
+//! - INVARIANT: record `n` has `sequence = n` and `partition = p`;
+//! - INVARIANT: record `n`'s `prev_hash` is the chain hash of record
+//!   `n − 1` (all zeros for record 0), where the chain hash of a record is
+//!   SHA-256 of its exact bytes;
+//! - the Merkle tree of the partition has the records' exact bytes as
+//!   leaves ([`crate::merkle`], RFC 9162), in sequence order;
+//! - a checkpoint signs, with the engine key,
+//!   `CHECKPOINT_DOMAIN ‖ "<origin>\n<size>\n<hex root>\n"`, the body of a
+//!   C2SP tlog-checkpoint, where `origin` is `warrant.lineage/<p>` and `root`
+//!   is the root of the first `size` records.
+//!
+//! An edited record breaks the next record's `prev_hash` and every later
+//! checkpoint root; a dropped, duplicated or reordered record breaks the
+//! sequence; a truncated log is shorter than its last checkpoint; a forged
+//! checkpoint fails its signature. [`verify_log`] reports the first of these.
+//! The writer keeps the Merkle frontier (one hash per set bit of the size),
+//! so each append and checkpoint costs `O(log n)`, whatever the log length.
+
+use ed25519_dalek::VerifyingKey;
+use sha2::{Digest, Sha256};
+use warrant_schemas::wire::{Reason, Verdict};
+use warrant_schemas::{
+    CheckpointFields, Limits, LineageFields, encode_checkpoint, encode_lineage_record,
+    open_checkpoint, open_lineage_record,
+};
+
+use crate::merkle::{self, Hash};
+use crate::seal::EngineKey;
+
+/// Domain prefix of a checkpoint signature.
+pub const CHECKPOINT_DOMAIN: &[u8] = b"warrant.checkpoint.v1\x00";
+
+/// The origin line of partition `p`'s log.
+pub fn origin(partition: u32) -> String {
+    format!("warrant.lineage/{partition}")
+}
+
+/// The message a checkpoint signature covers.
+pub fn checkpoint_message(origin: &str, size: u64, root: &Hash) -> Vec<u8> {
+    let mut m = CHECKPOINT_DOMAIN.to_vec();
+    m.extend_from_slice(format!("{origin}\n{size}\n{}\n", hex::encode(root)).as_bytes());
+    m
+}
+
+/// The Merkle frontier of an append-only tree: the roots of its maximal
+/// perfect subtrees, largest first.
+#[derive(Debug, Clone, Default)]
+struct Frontier {
+    size: u64,
+    /// (subtree height, root), heights strictly decreasing.
+    stack: Vec<(u32, Hash)>,
+}
+
+impl Frontier {
+    fn push(&mut self, leaf: Hash) {
+        let mut node = (0u32, leaf);
+        while let Some(&(h, top)) = self.stack.last() {
+            if h != node.0 {
+                break;
+            }
+            self.stack.pop();
+            node = (h + 1, merkle::node_hash(&top, &node.1));
+        }
+        self.stack.push(node);
+        self.size += 1;
+    }
+
+    /// The RFC 9162 root: the perfect subtrees folded right to left.
+    fn root(&self) -> Hash {
+        let mut iter = self.stack.iter().rev();
+        match iter.next() {
+            None => merkle::root(&[]),
+            Some(&(_, last)) => iter.fold(last, |acc, (_, left)| merkle::node_hash(left, &acc)),
+        }
+    }
+}
+
+/// Appends records to one partition's log.
+#[derive(Debug)]
+pub struct LineageWriter {
+    partition: u32,
+    next_sequence: u64,
+    prev_hash: Hash,
+    frontier: Frontier,
+}
+
+/// What the engine logs about one decision.
+#[derive(Debug, Clone, Copy)]
+pub struct Entry {
+    /// SHA-256 of the `Decision` bytes.
+    pub decision_digest: [u8; 32],
+    /// Intent decided.
+    pub intent_id: [u8; 16],
+    /// Its parent intent, for chained executions.
+    pub parent_id: Option<[u8; 16]>,
+    /// Verdict.
+    pub verdict: Verdict,
+    /// Reason.
+    pub reason: Reason,
+    /// Decision time, µs since the epoch.
+    pub issued_at_us: u64,
+}
+
+impl LineageWriter {
+    /// A writer for a new, empty partition log.
+    pub fn new(partition: u32) -> Self {
+        LineageWriter {
+            partition,
+            next_sequence: 0,
+            prev_hash: [0; 32],
+            frontier: Frontier::default(),
+        }
+    }
+
+    /// The sequence number the next record will get.
+    pub fn next_sequence(&self) -> u64 {
+        self.next_sequence
+    }
+
+    /// Appends one record; returns its bytes.
+    pub fn append(&mut self, e: &Entry) -> Vec<u8> {
+        let bytes = encode_lineage_record(&LineageFields {
+            partition: self.partition,
+            sequence: self.next_sequence,
+            prev_hash: self.prev_hash,
+            decision_digest: e.decision_digest,
+            intent_id: e.intent_id,
+            parent_id: e.parent_id,
+            verdict: e.verdict,
+            reason: e.reason,
+            issued_at_us: e.issued_at_us,
+        });
+        self.prev_hash = Sha256::digest(&bytes).into();
+        self.frontier.push(merkle::leaf_hash(&bytes));
+        self.next_sequence += 1;
+        bytes
+    }
+
+    /// A signed checkpoint of everything appended so far.
+    pub fn checkpoint(&self, key: &EngineKey, now_us: u64) -> Vec<u8> {
+        let origin = origin(self.partition);
+        let root = self.frontier.root();
+        let signature = key.sign(&checkpoint_message(&origin, self.frontier.size, &root));
+        encode_checkpoint(&CheckpointFields {
+            origin: &origin,
+            size: self.frontier.size,
+            root,
+            issued_at_us: now_us,
+            engine_key_id: key.id(),
+            signature,
+        })
+    }
+}
+
+/// The first problem [`verify_log`] found.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LineageError {
+    /// A record is not a valid `LineageRecord`.
+    #[error("record {index}: malformed: {message}")]
+    Malformed {
+        /// Position in the log given.
+        index: usize,
+        /// The reader's error.
+        message: String,
+    },
+    /// A record of another partition.
+    #[error("record {index}: belongs to partition {found}, not {expected}")]
+    WrongPartition {
+        /// Position.
+        index: usize,
+        /// Partition expected.
+        expected: u32,
+        /// Partition found.
+        found: u32,
+    },
+    /// A gap, duplicate or reordering.
+    #[error(
+        "record {index}: sequence {found} where {expected} was due (dropped, duplicated or reordered record)"
+    )]
+    Sequence {
+        /// Position.
+        index: usize,
+        /// Sequence due.
+        expected: u64,
+        /// Sequence found.
+        found: u64,
+    },
+    /// `prev_hash` does not match the previous record.
+    #[error("record {index}: prev_hash does not match record {} (a record was edited)", index.saturating_sub(1))]
+    Chain {
+        /// Position.
+        index: usize,
+    },
+    /// A checkpoint is malformed, for another log, or not signed by a trusted key.
+    #[error("checkpoint {index}: {message}")]
+    Checkpoint {
+        /// Position among the checkpoints.
+        index: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// A checkpoint's root differs from the records' (records edited after checkpointing).
+    #[error("checkpoint {index}: root does not match records 0..{size} (a record was edited)")]
+    RootMismatch {
+        /// Position among the checkpoints.
+        index: usize,
+        /// Its size.
+        size: u64,
+    },
+    /// The log is shorter than a checkpoint says it was.
+    #[error("checkpoint {index} covers {size} records but the log holds {present} (truncated)")]
+    Truncated {
+        /// Position among the checkpoints.
+        index: usize,
+        /// Its size.
+        size: u64,
+        /// Records present.
+        present: u64,
+    },
+}
+
+/// What a verified log holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogReport {
+    /// Records verified.
+    pub records: u64,
+    /// Checkpoints verified.
+    pub checkpoints: usize,
+    /// Records authorizing.
+    pub authorized: u64,
+    /// Records linking to a parent intent.
+    pub chained: u64,
+}
+
+/// Verifies one partition's log: every record in order, every checkpoint
+/// against the records and `engine_keys` (public keys). Checkpoints may be
+/// given in any order.
+pub fn verify_log(
+    partition: u32,
+    records: &[Vec<u8>],
+    checkpoints: &[Vec<u8>],
+    engine_keys: &[[u8; 32]],
+) -> Result<LogReport, LineageError> {
+    let limits = Limits::default();
+    let mut frontier = Frontier::default();
+    // Roots after each prefix length that some checkpoint names.
+    let mut wanted: Vec<(usize, u64, Hash, String)> = Vec::new();
+    for (index, bytes) in checkpoints.iter().enumerate() {
+        let bad = |message: String| LineageError::Checkpoint { index, message };
+        let c = open_checkpoint(bytes, &limits).map_err(|e| bad(format!("malformed: {e}")))?;
+        let expected_origin = origin(partition);
+        if c.origin() != expected_origin {
+            return Err(bad(format!(
+                "origin `{}` is not `{expected_origin}`",
+                c.origin()
+            )));
+        }
+        let key = engine_keys
+            .iter()
+            .find(|k| warrant_schemas::key_id(k) == c.engine_key_id().0)
+            .ok_or_else(|| {
+                bad(format!(
+                    "signed by unknown engine key `{}`",
+                    hex::encode(c.engine_key_id().0)
+                ))
+            })?;
+        let vk = VerifyingKey::from_bytes(key)
+            .map_err(|_| bad("engine key is not a valid point".into()))?;
+        let sig = ed25519_dalek::Signature::from_bytes(&c.signature().0);
+        vk.verify_strict(&checkpoint_message(c.origin(), c.size(), &c.root().0), &sig)
+            .map_err(|_| bad("signature does not verify (forged checkpoint)".into()))?;
+        wanted.push((index, c.size(), c.root().0, c.origin().to_owned()));
+    }
+    wanted.sort_by_key(|w| w.1);
+    let mut next_check = wanted.iter().peekable();
+    // A checkpoint of size 0 names the empty tree.
+    while let Some((index, 0, root, _)) = next_check.peek().map(|w| (w.0, w.1, w.2, ())) {
+        if root != frontier.root() {
+            return Err(LineageError::RootMismatch { index, size: 0 });
+        }
+        next_check.next();
+    }
+    let mut prev_hash = [0u8; 32];
+    let mut report = LogReport {
+        records: 0,
+        checkpoints: wanted.len(),
+        authorized: 0,
+        chained: 0,
+    };
+    for (index, bytes) in records.iter().enumerate() {
+        let r = open_lineage_record(bytes, &limits).map_err(|e| LineageError::Malformed {
+            index,
+            message: e.to_string(),
+        })?;
+        if r.partition() != partition {
+            return Err(LineageError::WrongPartition {
+                index,
+                expected: partition,
+                found: r.partition(),
+            });
+        }
+        let expected = index as u64;
+        if r.sequence() != expected {
+            return Err(LineageError::Sequence {
+                index,
+                expected,
+                found: r.sequence(),
+            });
+        }
+        if r.prev_hash().0 != prev_hash {
+            return Err(LineageError::Chain { index });
+        }
+        prev_hash = Sha256::digest(bytes).into();
+        frontier.push(merkle::leaf_hash(bytes));
+        report.records += 1;
+        report.authorized += u64::from(r.verdict() == Verdict::Authorize);
+        report.chained += u64::from(r.parent_id().is_some());
+        while let Some(&&(ci, size, root, _)) = next_check.peek() {
+            if size != frontier.size {
+                break;
+            }
+            if root != frontier.root() {
+                return Err(LineageError::RootMismatch { index: ci, size });
+            }
+            next_check.next();
+        }
+    }
+    if let Some(&(index, size, _, _)) = next_check.next() {
+        return Err(LineageError::Truncated {
+            index,
+            size,
+            present: frontier.size,
+        });
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frontier_root_equals_full_tree_root() {
+        let mut f = Frontier::default();
+        let mut leaves = Vec::new();
+        for i in 0..70u64 {
+            assert_eq!(f.root(), merkle::root(&leaves), "size {i}");
+            let l = merkle::leaf_hash(&i.to_le_bytes());
+            leaves.push(l);
+            f.push(l);
+        }
+    }
+}
