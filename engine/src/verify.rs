@@ -31,6 +31,9 @@
 //! A failed batch is therefore proof that a member is bad, and bisection
 //! ([`verify_batch`]) finds every bad member at a cost, for one bad
 //! signature among `n`, of about one extra pass over `n` (`n/2 + n/4 + …`).
+//! Batch work is capped at three passes per call; past that the remaining
+//! members are checked one by one, so a batch of forgeries cannot cost more
+//! than three passes plus a single check each.
 //!
 //! Why cofactored rather than rejecting mixed-order `R` as well: deciding
 //! whether `R` has a torsion component costs a full scalar multiplication
@@ -88,6 +91,10 @@ pub enum SigError {
     /// Well-formed, but the verification equation does not hold.
     #[error("signature does not verify")]
     Equation,
+    /// An output slot with no signature to verify (caller passed a longer
+    /// `out` than `items`).
+    #[error("no signature was given for this slot")]
+    NoItem,
 }
 
 /// A prepared ed25519 public key: decoded, checked and cached.
@@ -316,52 +323,64 @@ fn batch_holds(members: &[Member<'_>]) -> bool {
         .is_identity()
 }
 
-/// Resolves a set of members known to contain at least one bad signature.
-fn bisect(members: &[Member<'_>], out: &mut [Result<(), SigError>]) {
-    if members.len() <= BISECT_LEAF {
-        for m in members {
-            set(
-                out,
-                m.p.index,
-                if equation_holds(&m.p) {
-                    Ok(())
-                } else {
-                    Err(SigError::Equation)
-                },
-            );
+/// How much batch-equation work one [`verify_batch`] call may spend, in
+/// members checked, before it falls back to checking signatures one by one.
+///
+/// A clean batch spends `n`; one bad signature adds about `n` more
+/// (`n/2 + n/4 + …`). A batch full of forgeries would otherwise re-batch
+/// about `n` members per bisection level; past three passes the remaining
+/// sets are checked singly, so a flood of forged intents costs at most about
+/// three batch passes plus one single check each, never more.
+struct Budget(usize);
+
+impl Budget {
+    fn take(&mut self, members: usize) -> bool {
+        if self.0 >= members {
+            self.0 -= members;
+            true
+        } else {
+            false
         }
+    }
+}
+
+fn check_singly(members: &[Member<'_>], out: &mut [Result<(), SigError>]) {
+    for m in members {
+        let verdict = if equation_holds(&m.p) {
+            Ok(())
+        } else {
+            Err(SigError::Equation)
+        };
+        set(out, m.p.index, verdict);
+    }
+}
+
+/// Resolves a set of members known to contain at least one bad signature.
+fn bisect(members: &[Member<'_>], out: &mut [Result<(), SigError>], budget: &mut Budget) {
+    let (left, right) = members.split_at(members.len() / 2);
+    if members.len() <= BISECT_LEAF || !budget.take(left.len()) {
+        check_singly(members, out);
         return;
     }
-    let (left, right) = members.split_at(members.len() / 2);
     if batch_holds(left) {
         // INVARIANT: the whole set fails, the left half passes, so the
         // right half holds a bad signature.
         mark_ok(left, out);
-        bisect(right, out);
+        bisect(right, out, budget);
     } else {
-        bisect(left, out);
-        resolve(right, out);
+        bisect(left, out, budget);
+        resolve(right, out, budget);
     }
 }
 
 /// Resolves a set of members with unknown status.
-fn resolve(members: &[Member<'_>], out: &mut [Result<(), SigError>]) {
-    if members.len() < MIN_BATCH {
-        for m in members {
-            set(
-                out,
-                m.p.index,
-                if equation_holds(&m.p) {
-                    Ok(())
-                } else {
-                    Err(SigError::Equation)
-                },
-            );
-        }
+fn resolve(members: &[Member<'_>], out: &mut [Result<(), SigError>], budget: &mut Budget) {
+    if members.len() < MIN_BATCH || !budget.take(members.len()) {
+        check_singly(members, out);
     } else if batch_holds(members) {
         mark_ok(members, out);
     } else {
-        bisect(members, out);
+        bisect(members, out, budget);
     }
 }
 
@@ -417,9 +436,15 @@ fn coefficients(members: &[Prepared<'_>]) -> Vec<Scalar> {
 /// Verifies a batch on the current thread; `out[i]` receives the verdict for
 /// `items[i]`, the same verdict [`verify_one`] gives for it.
 ///
-/// `out` must be as long as `items`; extra slots are left alone and missing
-/// ones are simply not written.
+/// `out` should be as long as `items`. Every slot of `out` is written: a
+/// slot with no item gets `Err(SigError::NoItem)`, so a caller's length
+/// mistake can never leave a stale `Ok` behind; items with no slot are not
+/// verified.
 pub fn verify_batch(items: &[SigItem<'_>], out: &mut [Result<(), SigError>]) {
+    for slot in out.iter_mut() {
+        *slot = Err(SigError::NoItem);
+    }
+    let items = items.get(..out.len()).unwrap_or(items);
     let mut prepared = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
         match prepare(i, item) {
@@ -433,7 +458,8 @@ pub fn verify_batch(items: &[SigItem<'_>], out: &mut [Result<(), SigError>]) {
         .zip(zs)
         .map(|(p, z)| Member { p, z })
         .collect();
-    resolve(&members, out);
+    let mut budget = Budget(3 * members.len());
+    resolve(&members, out, &mut budget);
 }
 
 /// Smallest chunk handed to one rayon task: smaller batches lose the
@@ -443,6 +469,11 @@ pub const MIN_PARALLEL_CHUNK: usize = 64;
 /// Like [`verify_batch`], split across the rayon thread pool in
 /// equal chunks of at least [`MIN_PARALLEL_CHUNK`].
 pub fn verify_batch_parallel(items: &[SigItem<'_>], out: &mut [Result<(), SigError>]) {
+    if items.len() != out.len() {
+        // Let the single-threaded path apply its fail-closed slot rules.
+        verify_batch(items, out);
+        return;
+    }
     let threads = rayon::current_num_threads().max(1);
     let chunk = items.len().div_ceil(threads).max(MIN_PARALLEL_CHUNK);
     if items.len() <= chunk {
@@ -515,6 +546,60 @@ mod tests {
             ..item
         };
         assert_eq!(verify_one(&no_prefix), Err(SigError::Equation));
+    }
+
+    #[test]
+    fn every_out_slot_is_written_fail_closed() {
+        let msg = b"m";
+        let (key, sig) = signed(1, msg);
+        let prefix = warrant_schemas::INTENT_SIGNING_DOMAIN;
+        let item = SigItem {
+            key: &key,
+            prefix,
+            message: msg,
+            signature: &sig,
+        };
+        let mut out = vec![Ok(()); 3];
+        verify_batch(&[item], &mut out);
+        assert_eq!(out, [Ok(()), Err(SigError::NoItem), Err(SigError::NoItem)]);
+        let mut out = vec![Ok(()); 3];
+        verify_batch_parallel(&[item], &mut out);
+        assert_eq!(out, [Ok(()), Err(SigError::NoItem), Err(SigError::NoItem)]);
+    }
+
+    #[test]
+    fn a_flood_of_forgeries_stays_within_budget_and_exact() {
+        // Every signature forged: the answer must still be exact for each,
+        // with the budget cutting the bisection short.
+        let prefix = warrant_schemas::INTENT_SIGNING_DOMAIN;
+        let msgs: Vec<Vec<u8>> = (0..300u32).map(|i| i.to_le_bytes().to_vec()).collect();
+        let signed: Vec<(PublicKey, [u8; 64])> = msgs
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let (k, mut s) = signed((i % 5) as u8, m);
+                if i % 3 != 0 {
+                    s[33] ^= 4;
+                }
+                (k, s)
+            })
+            .collect();
+        let items: Vec<SigItem<'_>> = signed
+            .iter()
+            .zip(&msgs)
+            .map(|(s, m)| SigItem {
+                key: &s.0,
+                prefix,
+                message: m,
+                signature: &s.1,
+            })
+            .collect();
+        let mut out = vec![Ok(()); items.len()];
+        verify_batch(&items, &mut out);
+        for (i, (it, got)) in items.iter().zip(&out).enumerate() {
+            assert_eq!(*got, verify_one(it), "signature {i}");
+            assert_eq!(got.is_ok(), i % 3 == 0, "signature {i}");
+        }
     }
 
     #[test]

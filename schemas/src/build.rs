@@ -1,8 +1,9 @@
 //! Builders: plain Rust values in, finished FlatBuffers out.
 //!
 //! Each `*Fields` struct lists a root table's fields; `write` encodes it into
-//! a reusable [`FlatBufferBuilder`] (no allocation once the builder is warm,
-//! for hot paths such as loadgen), and `encode_*` returns a fresh `Vec<u8>`.
+//! a reusable [`FlatBufferBuilder`] (its buffer is reused; an intent with
+//! attributes still allocates one small vector of offsets), and `encode_*`
+//! returns a fresh `Vec<u8>`.
 //! Every buffer carries its file identifier and [`FORMAT_VERSION`].
 
 use flatbuffers::FlatBufferBuilder;

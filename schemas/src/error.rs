@@ -67,6 +67,22 @@ pub enum WireError {
         /// The repeated key.
         key: String,
     },
+    /// An enum field holds a value this format version does not define.
+    #[error("field `{field}` has unknown value {value}")]
+    UnknownEnum {
+        /// Field name.
+        field: &'static str,
+        /// The raw value.
+        value: u16,
+    },
+    /// A decision's leaf index is not below its batch size.
+    #[error("leaf index {index} is not below batch size {size}")]
+    LeafOutOfRange {
+        /// Leaf index.
+        index: u32,
+        /// Batch size.
+        size: u32,
+    },
     /// An attribute's declared kind has no value of that kind, or an unknown kind.
     #[error("attribute `{key}` has kind {kind} but no matching value")]
     BadAttribute {

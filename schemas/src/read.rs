@@ -113,6 +113,22 @@ where
     )?)
 }
 
+fn check_verdict_reason(verdict: wire::Verdict, reason: wire::Reason) -> Result<(), WireError> {
+    if verdict.0 > wire::Verdict::ENUM_MAX {
+        return Err(WireError::UnknownEnum {
+            field: "verdict",
+            value: u16::from(verdict.0),
+        });
+    }
+    if reason.0 > wire::Reason::ENUM_MAX {
+        return Err(WireError::UnknownEnum {
+            field: "reason",
+            value: reason.0,
+        });
+    }
+    Ok(())
+}
+
 fn check_version(found: u16) -> Result<(), WireError> {
     if found != FORMAT_VERSION {
         return Err(WireError::UnsupportedVersion {
@@ -143,23 +159,16 @@ pub fn open_intent<'a>(buf: &'a [u8], limits: &Limits) -> Result<wire::Intent<'a
         for (i, attr) in attrs.iter().enumerate() {
             let key = attr.key();
             limits.check_nonempty_str("attributes.key", key)?;
-            match attr.kind() {
-                AttrKind::Int | AttrKind::Bool => {}
-                AttrKind::Str => match attr.str_value() {
-                    Some(s) => limits.check_str("attributes.str_value", s)?,
-                    None => {
-                        return Err(WireError::BadAttribute {
-                            key: key.to_owned(),
-                            kind: attr.kind().0,
-                        });
-                    }
-                },
-                other => {
-                    return Err(WireError::BadAttribute {
-                        key: key.to_owned(),
-                        kind: other.0,
-                    });
-                }
+            let bad = || WireError::BadAttribute {
+                key: key.to_owned(),
+                kind: attr.kind().0,
+            };
+            match (attr.kind(), attr.str_value()) {
+                (AttrKind::Str, Some(s)) => limits.check_str("attributes.str_value", s)?,
+                // A string on an Int or Bool attribute is a stray field; a
+                // Str attribute without one has no value.
+                (AttrKind::Int | AttrKind::Bool, None) => {}
+                _ => return Err(bad()),
             }
             // Quadratic, but bounded by max_attributes (32 by default) and
             // allocation-free; a hash set would cost more at these sizes.
@@ -207,6 +216,13 @@ pub fn open_signed_intent<'a>(
 pub fn open_decision<'a>(buf: &'a [u8], limits: &Limits) -> Result<wire::Decision<'a>, WireError> {
     let decision = open_root::<wire::Decision>(buf, DECISION_IDENTIFIER, limits)?;
     check_version(decision.format_version())?;
+    check_verdict_reason(decision.verdict(), decision.reason())?;
+    if decision.leaf_index() >= decision.batch_size() {
+        return Err(WireError::LeafOutOfRange {
+            index: decision.leaf_index(),
+            size: decision.batch_size(),
+        });
+    }
     if let Some(rule) = decision.rule_id() {
         limits.check_str("rule_id", rule)?;
     }
@@ -232,6 +248,7 @@ pub fn open_lineage_record<'a>(
 ) -> Result<wire::LineageRecord<'a>, WireError> {
     let record = open_root::<wire::LineageRecord>(buf, LINEAGE_RECORD_IDENTIFIER, limits)?;
     check_version(record.format_version())?;
+    check_verdict_reason(record.verdict(), record.reason())?;
     Ok(record)
 }
 

@@ -84,8 +84,9 @@ impl IntentSigner {
         signed_fbb.finished_data().to_vec()
     }
 
-    /// Like [`Self::sign_intent`], reusing two builders (no allocation once
-    /// they are warm); the result is `signed_fbb.finished_data()`.
+    /// Like [`Self::sign_intent`], reusing two builders' buffers (the signed
+    /// message is still assembled in a fresh vector: ed25519 hashes it
+    /// twice); the result is `signed_fbb.finished_data()`.
     pub fn sign_intent_into(
         &self,
         fields: &IntentFields<'_>,

@@ -571,3 +571,53 @@ impl OutcomeExt for Decided {
         matches!(self, Decided::Evaluated { outcome, .. } if outcome.is_allow())
     }
 }
+
+#[test]
+fn the_hash_covers_content_not_the_path_it_was_read_from() {
+    let root = warrant_tests::workspace_root();
+    let a = Policy::load(&root.join("examples/policy/payments.toml")).unwrap();
+    let b = Policy::load(&root.join("examples/policy/../policy/./payments.toml")).unwrap();
+    assert_eq!(a.hash(), b.hash());
+    let dir = std::env::temp_dir().join(format!("warrant-hash-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(
+        root.join("examples/policy/payments.toml"),
+        dir.join("renamed.toml"),
+    )
+    .unwrap();
+    assert_eq!(
+        Policy::load(&dir.join("renamed.toml")).unwrap().hash(),
+        a.hash()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn group_set_and_version_errors_point_at_their_own_lines() {
+    // `eu` is both a set and a group name; the duplicate group is on line 6.
+    let text = "[policy]\nversion = 1\n[sets]\neu = [\"DE\"]\n[groups]\neu = [\"a\", \"a\"]\n";
+    assert_eq!(error(text), "bad.toml:6: group `eu` lists a member twice");
+    let e = Policy::from_sources(&[
+        ("a.toml", "[policy]\nversion = 1\n[groups]\nops = [\"x\"]\n"),
+        ("b.toml", "# another file\n[groups]\nops = [\"y\"]\n"),
+    ])
+    .unwrap_err()
+    .to_string();
+    assert_eq!(e, "b.toml:3: group `ops` is defined twice");
+}
+
+#[test]
+fn minutes_past_the_day_wrap_the_same_way_everywhere() {
+    let p = policy("[[rule]]\nid = \"all\"\neffect = \"allow\"\n");
+    let r = Request {
+        minute_of_day: 5000,
+        ..REQ
+    };
+    assert_eq!(p.evaluate(&r), p.evaluate_reference(&r));
+    let p = policy("[[rule]]\nid = \"morning\"\neffect = \"allow\"\ntime = \"08:00-09:00\"\n");
+    let r = Request {
+        minute_of_day: 1440 + 8 * 60 + 30,
+        ..REQ
+    };
+    assert_eq!(decide(&p, &r), (Effect::Allow, Some("morning")));
+}

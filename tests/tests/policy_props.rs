@@ -12,16 +12,20 @@ use warrant_policy::reference::rule_matches;
 use warrant_policy::{KeyStatus, Policy, Request};
 use warrant_schemas::{Attr, AttrValue};
 
-const PRINCIPALS: &[&str] = &["a", "ab", "abc", "svc-1", "svc-2", "agent-x", ""];
+const PRINCIPALS: &[&str] = &[
+    "a", "ab", "abc", "svc-1", "svc-2", "agent-x", "", "é", "éa", "日本",
+];
 const ACTIONS: &[&str] = &["pay.send", "pay.refund", "pay", "read", "read.all"];
 const REGIONS: &[&str] = &["DE", "FR", "US", "KP", "D"];
 const ENVS: &[&str] = &["prod", "staging", "dev"];
 const CURRENCIES: &[&str] = &["EUR", "USD", "E"];
+const RESOURCES: &[&str] = &["acct/1", "acct/12", "acct", "ops/x"];
 
 fn pattern(universe: &'static [&'static str]) -> impl Strategy<Value = String> {
     prop_oneof![
         4 => prop::sample::select(universe).prop_map(|s| s.to_string()),
-        2 => prop::sample::select(universe).prop_map(|s| format!("{}*", &s[..s.len().min(2)])),
+        2 => prop::sample::select(universe).prop_map(|s| format!("{}*", s.chars().take(2).collect::<String>())),
+        1 => prop::sample::select(universe).prop_map(|s| format!("{}*", s.chars().take(1).collect::<String>())),
         1 => Just("*".to_string()),
     ]
 }
@@ -83,7 +87,7 @@ fn rule(i: usize) -> impl Strategy<Value = RuleText> {
     (
         prop::bool::weighted(0.3),
         list(PRINCIPALS, &["group:ops", "group:nobody"]),
-        list(ACTIONS, ACTIONS),
+        (list(ACTIONS, ACTIONS), list(RESOURCES, RESOURCES)),
         list(ENVS, ENVS),
         list(REGIONS, &["set:eu", "set:empty"]),
         prop::option::weighted(
@@ -97,7 +101,7 @@ fn rule(i: usize) -> impl Strategy<Value = RuleText> {
             0..3,
         ),
     )
-        .prop_map(move |(deny, p, a, e, r, ks, t, when)| {
+        .prop_map(move |(deny, p, (a, res), e, r, ks, t, when)| {
             let mut s = format!(
                 "[[rule]]\nid = \"r{i}\"\neffect = \"{}\"\n",
                 if deny { "deny" } else { "allow" }
@@ -105,6 +109,7 @@ fn rule(i: usize) -> impl Strategy<Value = RuleText> {
             for (k, v) in [
                 ("principal", p),
                 ("action", a),
+                ("resource", res),
                 ("environment", e),
                 ("region", r),
             ] {
@@ -144,6 +149,7 @@ fn policy_text() -> impl Strategy<Value = String> {
 struct Req {
     principal: &'static str,
     action: &'static str,
+    resource: &'static str,
     environment: &'static str,
     region: &'static str,
     minute: u16,
@@ -161,15 +167,19 @@ enum Val {
 fn request() -> impl Strategy<Value = Req> {
     let val = prop_oneof![
         (-60i64..160).prop_map(Val::Int),
+        prop_oneof![Just(i64::MIN), Just(i64::MAX)].prop_map(Val::Int),
         prop::sample::select(CURRENCIES).prop_map(Val::Str),
         any::<bool>().prop_map(Val::Bool),
     ];
     (
         prop::sample::select(PRINCIPALS),
-        prop::sample::select(ACTIONS),
+        (
+            prop::sample::select(ACTIONS),
+            prop::sample::select(RESOURCES),
+        ),
         prop::sample::select(ENVS),
         prop::sample::select(REGIONS),
-        0u16..1440,
+        0u16..3000,
         any::<bool>(),
         prop::collection::btree_map(
             prop::sample::select(&["amount", "currency", "flag"][..]),
@@ -178,9 +188,10 @@ fn request() -> impl Strategy<Value = Req> {
         ),
     )
         .prop_map(
-            |(principal, action, environment, region, minute, rotating, attrs)| Req {
+            |(principal, (action, resource), environment, region, minute, rotating, attrs)| Req {
                 principal,
                 action,
+                resource,
                 environment,
                 region,
                 minute,
@@ -206,7 +217,7 @@ fn with_request<T>(r: &Req, f: impl FnOnce(&Request<'_>) -> T) -> T {
     let req = Request {
         principal: r.principal,
         action: r.action,
-        resource: "",
+        resource: r.resource,
         environment: r.environment,
         region: r.region,
         attributes: &attrs,

@@ -109,19 +109,10 @@ fn read_snapshot(text: &str) -> Layout {
     layout
 }
 
-#[test]
-fn schemas_only_evolve_compatibly() {
-    let path = warrant_tests::workspace_root().join("schemas/compat/v1.txt");
-    let now = current();
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        panic!(
-            "missing {}: run with WARRANT_BLESS_SCHEMA=1 once to create it",
-            path.display()
-        );
-    };
-    let frozen = read_snapshot(&text);
+/// Every way `now` fails to extend `frozen`.
+fn incompatibilities(frozen: &Layout, now: &Layout) -> Vec<String> {
     let mut problems = Vec::new();
-    for (name, old) in &frozen {
+    for (name, old) in frozen {
         let Some(new) = now.get(name) else {
             problems.push(format!("{name} was removed"));
             continue;
@@ -136,6 +127,21 @@ fn schemas_only_evolve_compatibly() {
             ));
         }
     }
+    problems
+}
+
+#[test]
+fn schemas_only_evolve_compatibly() {
+    let path = warrant_tests::workspace_root().join("schemas/compat/v1.txt");
+    let now = current();
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        panic!(
+            "missing {}: run with WARRANT_BLESS_SCHEMA=1 once to create it",
+            path.display()
+        );
+    };
+    let frozen = read_snapshot(&text);
+    let problems = incompatibilities(&frozen, &now);
     assert!(
         problems.is_empty(),
         "incompatible schema change (bump FORMAT_VERSION instead):\n{}",
@@ -151,16 +157,54 @@ fn schemas_only_evolve_compatibly() {
 }
 
 #[test]
-fn the_guard_catches_reordering_and_removal() {
-    let base =
-        parse(&["table T {\n  a:int;\n  b:string;\n}\nenum E:ubyte { X = 0, Y = 1 }\n".to_owned()]);
+fn the_guard_catches_every_incompatible_change() {
+    let one = |text: &str| parse(&[text.to_owned()]);
+    let base = one(
+        "table T {\n  a:int;\n  b:string;\n}\nstruct S {\n  x:int;\n}\nenum E:ubyte {\n  X = 0,\n  Y = 1\n}\n",
+    );
     assert_eq!(base["table T"], vec!["a:int", "b:string"]);
-    let appended = parse(&["table T {\n  a:int;\n  b:string;\n  c:long;\n}\n".to_owned()]);
-    assert!(appended["table T"].starts_with(&base["table T"]));
-    let reordered = parse(&["table T {\n  b:string;\n  a:int;\n}\n".to_owned()]);
-    assert!(!reordered["table T"].starts_with(&base["table T"]));
-    let retyped = parse(&["table T {\n  a:long;\n  b:string;\n}\n".to_owned()]);
-    assert!(!retyped["table T"].starts_with(&base["table T"]));
+    assert_eq!(base["enum E"], vec!["underlying ubyte", "X = 0", "Y = 1"]);
+    // Compatible: append a field, append an enum value.
+    let ok = one(
+        "table T {\n  a:int;\n  b:string;\n  c:long;\n}\nstruct S {\n  x:int;\n}\nenum E:ubyte {\n  X = 0,\n  Y = 1,\n  Z = 2\n}\n",
+    );
+    assert!(incompatibilities(&base, &ok).is_empty());
+    let cases = [
+        (
+            "reordered",
+            "table T {\n  b:string;\n  a:int;\n}\nstruct S {\n  x:int;\n}\nenum E:ubyte {\n  X = 0,\n  Y = 1\n}\n",
+        ),
+        (
+            "retyped",
+            "table T {\n  a:long;\n  b:string;\n}\nstruct S {\n  x:int;\n}\nenum E:ubyte {\n  X = 0,\n  Y = 1\n}\n",
+        ),
+        (
+            "field removed",
+            "table T {\n  a:int;\n}\nstruct S {\n  x:int;\n}\nenum E:ubyte {\n  X = 0,\n  Y = 1\n}\n",
+        ),
+        (
+            "table removed",
+            "struct S {\n  x:int;\n}\nenum E:ubyte {\n  X = 0,\n  Y = 1\n}\n",
+        ),
+        (
+            "struct grown",
+            "table T {\n  a:int;\n  b:string;\n}\nstruct S {\n  x:int;\n  y:int;\n}\nenum E:ubyte {\n  X = 0,\n  Y = 1\n}\n",
+        ),
+        (
+            "enum renumbered",
+            "table T {\n  a:int;\n  b:string;\n}\nstruct S {\n  x:int;\n}\nenum E:ubyte {\n  X = 1,\n  Y = 2\n}\n",
+        ),
+        (
+            "enum widened",
+            "table T {\n  a:int;\n  b:string;\n}\nstruct S {\n  x:int;\n}\nenum E:ushort {\n  X = 0,\n  Y = 1\n}\n",
+        ),
+    ];
+    for (what, text) in cases {
+        assert!(
+            !incompatibilities(&base, &one(text)).is_empty(),
+            "{what} was not caught"
+        );
+    }
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! vectors, too deep) each give an error, never a panic.
 
 use proptest::prelude::*;
-use warrant_schemas::wire::{Reason, Verdict};
+use warrant_schemas::wire::{self, Reason, Verdict};
 use warrant_schemas::*;
 
 fn signed_example() -> Vec<u8> {
@@ -143,10 +143,133 @@ fn decision_lineage_checkpoint_round_trip() {
 
 #[test]
 fn a_missing_verdict_reads_as_deny() {
-    // The zero value of Verdict is Deny: a decision whose verdict field was
-    // left out (or defaulted) fails closed.
-    assert_eq!(Verdict::default(), Verdict::Deny);
-    assert_eq!(Verdict::Deny.0, 0);
+    // Build a Decision with the generated API and no verdict or reason field
+    // at all: it must read as a deny, so the format itself fails closed.
+    let mut fbb = flatbuffers::FlatBufferBuilder::new();
+    let (id, digest, key, root, sig) = (
+        wire::Id128([1; 16]),
+        wire::Hash256([2; 32]),
+        wire::Id128([3; 16]),
+        wire::Hash256([4; 32]),
+        wire::Signature64([5; 64]),
+    );
+    let d = wire::Decision::create(
+        &mut fbb,
+        &wire::DecisionArgs {
+            format_version: FORMAT_VERSION,
+            intent_id: Some(&id),
+            intent_digest: Some(&digest),
+            engine_key_id: Some(&key),
+            batch_root: Some(&root),
+            batch_size: 1,
+            batch_signature: Some(&sig),
+            ..Default::default()
+        },
+    );
+    fbb.finish(d, Some(DECISION_IDENTIFIER));
+    let opened = open_decision(fbb.finished_data(), &Limits::default()).unwrap();
+    assert_eq!(opened.verdict(), Verdict::Deny);
+    assert_eq!(opened.reason(), Reason::Unspecified);
+}
+
+#[test]
+fn unknown_enum_values_and_out_of_range_leaves_are_errors() {
+    let base = DecisionFields {
+        intent_id: [1; 16],
+        intent_digest: [2; 32],
+        verdict: Verdict::Authorize,
+        reason: Reason::Authorized,
+        rule_id: "",
+        policy_hash: [0; 32],
+        policy_version: 0,
+        issued_at_us: 0,
+        valid_until_us: 0,
+        audience: "",
+        engine_key_id: [0; 16],
+        lineage_partition: 0,
+        lineage_sequence: 0,
+        batch_root: [0; 32],
+        leaf_index: 0,
+        batch_size: 1,
+        proof: &[],
+        batch_signature: [0; 64],
+    };
+    assert!(open_decision(&encode_decision(&base), &Limits::default()).is_ok());
+    let bad_verdict = DecisionFields {
+        verdict: Verdict(7),
+        ..base
+    };
+    assert_eq!(
+        open_decision(&encode_decision(&bad_verdict), &Limits::default()).unwrap_err(),
+        WireError::UnknownEnum {
+            field: "verdict",
+            value: 7
+        }
+    );
+    let bad_reason = DecisionFields {
+        reason: Reason(999),
+        ..base
+    };
+    assert_eq!(
+        open_decision(&encode_decision(&bad_reason), &Limits::default()).unwrap_err(),
+        WireError::UnknownEnum {
+            field: "reason",
+            value: 999
+        }
+    );
+    let bad_leaf = DecisionFields {
+        leaf_index: 1,
+        ..base
+    };
+    assert_eq!(
+        open_decision(&encode_decision(&bad_leaf), &Limits::default()).unwrap_err(),
+        WireError::LeafOutOfRange { index: 1, size: 1 }
+    );
+}
+
+#[test]
+fn a_stray_string_on_an_integer_attribute_is_an_error() {
+    let mut fbb = flatbuffers::FlatBufferBuilder::new();
+    let key = fbb.create_string("amount");
+    let stray = fbb.create_string("x".repeat(10_000).as_str());
+    let attr = wire::Attribute::create(
+        &mut fbb,
+        &wire::AttributeArgs {
+            key: Some(key),
+            kind: wire::AttrKind::Int,
+            int_value: 5,
+            str_value: Some(stray),
+            bool_value: false,
+        },
+    );
+    let attrs = fbb.create_vector(&[attr]);
+    let strs: Vec<_> = ["p", "a", "r", "e", "g"]
+        .iter()
+        .map(|s| fbb.create_string(s))
+        .collect();
+    let (id, digest) = (wire::Id128([1; 16]), wire::Hash256([2; 32]));
+    let root = wire::Intent::create(
+        &mut fbb,
+        &wire::IntentArgs {
+            format_version: FORMAT_VERSION,
+            id: Some(&id),
+            principal: Some(strs[0]),
+            key_id: Some(&id),
+            action: Some(strs[1]),
+            resource: Some(strs[2]),
+            environment: Some(strs[3]),
+            region: Some(strs[4]),
+            attributes: Some(attrs),
+            nonce: Some(&id),
+            payload_digest: Some(&digest),
+            ..Default::default()
+        },
+    );
+    fbb.finish(root, Some(INTENT_IDENTIFIER));
+    assert!(matches!(
+        open_intent(fbb.finished_data(), &Limits::default()),
+        Err(WireError::BadAttribute { .. })
+    ));
 }
 
 #[test]
@@ -284,22 +407,21 @@ fn an_oversized_vector_length_is_an_error() {
     let opened = open_intent(&intent, &Limits::default()).unwrap();
     let attrs = opened.attributes().unwrap();
     assert_eq!(attrs.len(), 2);
-    // The vector's length word sits just before its first element offset;
-    // locate it by value among little-endian u32 words equal to 2.
-    let mut patched_any = false;
-    for pos in (0..intent.len() - 4).step_by(4) {
-        if intent[pos..pos + 4] == 2u32.to_le_bytes() {
-            let mut bad = intent.clone();
-            bad[pos..pos + 4].copy_from_slice(&0x8000_0000u32.to_le_bytes());
-            if let Ok(i) = open_intent(&bad, &Limits::default()) {
-                // Another field equal to 2 was patched; it must still be sane.
-                assert!(i.attributes().map_or(0, |a| a.len()) <= 32);
-            } else {
-                patched_any = true;
-            }
-        }
+    // The vector's elements start right after its u32 length prefix.
+    let elements = attrs.bytes().as_ptr() as usize - intent.as_ptr() as usize;
+    let at = elements - 4;
+    assert_eq!(intent[at..at + 4], 2u32.to_le_bytes());
+    for claimed in [3u32, 1 << 20, 0x8000_0000, u32::MAX] {
+        let mut bad = intent.clone();
+        bad[at..at + 4].copy_from_slice(&claimed.to_le_bytes());
+        assert!(
+            matches!(
+                open_intent(&bad, &Limits::default()),
+                Err(WireError::Invalid(_))
+            ),
+            "a vector claiming {claimed} elements was accepted"
+        );
     }
-    assert!(patched_any, "no patch of a length word was refused");
 
     // And a string whose length claims more bytes than the buffer has.
     let mut bad = intent.clone();
@@ -374,8 +496,17 @@ proptest! {
 
     #[test]
     fn random_bytes_behind_a_valid_identifier_never_panic(mut bytes in prop::collection::vec(any::<u8>(), 8..600)) {
+        let l = Limits::default();
         bytes[4..8].copy_from_slice(SIGNED_INTENT_IDENTIFIER.as_bytes());
-        let _ = open_signed_intent(&bytes, &Limits::default());
+        let _ = open_signed_intent(&bytes, &l);
+        bytes[4..8].copy_from_slice(INTENT_IDENTIFIER.as_bytes());
+        let _ = open_intent(&bytes, &l);
+        bytes[4..8].copy_from_slice(DECISION_IDENTIFIER.as_bytes());
+        let _ = open_decision(&bytes, &l);
+        bytes[4..8].copy_from_slice(LINEAGE_RECORD_IDENTIFIER.as_bytes());
+        let _ = open_lineage_record(&bytes, &l);
+        bytes[4..8].copy_from_slice(CHECKPOINT_IDENTIFIER.as_bytes());
+        let _ = open_checkpoint(&bytes, &l);
     }
 
     #[test]

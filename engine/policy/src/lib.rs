@@ -81,7 +81,8 @@ pub struct Request<'a> {
     pub region: &'a str,
     /// Typed attributes (first occurrence of a key counts).
     pub attributes: &'a [Attr<'a>],
-    /// UTC minute of the day at evaluation, `0..1440`.
+    /// UTC minute of the day at evaluation, `0..1440` (larger values are
+    /// taken modulo 1440).
     pub minute_of_day: u16,
     /// Status of the signing key.
     pub key_status: KeyStatus,
@@ -115,6 +116,13 @@ impl Outcome {
     pub fn is_allow(&self) -> bool {
         self.effect == Effect::Allow
     }
+}
+
+/// One source file: its name for messages, its name for the hash, its text.
+struct Source<'a> {
+    display: &'a str,
+    hash_name: &'a str,
+    text: &'a str,
 }
 
 /// A compiled policy: rules, decision tables, version, hash and findings.
@@ -173,24 +181,57 @@ impl Policy {
                 std::fs::read_to_string(path).map_err(io)?,
             ));
         }
-        let refs: Vec<(&str, &str)> = files
+        // The hash covers content, not where it was read from: a single
+        // file hashes without its name, a directory with each file's name
+        // within it (their order and split are part of the policy).
+        let is_dir = path.is_dir();
+        let sources: Vec<Source<'_>> = files
             .iter()
-            .map(|(n, t)| (n.as_str(), t.as_str()))
+            .map(|(n, t)| Source {
+                display: n,
+                hash_name: if is_dir {
+                    Path::new(n)
+                        .file_name()
+                        .and_then(|f| f.to_str())
+                        .unwrap_or(n)
+                } else {
+                    ""
+                },
+                text: t,
+            })
             .collect();
-        Policy::from_sources(&refs)
+        Policy::compile(&sources)
     }
 
-    /// Compiles a policy from (file name, text) pairs, in order.
+    /// Compiles a policy from (file name, text) pairs, in order. The names
+    /// appear in error messages and are part of the hash.
     pub fn from_sources(sources: &[(&str, &str)]) -> Result<Policy, PolicyError> {
+        let sources: Vec<Source<'_>> = sources
+            .iter()
+            .map(|(n, t)| Source {
+                display: n,
+                hash_name: n,
+                text: t,
+            })
+            .collect();
+        Policy::compile(&sources)
+    }
+
+    fn compile(sources: &[Source<'_>]) -> Result<Policy, PolicyError> {
         let mut name = None;
         let mut version: Option<(u64, String, usize)> = None;
         let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
         let mut sets: BTreeMap<String, Vec<String>> = BTreeMap::new();
         let mut parsed = Vec::with_capacity(sources.len());
         let mut hasher = Sha256::new().chain_update(b"warrant.policy.v1\0");
-        for (file, text) in sources {
-            hasher.update((file.len() as u64).to_le_bytes());
-            hasher.update(file.as_bytes());
+        for Source {
+            display: file,
+            hash_name,
+            text,
+        } in sources
+        {
+            hasher.update((hash_name.len() as u64).to_le_bytes());
+            hasher.update(hash_name.as_bytes());
             hasher.update((text.len() as u64).to_le_bytes());
             hasher.update(text.as_bytes());
             let p = syntax::parse_file(file, text)?;
@@ -228,7 +269,7 @@ impl Policy {
             parsed.push(p);
         }
         let Some((version, _, _)) = version else {
-            let file = sources.first().map_or("<empty>", |s| s.0);
+            let file = sources.first().map_or("<empty>", |s| s.display);
             return Err(PolicyError::at(
                 file,
                 1,
@@ -258,8 +299,8 @@ impl Policy {
             }
         }
         let tables = tables::Tables::build(&rules).map_err(|message| {
-            let file = sources.first().map_or("<empty>", |s| s.0);
-            PolicyError::at(file, 1, None, message)
+            let file = sources.first().map_or("<empty>", |s| s.display);
+            PolicyError::at(file, 1, None, format!("policy-wide: {message}"))
         })?;
         let (findings, unlisted_overlaps) = analyze::analyze(&rules);
         Ok(Policy {
@@ -339,7 +380,9 @@ impl Policy {
         self.version
     }
 
-    /// SHA-256 over every source file's name and text, in load order.
+    /// SHA-256 over the policy's content: each source's text in load order,
+    /// with its file name within the directory for a directory policy (a
+    /// single file's path is not hashed, so moving it keeps the hash).
     pub fn hash(&self) -> [u8; 32] {
         self.hash
     }

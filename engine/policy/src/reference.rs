@@ -25,7 +25,9 @@ pub fn rule_matches(rule: &RuleSpec, request: &Request<'_>) -> bool {
             .get(request.key_status as usize)
             .copied()
             .unwrap_or(false)
-        && rule.time.contains(request.minute_of_day)
+        && rule
+            .time
+            .contains(request.minute_of_day % crate::spec::MINUTES)
         && rule.attrs_match(request.attributes)
 }
 

@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 
@@ -102,16 +102,19 @@ impl PolicyStore {
         }
     }
 
-    /// Watches `path` (file or directory) and reloads when any policy
-    /// file's size or modification time changes, checking every `interval`.
+    /// Watches `path` (file or directory) and reloads when any file's
+    /// content changes (compared by SHA-256, so same-size edits within one
+    /// mtime tick are seen), checking every `interval`.
     pub fn watch(self: &Arc<Self>, path: PathBuf, interval: Duration) -> Watcher {
         let stop = Arc::new(AtomicBool::new(false));
         let store = Arc::clone(self);
         let flag = Arc::clone(&stop);
+        // Taken before the thread starts, so no change after `watch`
+        // returns can be missed.
+        let mut seen = fingerprint(&path);
         let handle = std::thread::Builder::new()
             .name("policy-watch".into())
             .spawn(move || {
-                let mut seen = fingerprint(&path);
                 while !flag.load(Ordering::Relaxed) {
                     std::thread::sleep(interval);
                     let now = fingerprint(&path);
@@ -143,11 +146,12 @@ impl Drop for Watcher {
     }
 }
 
-fn fingerprint(path: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
+fn fingerprint(path: &Path) -> Vec<(PathBuf, [u8; 32])> {
+    use sha2::Digest;
     let mut out = Vec::new();
     let mut add = |p: PathBuf| {
-        if let Ok(m) = std::fs::metadata(&p) {
-            out.push((p, m.len(), m.modified().ok()));
+        if let Ok(bytes) = std::fs::read(&p) {
+            out.push((p, sha2::Sha256::digest(&bytes).into()));
         }
     };
     if path.is_dir() {

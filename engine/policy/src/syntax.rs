@@ -51,9 +51,9 @@ const SET: &str = "set:";
 struct FileDef {
     policy: Option<HeaderDef>,
     #[serde(default)]
-    groups: BTreeMap<String, Vec<String>>,
+    groups: BTreeMap<String, toml::Spanned<Vec<String>>>,
     #[serde(default)]
-    sets: BTreeMap<String, Vec<String>>,
+    sets: BTreeMap<String, toml::Spanned<Vec<String>>>,
     #[serde(default)]
     rule: Vec<toml::Spanned<RuleDef>>,
 }
@@ -62,7 +62,7 @@ struct FileDef {
 #[serde(deny_unknown_fields)]
 struct HeaderDef {
     name: Option<String>,
-    version: u64,
+    version: toml::Spanned<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -138,17 +138,6 @@ fn line_of(text: &str, offset: usize) -> usize {
         .map_or(1, |t| t.bytes().filter(|b| *b == b'\n').count() + 1)
 }
 
-/// Finds the line of `[key]`'s entry `name = ` for error messages (best effort).
-fn line_of_key(text: &str, name: &str) -> usize {
-    text.lines()
-        .position(|l| {
-            let l = l.trim_start();
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.trim_start().starts_with('='))
-        })
-        .map_or(1, |i| i + 1)
-}
-
 /// Parses one file's text.
 pub(crate) fn parse_file(file: &str, text: &str) -> Result<ParsedFile, PolicyError> {
     let def: FileDef = toml::from_str(text).map_err(|e| {
@@ -163,23 +152,17 @@ pub(crate) fn parse_file(file: &str, text: &str) -> Result<ParsedFile, PolicyErr
     let version = def
         .policy
         .as_ref()
-        .map(|h| (h.version, line_of_key(text, "version")));
-    let groups = def
-        .groups
-        .into_iter()
-        .map(|(k, v)| {
-            let line = line_of_key(text, &k);
-            (k, (v, line))
-        })
-        .collect();
-    let sets = def
-        .sets
-        .into_iter()
-        .map(|(k, v)| {
-            let line = line_of_key(text, &k);
-            (k, (v, line))
-        })
-        .collect();
+        .map(|h| (*h.version.get_ref(), line_of(text, h.version.span().start)));
+    let spanned = |defs: BTreeMap<String, toml::Spanned<Vec<String>>>| -> BTreeMap<String, (Vec<String>, usize)> {
+        defs.into_iter()
+            .map(|(k, v)| {
+                let line = line_of(text, v.span().start);
+                (k, (v.into_inner(), line))
+            })
+            .collect()
+    };
+    let groups = spanned(def.groups);
+    let sets = spanned(def.sets);
     let rules = def
         .rule
         .into_iter()

@@ -500,7 +500,7 @@ impl Tables {
             push(ks.get(req.key_status as usize).copied().unwrap_or(0));
         }
         if let Some(t) = &self.time {
-            push(t.lookup(i64::from(req.minute_of_day)));
+            push(t.lookup(i64::from(req.minute_of_day % crate::spec::MINUTES)));
         }
         for a in &self.attrs {
             let value = req
@@ -583,7 +583,7 @@ impl Tables {
             ));
         }
         if let Some(t) = &self.time {
-            let m = req.minute_of_day;
+            let m = req.minute_of_day % crate::spec::MINUTES;
             out.push((
                 format!("time = {:02}:{:02} UTC", m / 60, m % 60),
                 rules_in(t.lookup(i64::from(m))),
