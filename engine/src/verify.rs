@@ -210,6 +210,31 @@ fn split_signature(signature: &[u8; 64]) -> ([u8; 32], [u8; 32]) {
     (r, s)
 }
 
+enum SmallOrder {
+    Canonical,
+    NegativeZero,
+}
+
+/// The canonical encodings of the 8 points of order dividing 8.
+fn small_order_encodings() -> &'static [[u8; 32]; 8] {
+    static ENCODINGS: std::sync::OnceLock<[[u8; 32]; 8]> = std::sync::OnceLock::new();
+    ENCODINGS
+        .get_or_init(|| curve25519_dalek::constants::EIGHT_TORSION.map(|p| p.compress().to_bytes()))
+}
+
+/// Classifies an encoding (with `y < p`) that decodes to a small-order point.
+fn small_order_encoding(bytes: &[u8; 32]) -> Option<SmallOrder> {
+    if small_order_encodings().contains(bytes) {
+        return Some(SmallOrder::Canonical);
+    }
+    // x = 0 only for y = 1 and y = p − 1; with the sign bit set those
+    // encode "−0", which decodes to the same small-order point.
+    let [first, middle @ .., last] = bytes;
+    let y_is_one = *first == 0x01 && middle.iter().all(|b| *b == 0) && *last == 0x80;
+    let y_is_minus_one = *first == 0xec && middle.iter().all(|b| *b == 0xff) && *last == 0xff;
+    (y_is_one || y_is_minus_one).then_some(SmallOrder::NegativeZero)
+}
+
 /// Checks 1–3 of the module rule and the challenge `k`.
 fn prepare<'a>(index: usize, item: &SigItem<'a>) -> Result<Prepared<'a>, SigError> {
     item.key.status?;
@@ -219,18 +244,20 @@ fn prepare<'a>(index: usize, item: &SigItem<'a>) -> Result<Prepared<'a>, SigErro
     if !y_is_canonical(&r_bytes) {
         return Err(SigError::NonCanonicalR);
     }
+    // With y < p, an encoding decodes to a small-order point exactly when
+    // it is one of their 8 canonical encodings, or y = ±1 (x = 0) with the
+    // sign bit set, which is non-canonical. Comparing bytes costs nothing;
+    // multiplying R by the cofactor would cost about 3% of a verification.
+    match small_order_encoding(&r_bytes) {
+        Some(SmallOrder::Canonical) => return Err(SigError::SmallOrderR),
+        Some(SmallOrder::NegativeZero) => return Err(SigError::NonCanonicalR),
+        None => {}
+    }
     let r = CompressedEdwardsY(r_bytes)
         .decompress()
         .ok_or(SigError::RNotOnCurve)?;
-    if r.is_small_order() {
-        // The only points with x = 0 are the small-order y = ±1; an encoding
-        // of those with the sign bit set is also non-canonical: say so.
-        return Err(if r.compress().as_bytes() != &r_bytes {
-            SigError::NonCanonicalR
-        } else {
-            SigError::SmallOrderR
-        });
-    }
+    // INVARIANT: r is not of small order (tests/speccheck.rs and the unit
+    // test `small_order_blocklist_is_complete` check the list).
     let digest = Sha512::new()
         .chain_update(r_bytes)
         .chain_update(item.key.bytes)
@@ -515,6 +542,34 @@ mod tests {
         p[31] = 0xff; // sign bit does not matter
         assert!(!y_is_canonical(&p));
         assert!(y_is_canonical(&[0; 32]));
+    }
+
+    #[test]
+    fn small_order_blocklist_is_complete() {
+        // Every encoding with y < p that decodes to a point of small order
+        // is caught by the byte comparison: enumerate all 8 points, with
+        // and without the sign bit.
+        for p in curve25519_dalek::constants::EIGHT_TORSION {
+            let canonical = p.compress().to_bytes();
+            assert!(matches!(
+                small_order_encoding(&canonical),
+                Some(SmallOrder::Canonical)
+            ));
+            let mut flipped = canonical;
+            flipped[31] ^= 0x80;
+            if let Some(q) = CompressedEdwardsY(flipped).decompress() {
+                // Decodes: either another torsion point (canonical) or the
+                // same x = 0 point written as "−0" (non-canonical).
+                assert!(q.is_small_order());
+                assert!(small_order_encoding(&flipped).is_some(), "{flipped:?}");
+            }
+        }
+        // And nothing else is flagged.
+        let (key, sig) = signed(3, b"x");
+        let _ = key;
+        let mut r = [0u8; 32];
+        r.copy_from_slice(&sig[..32]);
+        assert!(small_order_encoding(&r).is_none());
     }
 
     #[test]
