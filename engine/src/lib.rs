@@ -10,6 +10,7 @@
 //! - [`merkle`]: RFC 9162 Merkle trees and inclusion proofs;
 //! - [`seal`]: the engine key, Merkle-batched decision signatures, and the
 //!   offline verification an executor runs before it acts;
+//! - [`replay`]: per-partition nonce memory with bounded size;
 //! - [`lineage`]: the per-partition hash-chained lineage log, its signed
 //!   checkpoints and its verifier.
 //!
@@ -19,5 +20,6 @@
 pub mod backend;
 pub mod lineage;
 pub mod merkle;
+pub mod replay;
 pub mod seal;
 pub mod verify;
