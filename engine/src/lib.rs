@@ -10,6 +10,8 @@
 //! - [`merkle`]: RFC 9162 Merkle trees and inclusion proofs;
 //! - [`seal`]: the engine key, Merkle-batched decision signatures, and the
 //!   offline verification an executor runs before it acts;
+//! - [`transport`]: the `Source`/`Sink` traits the Kafka connectors will
+//!   implement, and an embedded, partitioned, bounded transport;
 //! - [`replay`]: per-partition nonce memory with bounded size;
 //! - [`lineage`]: the per-partition hash-chained lineage log, its signed
 //!   checkpoints and its verifier.
@@ -22,4 +24,5 @@ pub mod lineage;
 pub mod merkle;
 pub mod replay;
 pub mod seal;
+pub mod transport;
 pub mod verify;

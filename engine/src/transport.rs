@@ -1,0 +1,480 @@
+//! Where intents come from and where decisions go: the [`Source`] and
+//! [`Sink`] traits, and [`embedded`], an in-process transport partitioned
+//! and bounded like Kafka, for the demo and the tests.
+//!
+//! # Why the traits are shaped this way
+//!
+//! They follow Kafka's at-least-once contract so that the Kafka connectors
+//! implement them directly:
+//!
+//! - a [`Source`] hands out records of numbered partitions in offset order
+//!   and forgets nothing until [`Source::commit`] says every record up to an
+//!   offset is done; after a crash, uncommitted records come again (the
+//!   engine's replay cache makes that idempotent);
+//! - a [`Sink`] returns from [`Sink::send`] only when the whole batch is
+//!   durable, so the engine commits a source offset only after the
+//!   decisions and lineage records covering it are acknowledged;
+//! - both work on batches, not single records, so a hop costs one call per
+//!   batch.
+
+use std::time::Duration;
+
+/// A record read from the intents topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InRecord {
+    /// Partition it was read from.
+    pub partition: u32,
+    /// Its offset within the partition.
+    pub offset: u64,
+    /// Record key (the principal, for intents).
+    pub key: Vec<u8>,
+    /// The `SignedIntent` bytes, as produced: possibly malformed.
+    pub payload: Vec<u8>,
+}
+
+/// Output of one engine batch.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OutBatch {
+    /// Decisions, keyed by intent id.
+    pub decisions: Vec<([u8; 16], Vec<u8>)>,
+    /// Lineage records and checkpoints, with the partition they belong to.
+    pub lineage: Vec<(u32, Vec<u8>)>,
+}
+
+/// Why a transport call failed. `retryable` ones may succeed later
+/// (broker unreachable, queue full); the others will not.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransportError {
+    /// The destination is full or unavailable for now.
+    #[error("transport unavailable: {0}")]
+    Unavailable(String),
+    /// The transport was closed.
+    #[error("transport closed")]
+    Closed,
+    /// A commit named an offset that was never handed out.
+    #[error("cannot commit offset {offset} of partition {partition}: {reason}")]
+    BadCommit {
+        /// Partition.
+        partition: u32,
+        /// Offset.
+        offset: u64,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl TransportError {
+    /// Whether trying again later can help.
+    pub fn retryable(&self) -> bool {
+        matches!(self, TransportError::Unavailable(_))
+    }
+}
+
+/// A partitioned, replayable stream of intents.
+pub trait Source: Send {
+    /// Waits up to `timeout` for records, then appends at most `max` of
+    /// them to `out`, each partition in offset order. Returns how many.
+    fn poll(
+        &mut self,
+        out: &mut Vec<InRecord>,
+        max: usize,
+        timeout: Duration,
+    ) -> Result<usize, TransportError>;
+
+    /// Marks every record of `partition` up to and including `offset` as
+    /// done: they will not be handed out again, even after a restart.
+    fn commit(&mut self, partition: u32, offset: u64) -> Result<(), TransportError>;
+}
+
+/// Durable output for decisions and lineage.
+pub trait Sink: Send {
+    /// Writes a batch; returns only once all of it is durable.
+    fn send(&mut self, batch: &OutBatch) -> Result<(), TransportError>;
+}
+
+/// The partition a key goes to, as Kafka's default partitioner does it for
+/// keyed records: murmur2 of the key, positive, modulo the partition count.
+pub fn partition_for(key: &[u8], partitions: u32) -> u32 {
+    (murmur2(key) & 0x7fff_ffff) % partitions.max(1)
+}
+
+/// Kafka's murmur2 (seed 0x9747b28c), as in its Java client.
+fn murmur2(data: &[u8]) -> u32 {
+    const M: u32 = 0x5bd1_e995;
+    const R: u32 = 24;
+    let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
+    let mut h: u32 = 0x9747_b28c ^ len;
+    let mut chunks = data.chunks_exact(4);
+    for c in &mut chunks {
+        let mut k = u32::from_le_bytes(c.try_into().unwrap_or([0; 4]));
+        k = k.wrapping_mul(M);
+        k ^= k >> R;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M);
+        h ^= k;
+    }
+    let rest = chunks.remainder();
+    if let Some(&b) = rest.get(2) {
+        h ^= u32::from(b) << 16;
+    }
+    if let Some(&b) = rest.get(1) {
+        h ^= u32::from(b) << 8;
+    }
+    if let Some(&b) = rest.first() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    h
+}
+
+pub mod embedded {
+    //! An in-process transport: topics of numbered partitions, bounded,
+    //! with committed offsets, shared by producers, the engine and readers.
+    //!
+    //! Records stay in a partition until committed (like a log with
+    //! retention "until consumed"); a partition holding `capacity`
+    //! uncommitted records refuses more with a retryable error, so memory is
+    //! bounded and a producer sees backpressure.
+
+    use std::collections::VecDeque;
+    use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+    use std::time::{Duration, Instant};
+
+    use super::{InRecord, OutBatch, Sink, Source, TransportError, partition_for};
+
+    #[derive(Debug, Default)]
+    struct Partition {
+        /// Offset of `records[0]`.
+        base: u64,
+        records: VecDeque<(Vec<u8>, Vec<u8>)>,
+        /// Next offset to hand out to the (single) consumer.
+        cursor: u64,
+    }
+
+    #[derive(Debug)]
+    struct Inner {
+        partitions: Vec<Partition>,
+        capacity: usize,
+        closed: bool,
+    }
+
+    /// A topic of `n` partitions, each holding at most `capacity`
+    /// uncommitted records. Clones share the topic.
+    #[derive(Debug, Clone)]
+    pub struct Topic {
+        inner: Arc<(Mutex<Inner>, Condvar)>,
+    }
+
+    impl Topic {
+        /// A new, empty topic.
+        pub fn new(partitions: u32, capacity: usize) -> Topic {
+            let inner = Inner {
+                partitions: (0..partitions.max(1))
+                    .map(|_| Partition::default())
+                    .collect(),
+                capacity: capacity.max(1),
+                closed: false,
+            };
+            Topic {
+                inner: Arc::new((Mutex::new(inner), Condvar::new())),
+            }
+        }
+
+        fn lock(&self) -> MutexGuard<'_, Inner> {
+            self.inner
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        }
+
+        /// Number of partitions.
+        pub fn partitions(&self) -> u32 {
+            u32::try_from(self.lock().partitions.len()).unwrap_or(u32::MAX)
+        }
+
+        /// Appends a record to the partition its key maps to; returns
+        /// (partition, offset). Refuses (retryable) when that partition is full.
+        pub fn publish(&self, key: &[u8], payload: Vec<u8>) -> Result<(u32, u64), TransportError> {
+            let mut g = self.lock();
+            if g.closed {
+                return Err(TransportError::Closed);
+            }
+            let n = u32::try_from(g.partitions.len()).unwrap_or(1);
+            let p = partition_for(key, n);
+            let capacity = g.capacity;
+            let part = g
+                .partitions
+                .get_mut(p as usize)
+                .ok_or(TransportError::Closed)?;
+            if part.records.len() >= capacity {
+                return Err(TransportError::Unavailable(format!(
+                    "partition {p} is full ({capacity} records)"
+                )));
+            }
+            let offset = part.base + part.records.len() as u64;
+            part.records.push_back((key.to_vec(), payload));
+            drop(g);
+            self.inner.1.notify_all();
+            Ok((p, offset))
+        }
+
+        /// Every record still held (uncommitted), in partition then offset order.
+        pub fn snapshot(&self) -> Vec<InRecord> {
+            let g = self.lock();
+            let mut out = Vec::new();
+            for (p, part) in g.partitions.iter().enumerate() {
+                for (i, (k, v)) in part.records.iter().enumerate() {
+                    out.push(InRecord {
+                        partition: u32::try_from(p).unwrap_or(u32::MAX),
+                        offset: part.base + i as u64,
+                        key: k.clone(),
+                        payload: v.clone(),
+                    });
+                }
+            }
+            out
+        }
+
+        /// Closes the topic: polls return what is left, then `Closed`.
+        pub fn close(&self) {
+            self.lock().closed = true;
+            self.inner.1.notify_all();
+        }
+
+        /// A consumer over every partition (one consumer per topic: the
+        /// embedded transport has no consumer groups).
+        pub fn consumer(&self) -> Consumer {
+            Consumer {
+                topic: self.clone(),
+            }
+        }
+
+        /// Forgets what was handed out but not committed, as a restarted
+        /// consumer would: those records will be polled again.
+        pub fn rewind_uncommitted(&self) {
+            let mut g = self.lock();
+            for part in &mut g.partitions {
+                part.cursor = part.base;
+            }
+        }
+    }
+
+    /// Reads a [`Topic`] as a [`Source`].
+    #[derive(Debug)]
+    pub struct Consumer {
+        topic: Topic,
+    }
+
+    impl Source for Consumer {
+        fn poll(
+            &mut self,
+            out: &mut Vec<InRecord>,
+            max: usize,
+            timeout: Duration,
+        ) -> Result<usize, TransportError> {
+            let deadline = Instant::now() + timeout;
+            let (lock, cvar) = &*self.topic.inner;
+            let mut g = lock
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            loop {
+                let available = g
+                    .partitions
+                    .iter()
+                    .any(|p| p.cursor < p.base + p.records.len() as u64);
+                if available {
+                    break;
+                }
+                if g.closed {
+                    return Err(TransportError::Closed);
+                }
+                let now = Instant::now();
+                if now >= deadline {
+                    return Ok(0);
+                }
+                g = cvar
+                    .wait_timeout(g, deadline - now)
+                    .map(|r| r.0)
+                    .unwrap_or_else(|e| e.into_inner().0);
+            }
+            let mut taken = 0;
+            // Round-robin over partitions so none starves.
+            let n = g.partitions.len();
+            while taken < max {
+                let mut progressed = false;
+                for (p, part) in g.partitions.iter_mut().enumerate().take(n) {
+                    if taken >= max {
+                        break;
+                    }
+                    let index = (part.cursor - part.base) as usize;
+                    if let Some((k, v)) = part.records.get(index) {
+                        out.push(InRecord {
+                            partition: u32::try_from(p).unwrap_or(u32::MAX),
+                            offset: part.cursor,
+                            key: k.clone(),
+                            payload: v.clone(),
+                        });
+                        part.cursor += 1;
+                        taken += 1;
+                        progressed = true;
+                    }
+                }
+                if !progressed {
+                    break;
+                }
+            }
+            Ok(taken)
+        }
+
+        fn commit(&mut self, partition: u32, offset: u64) -> Result<(), TransportError> {
+            let mut g = self.topic.lock();
+            let part = g.partitions.get_mut(partition as usize).ok_or_else(|| {
+                TransportError::BadCommit {
+                    partition,
+                    offset,
+                    reason: "no such partition".into(),
+                }
+            })?;
+            if offset >= part.cursor {
+                return Err(TransportError::BadCommit {
+                    partition,
+                    offset,
+                    reason: "not handed out yet".into(),
+                });
+            }
+            while part.base <= offset {
+                part.records.pop_front();
+                part.base += 1;
+            }
+            drop(g);
+            self.topic.inner.1.notify_all();
+            Ok(())
+        }
+    }
+
+    /// An append-only in-memory log of everything sent: decisions and
+    /// lineage, for the demo's verification and the tests.
+    #[derive(Debug, Clone, Default)]
+    pub struct Collector {
+        inner: Arc<Mutex<OutBatch>>,
+    }
+
+    impl Collector {
+        /// An empty collector.
+        pub fn new() -> Self {
+            Self::default()
+        }
+
+        /// Everything sent so far.
+        pub fn take_snapshot(&self) -> OutBatch {
+            self.inner
+                .lock()
+                .map(|g| g.clone())
+                .unwrap_or_else(|e| e.into_inner().clone())
+        }
+    }
+
+    impl Sink for Collector {
+        fn send(&mut self, batch: &OutBatch) -> Result<(), TransportError> {
+            let mut g = self
+                .inner
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            g.decisions.extend(batch.decisions.iter().cloned());
+            g.lineage.extend(batch.lineage.iter().cloned());
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::embedded::{Collector, Topic};
+    use super::*;
+
+    #[test]
+    fn murmur2_matches_kafka() {
+        // Values from Kafka's UtilsTest.testMurmur2.
+        let cases: [(&[u8], i32); 5] = [
+            (b"21", -973_932_308),
+            (b"foobar", -790_332_482),
+            (b"a-little-bit-long-string", -985_981_536),
+            (b"a-little-bit-longer-string", -1_486_304_829),
+            (
+                b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8",
+                -58_897_971,
+            ),
+        ];
+        for (key, want) in cases {
+            assert_eq!(
+                murmur2(key) as i32,
+                want,
+                "{}",
+                String::from_utf8_lossy(key)
+            );
+        }
+    }
+
+    #[test]
+    fn records_come_back_until_committed() {
+        let topic = Topic::new(4, 100);
+        for i in 0..20u8 {
+            topic.publish(&[i % 5], vec![i]).unwrap();
+        }
+        let mut c = topic.consumer();
+        let mut got = Vec::new();
+        assert_eq!(
+            c.poll(&mut got, 100, Duration::from_millis(10)).unwrap(),
+            20
+        );
+        // Per partition, offsets are in order from 0.
+        for p in 0..4 {
+            let offsets: Vec<u64> = got
+                .iter()
+                .filter(|r| r.partition == p)
+                .map(|r| r.offset)
+                .collect();
+            assert_eq!(offsets, (0..offsets.len() as u64).collect::<Vec<_>>());
+        }
+        // Commit half of partition 0's, "crash", and read again: the rest returns.
+        let p0: Vec<&InRecord> = got.iter().filter(|r| r.partition == 0).collect();
+        let half = p0.len() / 2;
+        if half > 0 {
+            c.commit(0, p0[half - 1].offset).unwrap();
+        }
+        topic.rewind_uncommitted();
+        let mut again = Vec::new();
+        c.poll(&mut again, 100, Duration::from_millis(10)).unwrap();
+        assert_eq!(again.len(), 20 - half);
+        assert!(c.commit(1, 999).is_err());
+    }
+
+    #[test]
+    fn a_full_partition_pushes_back_and_the_sink_keeps_everything() {
+        let topic = Topic::new(1, 3);
+        for i in 0..3u8 {
+            topic.publish(b"k", vec![i]).unwrap();
+        }
+        let e = topic.publish(b"k", vec![9]).unwrap_err();
+        assert!(e.retryable());
+        let mut sink = Collector::new();
+        sink.send(&OutBatch {
+            decisions: vec![([1; 16], vec![1])],
+            lineage: vec![(0, vec![2])],
+        })
+        .unwrap();
+        sink.send(&OutBatch {
+            decisions: vec![([2; 16], vec![3])],
+            lineage: vec![],
+        })
+        .unwrap();
+        let all = sink.take_snapshot();
+        assert_eq!(all.decisions.len(), 2);
+        assert_eq!(all.lineage.len(), 1);
+        topic.close();
+        assert_eq!(topic.publish(b"k", vec![]), Err(TransportError::Closed));
+    }
+}
