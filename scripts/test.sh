@@ -14,5 +14,14 @@ if [ "$(flatc --version 2>/dev/null | awk '{print $3}')" != "$want" ]; then
   hash -r
 fi
 
-cargo test --workspace --all-targets --no-fail-fast
-cargo test --workspace --doc
+# Every target's own summary, then one total line at the end (so the last
+# line is the whole suite's count, not the last crate's).
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --workspace --all-targets --no-fail-fast 2>&1 | tee -a "$log" || status=$?
+cargo test --workspace --doc 2>&1 | tee -a "$log" || status=$?
+sum() { grep -E '^test result:' "$log" | grep -oE "[0-9]+ $1" | awk '{s += $1} END {print s + 0}'; }
+echo
+echo "suite: $(sum passed) passed, $(sum failed) failed"
+exit "$status"
