@@ -31,9 +31,10 @@
 //! A failed batch is therefore proof that a member is bad, and bisection
 //! ([`verify_batch`]) finds every bad member at a cost, for one bad
 //! signature among `n`, of about one extra pass over `n` (`n/2 + n/4 + …`).
-//! Batch work is capped at three passes per call; past that the remaining
-//! members are checked one by one, so a batch of forgeries cannot cost more
-//! than three passes plus a single check each.
+//! Batch work is capped at four passes per sub-batch of at most
+//! [`MAX_BATCH`]; past that the remaining members are checked one by one, so
+//! a batch of forgeries cannot cost more than four batch passes (about 1.2
+//! single verifications' worth) plus a single check each.
 //!
 //! Why cofactored rather than rejecting mixed-order `R` as well: deciding
 //! whether `R` has a torsion component costs a full scalar multiplication
@@ -297,6 +298,10 @@ pub fn verify_one(item: &SigItem<'_>) -> Result<(), SigError> {
 /// the multiscalar multiplication saves nothing over the single equation.
 const MIN_BATCH: usize = 3;
 
+/// A failing set larger than twice this is split into groups of this size
+/// before bisection.
+const GROUP: usize = 64;
+
 /// A set known to hold a bad signature is checked one by one at this size:
 /// halving it further would cost more batch checks than it saves.
 const BISECT_LEAF: usize = 4;
@@ -355,9 +360,9 @@ fn batch_holds(members: &[Member<'_>]) -> bool {
 ///
 /// A clean batch spends `n`; one bad signature adds about `n` more
 /// (`n/2 + n/4 + …`). A batch full of forgeries would otherwise re-batch
-/// about `n` members per bisection level; past three passes the remaining
+/// about `n` members per bisection level; past four passes the remaining
 /// sets are checked singly, so a flood of forged intents costs at most about
-/// three batch passes plus one single check each, never more.
+/// four batch passes plus one single check each, never more.
 struct Budget(usize);
 
 impl Budget {
@@ -384,6 +389,16 @@ fn check_singly(members: &[Member<'_>], out: &mut [Result<(), SigError>]) {
 
 /// Resolves a set of members known to contain at least one bad signature.
 fn bisect(members: &[Member<'_>], out: &mut [Result<(), SigError>], budget: &mut Budget) {
+    if members.len() > 2 * GROUP {
+        // A large failing batch is first split into groups of GROUP: when
+        // forgeries are spread through it, halving would re-check nearly
+        // every member at each level, while groups confine each forgery to
+        // GROUP members after one pass.
+        for group in members.chunks(GROUP) {
+            resolve(group, out, budget);
+        }
+        return;
+    }
     let (left, right) = members.split_at(members.len() / 2);
     if members.len() <= BISECT_LEAF || !budget.take(left.len()) {
         check_singly(members, out);
@@ -472,6 +487,19 @@ pub fn verify_batch(items: &[SigItem<'_>], out: &mut [Result<(), SigError>]) {
         *slot = Err(SigError::NoItem);
     }
     let items = items.get(..out.len()).unwrap_or(items);
+    // Sub-batches of at most MAX_BATCH, each with its own budget, so that
+    // forgeries in one part of a large input cost only their own part.
+    for (items, out) in items.chunks(MAX_BATCH).zip(out.chunks_mut(MAX_BATCH)) {
+        verify_sub_batch(items, out);
+    }
+}
+
+/// Largest batch verified as one multiscalar multiplication. Past about a
+/// thousand signatures the cost per signature barely falls further, while
+/// a forgery's bisection cost grows with the batch.
+pub const MAX_BATCH: usize = 1024;
+
+fn verify_sub_batch(items: &[SigItem<'_>], out: &mut [Result<(), SigError>]) {
     let mut prepared = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
         match prepare(i, item) {
@@ -485,7 +513,7 @@ pub fn verify_batch(items: &[SigItem<'_>], out: &mut [Result<(), SigError>]) {
         .zip(zs)
         .map(|(p, z)| Member { p, z })
         .collect();
-    let mut budget = Budget(3 * members.len());
+    let mut budget = Budget(4 * members.len());
     resolve(&members, out, &mut budget);
 }
 
@@ -502,7 +530,10 @@ pub fn verify_batch_parallel(items: &[SigItem<'_>], out: &mut [Result<(), SigErr
         return;
     }
     let threads = rayon::current_num_threads().max(1);
-    let chunk = items.len().div_ceil(threads).max(MIN_PARALLEL_CHUNK);
+    let chunk = items
+        .len()
+        .div_ceil(threads)
+        .clamp(MIN_PARALLEL_CHUNK, MAX_BATCH);
     if items.len() <= chunk {
         verify_batch(items, out);
         return;
