@@ -243,6 +243,15 @@ proptest! {
                 let fast = policy.evaluate(req);
                 let slow = policy.evaluate_reference(req);
                 prop_assert_eq!(fast, slow, "policy:\n{}\nrequest: {:?}", text, r);
+                // explain_agrees_with_evaluate: the rules every explained
+                // dimension selects, decided by priority, give the same rule.
+                let rules = policy.rules();
+                let selected: Vec<usize> = (0..rules.len())
+                    .filter(|i| policy.explain(req).iter().all(|(_, set)| set.contains(i)))
+                    .collect();
+                let by_effect = |e| selected.iter().copied().find(|&i| rules[i].effect == e);
+                let explained = by_effect(warrant_policy::Effect::Deny).or_else(|| by_effect(warrant_policy::Effect::Allow));
+                prop_assert_eq!(explained, fast.rule, "explain disagrees\npolicy:\n{}\nrequest: {:?}", text, r);
                 Ok(())
             })?;
         }
