@@ -214,6 +214,15 @@ pub enum LineageError {
         /// Its size.
         size: u64,
     },
+    /// Records past the last checkpoint given: nothing signed vouches for
+    /// them (a whole log ends with a checkpoint; the writer makes one per batch).
+    #[error("records {covered}..{records} are not covered by any checkpoint (unsigned tail)")]
+    Uncovered {
+        /// Records the largest checkpoint covers.
+        covered: u64,
+        /// Records present.
+        records: u64,
+    },
     /// The log is shorter than a checkpoint says it was.
     #[error("checkpoint {index} covers {size} records but the log holds {present} (truncated)")]
     Truncated {
@@ -240,8 +249,10 @@ pub struct LogReport {
 }
 
 /// Verifies one partition's log: every record in order, every checkpoint
-/// against the records and `engine_keys` (public keys). Checkpoints may be
-/// given in any order.
+/// against the records and `engine_keys` (public keys), and that the
+/// largest checkpoint covers every record. Checkpoints may be given in any
+/// order, and intermediate ones may be missing: the last one's signed root
+/// authenticates every record before it.
 pub fn verify_log(
     partition: u32,
     records: &[Vec<u8>],
@@ -337,6 +348,16 @@ pub fn verify_log(
             index,
             size,
             present: frontier.size,
+        });
+    }
+    // INVARIANT: every record must sit under a verified checkpoint. The
+    // chain alone is unkeyed SHA-256: anyone can rewrite and rechain records
+    // that no signed root covers.
+    let covered = wanted.last().map_or(0, |w| w.1);
+    if covered < frontier.size {
+        return Err(LineageError::Uncovered {
+            covered,
+            records: frontier.size,
         });
     }
     Ok(report)

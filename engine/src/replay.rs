@@ -136,27 +136,47 @@ impl ReplayCache {
     }
 
     /// Records the verdict given to a fresh intent, remembered until
-    /// `remember_until_us`. Call only after [`Self::check`] said `Fresh`.
+    /// `remember_until_us`. Call it right after [`Self::check`] said `Fresh`,
+    /// before checking the next intent (check and record one intent at a
+    /// time: two intents with one nonce in a batch must not both see
+    /// `Fresh`). Returns whether it recorded: it never replaces a live entry
+    /// of another intent, never shortens a live entry's window, and never
+    /// grows past capacity.
     pub fn record(
         &mut self,
         principal: &str,
         nonce: &[u8; 16],
         intent_id: &[u8; 16],
-        verdict: Verdict,
-        reason: Reason,
+        (verdict, reason): (Verdict, Reason),
+        now_us: u64,
         remember_until_us: u64,
-    ) {
+    ) -> bool {
         let k = key(principal, nonce);
+        let until = match self.entries.get(&k) {
+            // A live entry of another intent: keep it.
+            Some(e) if e.until_us > now_us && e.intent_id != *intent_id => return false,
+            // The same intent again: never shorten its window.
+            Some(e) if e.until_us > now_us => e.until_us.max(remember_until_us),
+            // An expired entry is replaced.
+            Some(_) => remember_until_us,
+            None => {
+                if self.entries.len() >= self.capacity {
+                    return false;
+                }
+                remember_until_us
+            }
+        };
         self.entries.insert(
             k,
             Entry {
                 intent_id: *intent_id,
                 verdict,
                 reason,
-                until_us: remember_until_us,
+                until_us: until,
             },
         );
-        self.expiries.push(Reverse((remember_until_us, k)));
+        self.expiries.push(Reverse((until, k)));
+        true
     }
 
     /// Nonces held.
@@ -187,7 +207,7 @@ mod tests {
         let mut c = ReplayCache::new(10);
         let (n, id, other) = ([1; 16], [2; 16], [3; 16]);
         assert_eq!(c.check("alice", &n, &id, 0), Seen::Fresh);
-        c.record("alice", &n, &id, ALLOW.0, ALLOW.1, 100);
+        assert!(c.record("alice", &n, &id, ALLOW, 0, 100));
         assert_eq!(
             c.check("alice", &n, &id, 50),
             Seen::Again {
@@ -196,6 +216,9 @@ mod tests {
             }
         );
         assert_eq!(c.check("alice", &n, &other, 50), Seen::Replay);
+        // Recording the replaying intent anyway changes nothing.
+        assert!(!c.record("alice", &n, &other, ALLOW, 50, 60));
+        assert_eq!(c.check("alice", &n, &other, 70), Seen::Replay);
         // Nonces are per principal.
         assert_eq!(c.check("bob", &n, &other, 50), Seen::Fresh);
         // After the window the nonce is forgotten.
@@ -209,10 +232,12 @@ mod tests {
             let mut n = [0u8; 16];
             n[..4].copy_from_slice(&i.to_le_bytes());
             assert_eq!(c.check("p", &n, &n, 0), Seen::Fresh);
-            c.record("p", &n, &n, ALLOW.0, ALLOW.1, 1_000 + u64::from(i));
+            assert!(c.record("p", &n, &n, ALLOW, 0, 1_000 + u64::from(i)));
         }
-        // Full of unexpired nonces: refuse, do not forget.
+        // Full of unexpired nonces: refuse, do not forget, do not grow.
         assert_eq!(c.check("p", &[0xff; 16], &[0xff; 16], 500), Seen::Full);
+        assert!(!c.record("p", &[0xff; 16], &[0xff; 16], ALLOW, 500, 9_999));
+        assert_eq!(c.len(), 1000);
         // As windows end, room is made, oldest first.
         assert_eq!(c.check("p", &[0xff; 16], &[0xff; 16], 1_500), Seen::Fresh);
         assert_eq!(c.len(), 499);
@@ -222,7 +247,7 @@ mod tests {
             let n = (i as u128 + 10_000).to_le_bytes();
             let now = 2_000 + i;
             if c.check("p", &n, &n, now) == Seen::Fresh {
-                c.record("p", &n, &n, ALLOW.0, ALLOW.1, now + 900);
+                assert!(c.record("p", &n, &n, ALLOW, now, now + 900));
             }
         }
         assert!(c.len() <= 1000);

@@ -312,7 +312,7 @@ pub enum DecisionError {
     /// The verdict is deny.
     #[error("decision is a deny (reason {0:?})")]
     Denied(Reason),
-    /// Issued after `now` (clock skew beyond tolerance, or forged time).
+    /// Issued after `now` (the executor's clock is behind the engine's).
     #[error("decision is not valid yet")]
     NotYetValid,
     /// Past its validity.
@@ -409,7 +409,9 @@ pub fn verify_decision(
     if now_us >= core.valid_until_us {
         return Err(DecisionError::Expired);
     }
-    if core.audience != audience {
+    // An empty audience on either side matches nothing: a decision must
+    // name its executor, and an executor must say who it is.
+    if audience.is_empty() || core.audience != audience {
         return Err(DecisionError::WrongAudience(core.audience.to_owned()));
     }
     Ok(Authorized {
@@ -441,6 +443,10 @@ impl SingleUse {
 
     /// Consumes `auth` at `now_us`: `Ok` the first time, `AlreadyUsed` after.
     pub fn consume(&mut self, auth: &Authorized, now_us: u64) -> Result<(), DecisionError> {
+        // An expired decision would be forgotten at once and so reusable.
+        if now_us >= auth.valid_until_us {
+            return Err(DecisionError::Expired);
+        }
         if let Some(&until) = self.seen.get(&auth.intent_id)
             && until > now_us
         {

@@ -249,6 +249,7 @@ pub mod embedded {
         pub fn consumer(&self) -> Consumer {
             Consumer {
                 topic: self.clone(),
+                next_start: 0,
             }
         }
 
@@ -266,6 +267,8 @@ pub mod embedded {
     #[derive(Debug)]
     pub struct Consumer {
         topic: Topic,
+        /// Partition the next poll starts at, so none starves.
+        next_start: usize,
     }
 
     impl Source for Consumer {
@@ -301,11 +304,20 @@ pub mod embedded {
                     .unwrap_or_else(|e| e.into_inner().0);
             }
             let mut taken = 0;
-            // Round-robin over partitions so none starves.
-            let n = g.partitions.len();
+            // Round-robin over partitions, starting where the last poll
+            // stopped, so none starves when `max` is small.
+            let n = g.partitions.len().max(1);
+            let start = self.next_start % n;
+            self.next_start = (start + 1) % n;
             while taken < max {
                 let mut progressed = false;
-                for (p, part) in g.partitions.iter_mut().enumerate().take(n) {
+                let (tail, head) = g.partitions.split_at_mut(start);
+                for (p, part) in head
+                    .iter_mut()
+                    .enumerate()
+                    .map(|(i, x)| (i + start, x))
+                    .chain(tail.iter_mut().enumerate())
+                {
                     if taken >= max {
                         break;
                     }
@@ -450,6 +462,33 @@ mod tests {
         c.poll(&mut again, 100, Duration::from_millis(10)).unwrap();
         assert_eq!(again.len(), 20 - half);
         assert!(c.commit(1, 999).is_err());
+    }
+
+    #[test]
+    fn small_polls_visit_every_partition() {
+        let topic = Topic::new(4, 100);
+        let mut keys_by_partition = [None; 4];
+        for k in 0u8..=255 {
+            let p = partition_for(&[k], 4) as usize;
+            keys_by_partition[p].get_or_insert(k);
+        }
+        for k in keys_by_partition.iter().flatten() {
+            for _ in 0..10 {
+                topic.publish(&[*k], vec![*k]).unwrap();
+            }
+        }
+        let mut c = topic.consumer();
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..4 {
+            let mut got = Vec::new();
+            c.poll(&mut got, 1, Duration::from_millis(5)).unwrap();
+            seen.extend(got.iter().map(|r| r.partition));
+        }
+        assert_eq!(
+            seen.len(),
+            4,
+            "polls of one record must rotate over partitions"
+        );
     }
 
     #[test]

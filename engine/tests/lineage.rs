@@ -206,3 +206,40 @@ fn records_of_another_partition_are_refused() {
         Err(LineageError::Checkpoint { index: 0, .. })
     ));
 }
+
+#[test]
+fn records_no_checkpoint_covers_are_refused() {
+    // Rewrite record 48 (after the size-48 checkpoint) and rechain record
+    // 49 (the chain is unkeyed: anyone can), then drop the size-50
+    // checkpoint that covered them.
+    let mut l = log();
+    edit(&mut l, 48, |f| f.decision_digest = [0xee; 32]);
+    for i in 49..50 {
+        let prev: [u8; 32] = sha2::Digest::finalize(sha2::Digest::chain_update(
+            sha2::Sha256::default(),
+            &l.records[i - 1],
+        ))
+        .into();
+        edit(&mut l, i, |f| f.prev_hash = prev);
+    }
+    l.checkpoints.pop();
+    assert_eq!(
+        verify(&l),
+        Err(LineageError::Uncovered {
+            covered: 48,
+            records: 50
+        })
+    );
+    // With no checkpoint at all, nothing is vouched for.
+    assert_eq!(
+        verify_log(3, &l.records, &[], &l.keys),
+        Err(LineageError::Uncovered {
+            covered: 0,
+            records: 50
+        })
+    );
+    // Dropping intermediate checkpoints is fine: the last root covers all.
+    let mut l = log();
+    l.checkpoints.drain(..3);
+    assert_eq!(verify(&l).unwrap().records, 50);
+}

@@ -55,6 +55,10 @@ fn setup(
     (key, keys, cores, sealed)
 }
 
+fn hex_id(id: [u8; 16]) -> String {
+    id.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 #[test]
 fn every_decision_of_a_batch_verifies_alone() {
     for n in [1u8, 2, 3, 7, 16, 33] {
@@ -240,7 +244,19 @@ fn a_changed_field_is_refused() {
             fields.audience,
             NOW + 1,
         );
-        assert!(r.is_err(), "changing `{field}` went unnoticed");
+        // Each field is bound by the proof or the signature itself, not only
+        // by a later check (an unknown key id is refused before either).
+        let want: &[DecisionError] = match field {
+            "engine_key_id" => &[DecisionError::UnknownEngineKey(hex_id([1; 16]))],
+            "batch_root" | "batch_signature" | "batch_size" => {
+                &[DecisionError::BadSignature, DecisionError::BadProof]
+            }
+            _ => &[DecisionError::BadProof],
+        };
+        assert!(
+            want.contains(&r.clone().unwrap_err()),
+            "changing `{field}` gave {r:?}"
+        );
     }
     // A deny turned into an authorize is refused too (decision 2 is a deny).
     let d2 = open_decision(&sealed[2], &Limits::default()).unwrap();
@@ -345,7 +361,7 @@ fn executor_checks_binding_time_audience_and_key() {
         .add(&EngineKey::from_seed([10; 32]).public_key())
         .unwrap();
     assert!(verify_decision(d, &rotated, &c.intent_digest, "executor-eu", NOW + 1).is_ok());
-    // A decision signed by another engine key with the same id is refused.
+    // A decision sealed by an engine key the executor does not trust is refused.
     let impostor = EngineKey::from_seed([11; 32]);
     let forged = seal(&impostor, &cores);
     assert!(matches!(
@@ -366,6 +382,11 @@ fn single_use_and_bounded_memory() {
     )
     .unwrap();
     let mut guard = SingleUse::new(2);
+    // An expired decision is refused, not remembered-and-forgotten.
+    assert_eq!(
+        guard.consume(&auth, auth.valid_until_us),
+        Err(DecisionError::Expired)
+    );
     assert_eq!(guard.consume(&auth, NOW + 1), Ok(()));
     assert_eq!(
         guard.consume(&auth, NOW + 2),
@@ -393,7 +414,12 @@ fn single_use_and_bounded_memory() {
 
 #[test]
 fn key_files_are_private_and_parsed_strictly() {
-    let dir = std::env::temp_dir().join(format!("warrant-seal-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!(
+        "warrant-seal-{}-{:?}",
+        std::process::id(),
+        std::time::SystemTime::now()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("engine.key");
     let key = EngineKey::generate(&path).unwrap();
