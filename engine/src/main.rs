@@ -59,6 +59,27 @@ enum Command {
     },
     /// Print the ed25519 arithmetic backend in use on this CPU.
     Backend,
+    /// Verify a decision offline, as an executor must before running an
+    /// intent: engine key, Merkle proof, batch signature, binding to the
+    /// intent, verdict, validity window and audience. Exits 0 only if the
+    /// intent may run; anything else prints why not and exits 1.
+    Verify {
+        /// The `Decision` bytes, as received.
+        #[arg(long)]
+        decision: PathBuf,
+        /// The `SignedIntent` bytes the executor is about to run.
+        #[arg(long)]
+        intent: PathBuf,
+        /// A trusted engine public key (64 hex digits); repeat during a key rotation.
+        #[arg(long = "engine-key", required = true)]
+        engine_keys: Vec<String>,
+        /// This executor's audience name.
+        #[arg(long)]
+        audience: String,
+        /// Check validity at this instant, µs since the Unix epoch (default: now).
+        #[arg(long)]
+        now_us: Option<u64>,
+    },
     /// Check, test and explain policies.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -112,12 +133,69 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Policy(cmd) => policy_cli::run(cmd),
+        Command::Verify {
+            decision,
+            intent,
+            engine_keys,
+            audience,
+            now_us,
+        } => verify_cmd(&decision, &intent, &engine_keys, &audience, now_us),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("error: {message}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+fn verify_cmd(
+    decision: &std::path::Path,
+    intent: &std::path::Path,
+    engine_keys: &[String],
+    audience: &str,
+    now_us: Option<u64>,
+) -> Result<(), String> {
+    use warrant_engine::seal::{EngineKeys, verify_decision};
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| format!("cannot read `{}`: {e}", p.display()))
+    };
+    let decision_bytes = read(decision)?;
+    let intent_bytes = read(intent)?;
+    let mut keys = EngineKeys::new();
+    for k in engine_keys {
+        let bytes: [u8; 32] = hex::decode(k.trim())
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| format!("engine key `{k}` is not 64 hex digits"))?;
+        keys.add(&bytes)
+            .map_err(|e| format!("engine key `{k}`: {e}"))?;
+    }
+    let now = match now_us {
+        Some(n) => n,
+        None => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_err(|e| format!("system clock is before 1970: {e}"))?
+            .as_micros()
+            .try_into()
+            .unwrap_or(u64::MAX),
+    };
+    let digest = warrant_schemas::sha256(&intent_bytes);
+    match verify_decision(&decision_bytes, &keys, &digest, audience, now) {
+        Ok(auth) => {
+            println!(
+                "AUTHORIZED: intent {} by rule `{}` (policy version {}), valid until {} µs",
+                hex::encode(auth.intent_id),
+                auth.rule_id,
+                auth.policy_version,
+                auth.valid_until_us
+            );
+            Ok(())
+        }
+        Err(e) => {
+            println!("DO NOT EXECUTE: {e}");
+            Err("the decision does not authorize this intent".into())
         }
     }
 }

@@ -179,3 +179,91 @@ fn keygen_writes_a_private_key_file_once() {
     assert!(!again.status.success(), "must refuse to overwrite");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn verify_accepts_a_sealed_decision_and_refuses_everything_else() {
+    use warrant_engine::seal::{DecisionCore, EngineKey, seal};
+    use warrant_schemas::wire::{Reason, Verdict};
+    let dir = std::env::temp_dir().join(format!("warrant-verify-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let intent = warrant_schemas::IntentSigner::from_seed([4; 32])
+        .sign_intent(&warrant_schemas::IntentFields::example());
+    let key = EngineKey::from_seed([8; 32]);
+    let core = DecisionCore {
+        intent_id: [1; 16],
+        intent_digest: warrant_schemas::sha256(&intent),
+        verdict: Verdict::Authorize,
+        reason: Reason::Authorized,
+        rule_id: "allow-eu",
+        policy_hash: [0; 32],
+        policy_version: 2,
+        issued_at_us: 1_000,
+        valid_until_us: 2_000,
+        audience: "executor-eu",
+        lineage_partition: 0,
+        lineage_sequence: 0,
+    };
+    let sealed = seal(
+        &key,
+        &[
+            core,
+            DecisionCore {
+                intent_id: [2; 16],
+                ..core
+            },
+        ],
+    );
+    std::fs::write(dir.join("intent"), &intent).unwrap();
+    std::fs::write(dir.join("decision"), &sealed[0]).unwrap();
+    let pk: String = key
+        .public_key()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let run = |audience: &str, now: &str, decision: &str| {
+        warrant(&[
+            "verify",
+            "--decision",
+            dir.join(decision).to_str().unwrap(),
+            "--intent",
+            dir.join("intent").to_str().unwrap(),
+            "--engine-key",
+            &pk,
+            "--audience",
+            audience,
+            "--now-us",
+            now,
+        ])
+    };
+    let ok = run("executor-eu", "1500", "decision");
+    assert!(ok.status.success(), "{}", text(&ok));
+    assert!(
+        text(&ok)
+            .contains("AUTHORIZED: intent 01010101010101010101010101010101 by rule `allow-eu`"),
+        "{}",
+        text(&ok)
+    );
+    let late = run("executor-eu", "2000", "decision");
+    assert!(
+        !late.status.success() && text(&late).contains("DO NOT EXECUTE: decision expired"),
+        "{}",
+        text(&late)
+    );
+    let other = run("executor-us", "1500", "decision");
+    assert!(
+        !other.status.success() && text(&other).contains("DO NOT EXECUTE"),
+        "{}",
+        text(&other)
+    );
+    let mut tampered = sealed[0].clone();
+    let at = tampered.windows(8).position(|w| w == b"allow-eu").unwrap();
+    tampered[at] = b'A';
+    std::fs::write(dir.join("tampered"), &tampered).unwrap();
+    let bad = run("executor-eu", "1500", "tampered");
+    assert!(
+        !bad.status.success() && text(&bad).contains("inclusion proof"),
+        "{}",
+        text(&bad)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
