@@ -363,6 +363,72 @@ pub fn verify_log(
     Ok(report)
 }
 
+/// A lineage log file: frames of `u32` little-endian length, then that many
+/// bytes, each frame a `LineageRecord` (`WLR1`) or a `Checkpoint` (`WCP1`),
+/// in the order the engine appended them. `warrant lineage verify` reads it.
+pub mod file {
+    use super::{LineageError, LogReport, verify_log};
+
+    /// Appends one frame.
+    pub fn push_frame(out: &mut Vec<u8>, bytes: &[u8]) {
+        out.extend_from_slice(&u32::try_from(bytes.len()).unwrap_or(u32::MAX).to_le_bytes());
+        out.extend_from_slice(bytes);
+    }
+
+    /// A log file's frames, sorted by kind, each kind in file order.
+    #[derive(Debug, Clone, Default, PartialEq, Eq)]
+    pub struct Frames {
+        /// `LineageRecord` frames.
+        pub records: Vec<Vec<u8>>,
+        /// `Checkpoint` frames.
+        pub checkpoints: Vec<Vec<u8>>,
+    }
+
+    /// Splits a log file into records and checkpoints, by file identifier.
+    pub fn split(data: &[u8]) -> Result<Frames, LineageError> {
+        let mut records = Vec::new();
+        let mut checkpoints = Vec::new();
+        let mut rest = data;
+        let mut index = 0usize;
+        while !rest.is_empty() {
+            let malformed = |message: &str| LineageError::Malformed {
+                index,
+                message: message.into(),
+            };
+            let (len, tail) = rest
+                .split_at_checked(4)
+                .ok_or_else(|| malformed("truncated frame length"))?;
+            let len =
+                u32::from_le_bytes(len.try_into().map_err(|_| malformed("frame length"))?) as usize;
+            let (frame, tail) = tail
+                .split_at_checked(len)
+                .ok_or_else(|| malformed("truncated frame"))?;
+            match frame.get(4..8) {
+                Some(id) if id == warrant_schemas::CHECKPOINT_IDENTIFIER.as_bytes() => {
+                    checkpoints.push(frame.to_vec())
+                }
+                _ => records.push(frame.to_vec()),
+            }
+            rest = tail;
+            index += 1;
+        }
+        Ok(Frames {
+            records,
+            checkpoints,
+        })
+    }
+
+    /// Verifies a log file of one partition.
+    pub fn verify(
+        partition: u32,
+        data: &[u8],
+        engine_keys: &[[u8; 32]],
+    ) -> Result<LogReport, LineageError> {
+        let frames = split(data)?;
+        verify_log(partition, &frames.records, &frames.checkpoints, engine_keys)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -267,3 +267,74 @@ fn verify_accepts_a_sealed_decision_and_refuses_everything_else() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn lineage_verify_passes_a_whole_log_and_names_the_first_bad_record() {
+    use warrant_engine::lineage::{Entry, LineageWriter, file::push_frame};
+    use warrant_engine::seal::EngineKey;
+    use warrant_schemas::wire::{Reason, Verdict};
+    let dir = std::env::temp_dir().join(format!("warrant-lineage-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = EngineKey::from_seed([12; 32]);
+    let mut w = LineageWriter::new(2);
+    let mut log = Vec::new();
+    let mut frames = Vec::new();
+    for i in 0..20u8 {
+        let rec = w.append(&Entry {
+            decision_digest: [i; 32],
+            intent_id: [i; 16],
+            parent_id: (i > 0).then(|| [i - 1; 16]),
+            verdict: Verdict::Authorize,
+            reason: Reason::Authorized,
+            issued_at_us: u64::from(i),
+        });
+        push_frame(&mut log, &rec);
+        frames.push(rec);
+        if i % 5 == 4 {
+            push_frame(&mut log, &w.checkpoint(&key, u64::from(i)));
+        }
+    }
+    std::fs::write(dir.join("log"), &log).unwrap();
+    let pk: String = key
+        .public_key()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let run = |file: &str, partition: &str| {
+        warrant(&[
+            "lineage",
+            "verify",
+            "--log",
+            dir.join(file).to_str().unwrap(),
+            "--partition",
+            partition,
+            "--engine-key",
+            &pk,
+        ])
+    };
+    let ok = run("log", "2");
+    assert!(ok.status.success(), "{}", text(&ok));
+    assert!(text(&ok).contains("lineage ok: partition 2, 20 records (20 authorized, 19 chained to a parent), 4 checkpoints"), "{}", text(&ok));
+    // Drop record 7: the first bad record is named.
+    let mut dropped = Vec::new();
+    let frames = warrant_engine::lineage::file::split(&log).unwrap();
+    for (i, r) in frames.records.iter().enumerate() {
+        if i != 7 {
+            push_frame(&mut dropped, r);
+        }
+    }
+    for c in &frames.checkpoints {
+        push_frame(&mut dropped, c);
+    }
+    std::fs::write(dir.join("dropped"), &dropped).unwrap();
+    let bad = run("dropped", "2");
+    assert!(!bad.status.success());
+    assert!(
+        text(&bad).contains("record 7: sequence 8 where 7 was due"),
+        "{}",
+        text(&bad)
+    );
+    let wrong = run("log", "3");
+    assert!(!wrong.status.success(), "{}", text(&wrong));
+    let _ = std::fs::remove_dir_all(&dir);
+}
