@@ -218,22 +218,64 @@ pub fn batch_message(engine_key_id: &KeyId, root: &Hash, size: u32) -> Vec<u8> {
     m
 }
 
+/// Why a batch could not be sealed. The engine must never issue a decision
+/// that executors would refuse as malformed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SealError {
+    /// A string field is longer than executors' readers accept.
+    #[error("decision {index}: `{field}` is {len} bytes, over the limit of {max}")]
+    FieldTooLong {
+        /// Position in the batch.
+        index: usize,
+        /// Field name.
+        field: &'static str,
+        /// Its length.
+        len: usize,
+        /// The readers' limit.
+        max: usize,
+    },
+    /// A decision names no audience (executors refuse those).
+    #[error("decision {index} names no audience")]
+    NoAudience {
+        /// Position in the batch.
+        index: usize,
+    },
+    /// More decisions than a batch can number.
+    #[error("a batch of {0} decisions is too large")]
+    TooLarge(usize),
+}
+
 /// Seals a batch: one signature over the Merkle root, and a `Decision`
-/// buffer per core, in order, each with its inclusion proof.
-///
-/// Batches hold at most `u32::MAX` decisions (the engine's are hundreds).
-pub fn seal(key: &EngineKey, cores: &[DecisionCore<'_>]) -> Vec<Vec<u8>> {
+/// buffer per core, in order, each with its inclusion proof. Refuses a
+/// batch holding a decision executors' readers would refuse.
+pub fn seal(key: &EngineKey, cores: &[DecisionCore<'_>]) -> Result<Vec<Vec<u8>>, SealError> {
+    let max = Limits::default().max_string_bytes;
+    for (index, c) in cores.iter().enumerate() {
+        for (field, value) in [("rule_id", c.rule_id), ("audience", c.audience)] {
+            if value.len() > max {
+                return Err(SealError::FieldTooLong {
+                    index,
+                    field,
+                    len: value.len(),
+                    max,
+                });
+            }
+        }
+        if c.audience.is_empty() {
+            return Err(SealError::NoAudience { index });
+        }
+    }
+    let size = u32::try_from(cores.len()).map_err(|_| SealError::TooLarge(cores.len()))?;
     let leaves: Vec<Hash> = cores
         .iter()
         .map(|c| merkle::leaf_hash(&c.leaf_bytes(&key.id)))
         .collect();
     let (root, proofs) = merkle::all_proofs(&leaves);
-    let size = u32::try_from(cores.len()).unwrap_or(u32::MAX);
     let signature = key
         .key
         .sign(&batch_message(&key.id, &root, size))
         .to_bytes();
-    cores
+    Ok(cores
         .iter()
         .zip(proofs)
         .enumerate()
@@ -259,7 +301,7 @@ pub fn seal(key: &EngineKey, cores: &[DecisionCore<'_>]) -> Vec<Vec<u8>> {
                 batch_signature: signature,
             })
         })
-        .collect()
+        .collect())
 }
 
 /// The engine public keys an executor trusts, by key id: several during an

@@ -212,7 +212,8 @@ fn verify_accepts_a_sealed_decision_and_refuses_everything_else() {
                 ..core
             },
         ],
-    );
+    )
+    .unwrap();
     std::fs::write(dir.join("intent"), &intent).unwrap();
     std::fs::write(dir.join("decision"), &sealed[0]).unwrap();
     let pk: String = key

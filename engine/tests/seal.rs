@@ -51,7 +51,7 @@ fn setup(
     let mut keys = EngineKeys::new();
     keys.add(&key.public_key()).unwrap();
     let cores: Vec<_> = (0..n).map(core).collect();
-    let sealed = seal(&key, &cores);
+    let sealed = seal(&key, &cores).unwrap();
     (key, keys, cores, sealed)
 }
 
@@ -363,7 +363,7 @@ fn executor_checks_binding_time_audience_and_key() {
     assert!(verify_decision(d, &rotated, &c.intent_digest, "executor-eu", NOW + 1).is_ok());
     // A decision sealed by an engine key the executor does not trust is refused.
     let impostor = EngineKey::from_seed([11; 32]);
-    let forged = seal(&impostor, &cores);
+    let forged = seal(&impostor, &cores).unwrap();
     assert!(matches!(
         verify_decision(&forged[0], &keys, &c.intent_digest, "executor-eu", NOW + 1),
         Err(DecisionError::UnknownEngineKey(_))
@@ -446,4 +446,31 @@ fn key_files_are_private_and_parsed_strictly() {
             .contains("does not hold a 32-byte hex seed")
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn decisions_executors_would_refuse_are_never_sealed() {
+    let key = EngineKey::from_seed([9; 32]);
+    let long = "r".repeat(300);
+    let too_long = DecisionCore {
+        rule_id: &long,
+        ..core(0)
+    };
+    assert_eq!(
+        seal(&key, &[core(0), too_long]),
+        Err(warrant_engine::seal::SealError::FieldTooLong {
+            index: 1,
+            field: "rule_id",
+            len: 300,
+            max: 256
+        })
+    );
+    let nobody = DecisionCore {
+        audience: "",
+        ..core(0)
+    };
+    assert_eq!(
+        seal(&key, &[nobody]),
+        Err(warrant_engine::seal::SealError::NoAudience { index: 0 })
+    );
 }
