@@ -5,7 +5,7 @@
 //! every intent of its principals and needs no coordination: one
 //! [`ReplayCache`] per partition, owned by one thread, no locks.
 //!
-//! - A new (principal, nonce) is [`Seen::Fresh`]: decide it, then
+//! - Compute the intent's [`NonceKey`] once. A new (principal, nonce) is [`Seen::Fresh`]: decide it, then
 //!   [`ReplayCache::record`] the verdict.
 //! - The *same intent* again (same principal, nonce and intent id: a
 //!   redelivery after a crash or rebalance) is [`Seen::Again`] with the
@@ -69,6 +69,18 @@ pub struct ReplayCache {
 /// [`ReplayCache::approx_bytes`].
 pub const BYTES_PER_ENTRY: usize = 16 + 40 + 1 + 24 + 8;
 
+/// The cache key of a (principal, nonce) pair. Computed once per intent
+/// and passed to both [`ReplayCache::check`] and [`ReplayCache::record`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct NonceKey([u8; 16]);
+
+impl NonceKey {
+    /// The key of `nonce` used by `principal`.
+    pub fn new(principal: &str, nonce: &[u8; 16]) -> Self {
+        NonceKey(key(principal, nonce))
+    }
+}
+
 fn key(principal: &str, nonce: &[u8; 16]) -> [u8; 16] {
     let digest = Sha256::new()
         .chain_update(principal)
@@ -104,14 +116,8 @@ impl ReplayCache {
     }
 
     /// Looks up an intent's nonce at `now_us`.
-    pub fn check(
-        &mut self,
-        principal: &str,
-        nonce: &[u8; 16],
-        intent_id: &[u8; 16],
-        now_us: u64,
-    ) -> Seen {
-        let k = key(principal, nonce);
+    pub fn check(&mut self, nonce: &NonceKey, intent_id: &[u8; 16], now_us: u64) -> Seen {
+        let k = nonce.0;
         match self.entries.get(&k) {
             Some(e) if e.until_us > now_us => {
                 if &e.intent_id == intent_id {
@@ -144,14 +150,13 @@ impl ReplayCache {
     /// grows past capacity.
     pub fn record(
         &mut self,
-        principal: &str,
-        nonce: &[u8; 16],
+        nonce: &NonceKey,
         intent_id: &[u8; 16],
         (verdict, reason): (Verdict, Reason),
         now_us: u64,
         remember_until_us: u64,
     ) -> bool {
-        let k = key(principal, nonce);
+        let k = nonce.0;
         let until = match self.entries.get(&k) {
             // A live entry of another intent: keep it.
             Some(e) if e.until_us > now_us && e.intent_id != *intent_id => return false,
@@ -206,23 +211,32 @@ mod tests {
     fn fresh_again_replay() {
         let mut c = ReplayCache::new(10);
         let (n, id, other) = ([1; 16], [2; 16], [3; 16]);
-        assert_eq!(c.check("alice", &n, &id, 0), Seen::Fresh);
-        assert!(c.record("alice", &n, &id, ALLOW, 0, 100));
+        assert_eq!(c.check(&NonceKey::new("alice", &n), &id, 0), Seen::Fresh);
+        assert!(c.record(&NonceKey::new("alice", &n), &id, ALLOW, 0, 100));
         assert_eq!(
-            c.check("alice", &n, &id, 50),
+            c.check(&NonceKey::new("alice", &n), &id, 50),
             Seen::Again {
                 verdict: ALLOW.0,
                 reason: ALLOW.1
             }
         );
-        assert_eq!(c.check("alice", &n, &other, 50), Seen::Replay);
+        assert_eq!(
+            c.check(&NonceKey::new("alice", &n), &other, 50),
+            Seen::Replay
+        );
         // Recording the replaying intent anyway changes nothing.
-        assert!(!c.record("alice", &n, &other, ALLOW, 50, 60));
-        assert_eq!(c.check("alice", &n, &other, 70), Seen::Replay);
+        assert!(!c.record(&NonceKey::new("alice", &n), &other, ALLOW, 50, 60));
+        assert_eq!(
+            c.check(&NonceKey::new("alice", &n), &other, 70),
+            Seen::Replay
+        );
         // Nonces are per principal.
-        assert_eq!(c.check("bob", &n, &other, 50), Seen::Fresh);
+        assert_eq!(c.check(&NonceKey::new("bob", &n), &other, 50), Seen::Fresh);
         // After the window the nonce is forgotten.
-        assert_eq!(c.check("alice", &n, &other, 100), Seen::Fresh);
+        assert_eq!(
+            c.check(&NonceKey::new("alice", &n), &other, 100),
+            Seen::Fresh
+        );
     }
 
     #[test]
@@ -231,23 +245,35 @@ mod tests {
         for i in 0..1000u32 {
             let mut n = [0u8; 16];
             n[..4].copy_from_slice(&i.to_le_bytes());
-            assert_eq!(c.check("p", &n, &n, 0), Seen::Fresh);
-            assert!(c.record("p", &n, &n, ALLOW, 0, 1_000 + u64::from(i)));
+            assert_eq!(c.check(&NonceKey::new("p", &n), &n, 0), Seen::Fresh);
+            assert!(c.record(&NonceKey::new("p", &n), &n, ALLOW, 0, 1_000 + u64::from(i)));
         }
         // Full of unexpired nonces: refuse, do not forget, do not grow.
-        assert_eq!(c.check("p", &[0xff; 16], &[0xff; 16], 500), Seen::Full);
-        assert!(!c.record("p", &[0xff; 16], &[0xff; 16], ALLOW, 500, 9_999));
+        assert_eq!(
+            c.check(&NonceKey::new("p", &[0xff; 16]), &[0xff; 16], 500),
+            Seen::Full
+        );
+        assert!(!c.record(
+            &NonceKey::new("p", &[0xff; 16]),
+            &[0xff; 16],
+            ALLOW,
+            500,
+            9_999
+        ));
         assert_eq!(c.len(), 1000);
         // As windows end, room is made, oldest first.
-        assert_eq!(c.check("p", &[0xff; 16], &[0xff; 16], 1_500), Seen::Fresh);
+        assert_eq!(
+            c.check(&NonceKey::new("p", &[0xff; 16]), &[0xff; 16], 1_500),
+            Seen::Fresh
+        );
         assert_eq!(c.len(), 499);
         // A long run at capacity keeps memory flat.
         let before = c.approx_bytes();
         for i in 0..100_000u64 {
             let n = (i as u128 + 10_000).to_le_bytes();
             let now = 2_000 + i;
-            if c.check("p", &n, &n, now) == Seen::Fresh {
-                assert!(c.record("p", &n, &n, ALLOW, now, now + 900));
+            if c.check(&NonceKey::new("p", &n), &n, now) == Seen::Fresh {
+                assert!(c.record(&NonceKey::new("p", &n), &n, ALLOW, now, now + 900));
             }
         }
         assert!(c.len() <= 1000);

@@ -21,6 +21,7 @@ use std::io::Write;
 use std::path::Path;
 
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
+use sha2::{Digest, Sha256};
 use warrant_schemas::wire::{Reason, Verdict};
 use warrant_schemas::{
     DecisionFields, KeyId, Limits, WireError, encode_decision, key_id, open_decision,
@@ -185,27 +186,38 @@ impl DecisionCore<'_> {
         let mut b = Vec::with_capacity(
             DECISION_LEAF_DOMAIN.len() + 220 + self.rule_id.len() + self.audience.len(),
         );
-        b.extend_from_slice(DECISION_LEAF_DOMAIN);
-        b.extend_from_slice(engine_key_id);
-        b.extend_from_slice(&self.intent_id);
-        b.extend_from_slice(&self.intent_digest);
-        b.push(self.verdict.0);
-        b.extend_from_slice(&self.reason.0.to_le_bytes());
-        put_str(&mut b, self.rule_id);
-        b.extend_from_slice(&self.policy_hash);
-        b.extend_from_slice(&self.policy_version.to_le_bytes());
-        b.extend_from_slice(&self.issued_at_us.to_le_bytes());
-        b.extend_from_slice(&self.valid_until_us.to_le_bytes());
-        put_str(&mut b, self.audience);
-        b.extend_from_slice(&self.lineage_partition.to_le_bytes());
-        b.extend_from_slice(&self.lineage_sequence.to_le_bytes());
+        self.write_leaf(engine_key_id, |part| b.extend_from_slice(part));
         b
     }
-}
 
-fn put_str(b: &mut Vec<u8>, s: &str) {
-    b.extend_from_slice(&u32::try_from(s.len()).unwrap_or(u32::MAX).to_le_bytes());
-    b.extend_from_slice(s.as_bytes());
+    /// The Merkle leaf hash of [`Self::leaf_bytes`], hashed as it is
+    /// written: no buffer per decision on the sealing and verifying paths.
+    pub fn leaf_hash(&self, engine_key_id: &KeyId) -> Hash {
+        let mut h = Sha256::new().chain_update([0u8]);
+        self.write_leaf(engine_key_id, |part| h.update(part));
+        h.finalize().into()
+    }
+
+    /// Writes the leaf encoding, part by part.
+    fn write_leaf(&self, engine_key_id: &KeyId, mut put: impl FnMut(&[u8])) {
+        let len = |s: &str| u32::try_from(s.len()).unwrap_or(u32::MAX).to_le_bytes();
+        put(DECISION_LEAF_DOMAIN);
+        put(engine_key_id);
+        put(&self.intent_id);
+        put(&self.intent_digest);
+        put(&[self.verdict.0]);
+        put(&self.reason.0.to_le_bytes());
+        put(&len(self.rule_id));
+        put(self.rule_id.as_bytes());
+        put(&self.policy_hash);
+        put(&self.policy_version.to_le_bytes());
+        put(&self.issued_at_us.to_le_bytes());
+        put(&self.valid_until_us.to_le_bytes());
+        put(&len(self.audience));
+        put(self.audience.as_bytes());
+        put(&self.lineage_partition.to_le_bytes());
+        put(&self.lineage_sequence.to_le_bytes());
+    }
 }
 
 /// The message a batch signature covers.
@@ -266,10 +278,7 @@ pub fn seal(key: &EngineKey, cores: &[DecisionCore<'_>]) -> Result<Vec<Vec<u8>>,
         }
     }
     let size = u32::try_from(cores.len()).map_err(|_| SealError::TooLarge(cores.len()))?;
-    let leaves: Vec<Hash> = cores
-        .iter()
-        .map(|c| merkle::leaf_hash(&c.leaf_bytes(&key.id)))
-        .collect();
+    let leaves: Vec<Hash> = cores.iter().map(|c| c.leaf_hash(&key.id)).collect();
     let (root, proofs) = merkle::all_proofs(&leaves);
     let signature = key
         .key
@@ -418,7 +427,7 @@ pub fn verify_decision(
         lineage_partition: d.lineage_partition(),
         lineage_sequence: d.lineage_sequence(),
     };
-    let leaf = merkle::leaf_hash(&core.leaf_bytes(&engine_key_id));
+    let leaf = core.leaf_hash(&engine_key_id);
     let proof: Vec<Hash> = d
         .proof()
         .map(|p| p.iter().map(|h| h.0).collect())

@@ -474,3 +474,15 @@ fn decisions_executors_would_refuse_are_never_sealed() {
         Err(warrant_engine::seal::SealError::NoAudience { index: 0 })
     );
 }
+
+#[test]
+fn the_streamed_leaf_hash_is_the_hash_of_the_documented_leaf_bytes() {
+    let id = [7u8; 16];
+    for i in 0..4 {
+        let c = core(i);
+        assert_eq!(
+            c.leaf_hash(&id),
+            warrant_engine::merkle::leaf_hash(&c.leaf_bytes(&id))
+        );
+    }
+}

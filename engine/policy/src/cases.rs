@@ -77,39 +77,18 @@ enum OwnedValue {
     Bool(bool),
 }
 
-fn duration_us(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("bad duration `{t}`"))?;
-    let secs = match unit {
-        "s" | "" => n,
-        "m" => n.saturating_mul(60),
-        "h" => n.saturating_mul(3600),
-        "d" => n.saturating_mul(86_400),
-        _ => return Err(format!("bad duration unit in `{t}`")),
-    };
-    Ok(secs.saturating_mul(1_000_000))
-}
-
 impl RequestDef {
     /// Checks and converts.
     pub fn build(self) -> Result<OwnedRequest, String> {
         let minute = match &self.time {
             None => 12 * 60,
-            Some(t) => {
-                let (h, m) = t
-                    .split_once(':')
-                    .ok_or_else(|| format!("bad time `{t}` (HH:MM)"))?;
-                let (h, m): (u16, u16) = (
-                    h.parse().map_err(|_| format!("bad time `{t}`"))?,
-                    m.parse().map_err(|_| format!("bad time `{t}`"))?,
-                );
-                if h >= 24 || m >= 60 {
-                    return Err(format!("time `{t}` is out of range"));
+            Some(t) => match crate::syntax::parse_minute(t)? {
+                // A request happens at an instant of the day: 24:00 is 00:00.
+                crate::spec::MINUTES => {
+                    return Err(format!("time `{t}` is out of range (00:00 to 23:59)"));
                 }
-                h * 60 + m
-            }
+                m => m,
+            },
         };
         let key_status = match self.key_status.as_deref() {
             None | Some("active") => KeyStatus::Active,
@@ -122,7 +101,7 @@ impl RequestDef {
         };
         let requested_validity_us = match &self.requested_validity {
             None => 60_000_000,
-            Some(d) => duration_us(d)?,
+            Some(d) => crate::syntax::duration_text_us(d)?,
         };
         let mut attrs = Vec::new();
         for (k, v) in &self.attributes {
@@ -323,7 +302,7 @@ fn check_case(policy: &Policy, case: &CaseDef) -> Result<(), String> {
         return Err(format!("expected rule `{rule}`, got rule `{got_rule}`"));
     }
     if let Some(v) = &case.granted_validity {
-        let want = duration_us(v)?;
+        let want = crate::syntax::duration_text_us(v)?;
         let got = policy.granted_validity_us(&outcome, request.requested_validity_us);
         if want != got {
             return Err(format!("expected granted validity {want} µs, got {got} µs"));

@@ -193,36 +193,41 @@ pub(crate) struct Context<'a> {
     pub sets: &'a BTreeMap<String, Vec<String>>,
 }
 
-fn parse_duration(d: &DurationDef) -> Result<u64, String> {
-    let seconds = match d {
-        DurationDef::Seconds(s) => *s,
-        DurationDef::Text(t) => {
-            let t = t.trim();
-            let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-            let (num, unit) = t.split_at(split);
-            let n: u64 = num
-                .parse()
-                .map_err(|_| format!("bad duration `{t}` (e.g. `90s`, `5m`, `2h`, `1d`)"))?;
-            let mult = match unit {
-                "s" | "" => 1,
-                "m" => 60,
-                "h" => 3600,
-                "d" => 86_400,
-                _ => return Err(format!("bad duration unit in `{t}` (use s, m, h or d)")),
-            };
-            n.checked_mul(mult)
-                .ok_or_else(|| format!("duration `{t}` is too long"))?
-        }
+/// A duration written `90s`, `5m`, `2h`, `1d` (or bare seconds), in µs.
+/// Shared by policy files (`max_validity`) and request files.
+pub(crate) fn duration_text_us(t: &str) -> Result<u64, String> {
+    let t = t.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("bad duration `{t}` (e.g. `90s`, `5m`, `2h`, `1d`)"))?;
+    let mult = match unit {
+        "s" | "" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("bad duration unit in `{t}` (use s, m, h or d)")),
     };
-    if seconds == 0 {
-        return Err("max_validity must be longer than zero".into());
-    }
-    seconds
-        .checked_mul(1_000_000)
-        .ok_or_else(|| "max_validity is too long".into())
+    n.checked_mul(mult)
+        .and_then(|secs| secs.checked_mul(1_000_000))
+        .ok_or_else(|| format!("duration `{t}` is too long"))
 }
 
-fn parse_minute(t: &str) -> Result<u16, String> {
+fn parse_duration(d: &DurationDef) -> Result<u64, String> {
+    let us = match d {
+        DurationDef::Seconds(s) => s.checked_mul(1_000_000).ok_or("max_validity is too long")?,
+        DurationDef::Text(t) => duration_text_us(t)?,
+    };
+    if us == 0 {
+        return Err("max_validity must be longer than zero".into());
+    }
+    Ok(us)
+}
+
+/// `HH:MM` (UTC) as minutes since midnight, `00:00` to `24:00` inclusive
+/// (24:00 ends a window).
+pub(crate) fn parse_minute(t: &str) -> Result<u16, String> {
     let (h, m) = t
         .split_once(':')
         .ok_or_else(|| format!("bad time `{t}` (use HH:MM)"))?;
