@@ -22,7 +22,9 @@
 pub mod backend;
 pub mod lineage;
 pub mod merkle;
+pub mod pipeline;
 pub mod replay;
 pub mod seal;
 pub mod transport;
+pub mod trust;
 pub mod verify;

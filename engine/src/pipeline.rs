@@ -1,0 +1,1178 @@
+//! The engine pipeline: intents in, one sealed decision and one lineage
+//! record per intent out, failing closed at every step.
+//!
+//! # Stages
+//!
+//! ```text
+//!            decode_q            verify_q            policy_q            seal_q             emit_q
+//! [ingest] ──────────► [decode] ─────────► [verify] ─────────► [policy] ─────────► [seal] ─────────► [emit]
+//!   │  poll the Source,   open buffer,      batch ed25519 on    replay cache,       deadline check,     Sink::send,
+//!   │  close a batch on   digest, route,    a pinned rayon      decision tables     Merkle-seal,        then commit
+//!   │  size or linger     times, key        pool                                    lineage + checkpoint offsets
+//!   │                                                                    ▲
+//!   └── decode_q full: the batch is shed ── shed_q ──────────────────────┘  (deny "overloaded")
+//!   ◄── commit_q: offsets whose decisions and lineage the sink acknowledged
+//! ```
+//!
+//! Each stage is one thread, optionally pinned to a core ([`Layout`]);
+//! verification also uses a rayon pool pinned to its own cores. Stages are
+//! joined by bounded crossbeam channels that carry whole batches
+//! ([`Config::queue_batches`] deep), so the engine holds at most a fixed
+//! number of intents whatever the offered load.
+//!
+//! # Batch rules
+//!
+//! The ingest stage waits for a first record, then keeps polling until the
+//! batch holds [`Config::max_batch`] records or [`Config::linger`] has passed
+//! since the first one: small batches at low load (latency), full ones at
+//! high load (throughput). Every later stage works on the whole batch; per
+//! batch, not per intent, it loads the trust store and the policy (`ArcSwap`,
+//! no lock), allocates, and signs once (one Merkle root).
+//!
+//! # Fail closed
+//!
+//! Every record handed out by the source leaves as exactly one decision
+//! (a crafted intent for each reason is in `engine/tests/pipeline.rs`):
+//!
+//! | reason | where |
+//! |---|---|
+//! | malformed (bad buffer, or read from a partition its principal does not map to) | decode |
+//! | unknown key (absent, or another principal's), revoked key | decode |
+//! | not yet valid (`issued_at` beyond the clock skew), expired (older than the maximum age) | decode |
+//! | deadline exceeded | on entry to decode, verify, policy and seal (the last stage that can change a verdict: emit only sends what seal signed) |
+//! | bad signature | verify |
+//! | replayed nonce, overloaded (replay cache full), no policy, no matching rule, deny rule | policy |
+//! | overloaded (queues full: the batch is shed past verify and policy) | ingest |
+//! | internal error (an intent reaching seal undecided) | seal |
+//!
+//! Authorize is only ever set by the policy stage, and only for an intent
+//! whose signature the verify stage accepted, whose nonce is fresh (or this
+//! same intent's, with the same verdict), under an allow rule of the policy
+//! the batch loaded.
+//!
+//! # Delivery
+//!
+//! At least once. The emit stage commits a source offset only after the
+//! sink has acknowledged every decision and lineage record up to it. Shed
+//! batches overtake others, so commits follow a watermark: a batch's offsets
+//! are committed only once every earlier batch is acknowledged too.
+//! A redelivered intent (same id, nonce and principal) meets its replay
+//! cache entry and gets the verdict recorded for it; a different intent
+//! reusing a nonce is a replay. Transient denies (overloaded, deadline
+//! exceeded) are not recorded: they never authorize, and a redelivery is
+//! decided afresh.
+//!
+//! INVARIANT: an intent is only accepted from the partition its signed
+//! principal maps to ([`crate::transport::partition_for`], Kafka's murmur2
+//! partitioner). Per-partition state (replay cache, lineage chain) is then
+//! complete for each principal; an intent re-published under another key
+//! would otherwise meet another partition's cache and look fresh.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use crossbeam_channel::{Receiver, Sender, TrySendError, bounded, select, unbounded};
+use hdrhistogram::Histogram;
+use warrant_policy::{KeyStatus, Policy, PolicyStore, Request};
+use warrant_schemas::wire::{AttrKind, Reason, Verdict};
+use warrant_schemas::{
+    Attr, AttrValue, INTENT_SIGNING_DOMAIN, KeyId, Limits, SignedIntentRef, open_signed_intent,
+    sha256,
+};
+
+use crate::lineage::{Entry, LineageWriter};
+use crate::replay::{NonceKey, ReplayCache, Seen};
+use crate::seal::{DecisionCore, EngineKey, seal};
+use crate::transport::{InRecord, OutBatch, Sink, Source, TransportError, partition_for};
+use crate::trust::{Lookup, TrustStore};
+use crate::verify::{SigError, SigItem, verify_batch_parallel};
+
+/// Which core each stage runs on (`None`: not pinned) and how many threads
+/// verify.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    /// Ingest stage core.
+    pub ingest: Option<usize>,
+    /// Decode stage core.
+    pub decode: Option<usize>,
+    /// Policy stage core.
+    pub policy: Option<usize>,
+    /// Seal stage core.
+    pub seal: Option<usize>,
+    /// Emit stage core.
+    pub emit: Option<usize>,
+    /// Cores of the verification pool, one thread each (empty: one
+    /// unpinned thread).
+    pub verify: Vec<usize>,
+}
+
+impl Layout {
+    /// The default for `cores` cores. Verification is nearly all the work,
+    /// so it gets every core; the light stages share cores with it: with 2
+    /// cores, ingest, decode and emit on core 0, policy and seal on core 1;
+    /// with more, the light stages on cores 0-1 and verification on the
+    /// rest plus those two.
+    pub fn for_cores(cores: usize) -> Layout {
+        let cores = cores.max(1);
+        if cores == 1 {
+            return Layout {
+                ingest: Some(0),
+                decode: Some(0),
+                policy: Some(0),
+                seal: Some(0),
+                emit: Some(0),
+                verify: vec![0],
+            };
+        }
+        Layout {
+            ingest: Some(0),
+            decode: Some(0),
+            policy: Some(1),
+            seal: Some(1),
+            emit: Some(0),
+            verify: (0..cores).collect(),
+        }
+    }
+
+    /// The default for this machine's cores.
+    pub fn auto() -> Layout {
+        Layout::for_cores(core_affinity::get_core_ids().map_or(1, |c| c.len()))
+    }
+
+    /// No pinning at all (tests, shared machines); `threads` verify threads.
+    pub fn unpinned(threads: usize) -> Layout {
+        Layout {
+            ingest: None,
+            decode: None,
+            policy: None,
+            seal: None,
+            emit: None,
+            verify: Vec::with_capacity(threads.max(1)),
+        }
+    }
+}
+
+/// Engine settings. `Default` gives the documented defaults.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Most intents in one batch (default 256).
+    pub max_batch: usize,
+    /// Longest a batch stays open after its first intent (default 200 µs).
+    pub linger: Duration,
+    /// Depth of each queue between stages, in batches (default 4).
+    pub queue_batches: usize,
+    /// Partitions of the intents topic: an intent must come from
+    /// `partition_for(principal, partitions)`.
+    pub partitions: u32,
+    /// Audience written into every decision (default `executor`).
+    pub audience: String,
+    /// How far in the future `issued_at` may be (default 30 s).
+    pub max_clock_skew: Duration,
+    /// How old an intent may be when read (default 5 min); older is
+    /// "expired". Bounds how long nonces are remembered.
+    pub max_intent_age: Duration,
+    /// Nonces remembered per partition (default 1,048,576); full means
+    /// "overloaded" denies, never a forgotten nonce.
+    pub replay_capacity: usize,
+    /// Thread layout.
+    pub layout: Layout,
+    /// Test hook: the verify stage sleeps this long per batch (default 0).
+    /// Used to prove deadline checks and latency measurement under a stall.
+    pub verify_stall: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_batch: 256,
+            linger: Duration::from_micros(200),
+            queue_batches: 4,
+            partitions: 1,
+            audience: "executor".into(),
+            max_clock_skew: Duration::from_secs(30),
+            max_intent_age: Duration::from_secs(300),
+            replay_capacity: 1 << 20,
+            layout: Layout::auto(),
+            verify_stall: Duration::ZERO,
+        }
+    }
+}
+
+/// Why the engine could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// A setting is unusable.
+    #[error("invalid engine setting: {0}")]
+    Config(String),
+    /// A thread could not be started.
+    #[error("cannot start engine thread: {0}")]
+    Thread(#[from] std::io::Error),
+    /// The transport failed for good; undelivered intents were not
+    /// committed and will be read again.
+    #[error("engine stopped: {0}")]
+    Failed(String),
+}
+
+/// Counters and latency, updated once per batch.
+#[derive(Debug)]
+pub struct Stats {
+    intents_in: AtomicU64,
+    batches: AtomicU64,
+    shed_intents: AtomicU64,
+    by_reason: [AtomicU64; 16],
+    lineage_records: AtomicU64,
+    /// Microseconds from a batch's first poll to the sink's ack, per intent.
+    latency_us: Mutex<Histogram<u64>>,
+}
+
+impl Stats {
+    fn new() -> Self {
+        Stats {
+            intents_in: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            shed_intents: AtomicU64::new(0),
+            by_reason: std::array::from_fn(|_| AtomicU64::new(0)),
+            lineage_records: AtomicU64::new(0),
+            latency_us: Mutex::new(new_histogram()),
+        }
+    }
+
+    /// A consistent-enough copy of the counters.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let latency = self
+            .latency_us
+            .lock()
+            .map(|h| h.clone())
+            .unwrap_or_else(|e| e.into_inner().clone());
+        StatsSnapshot {
+            intents_in: self.intents_in.load(Ordering::Relaxed),
+            batches: self.batches.load(Ordering::Relaxed),
+            shed_intents: self.shed_intents.load(Ordering::Relaxed),
+            by_reason: std::array::from_fn(|i| {
+                self.by_reason
+                    .get(i)
+                    .map_or(0, |c| c.load(Ordering::Relaxed))
+            }),
+            lineage_records: self.lineage_records.load(Ordering::Relaxed),
+            latency_us: latency,
+        }
+    }
+}
+
+/// A 3-significant-digit histogram of microseconds up to one hour
+/// (larger values saturate).
+#[expect(clippy::expect_used, reason = "constant, valid bounds")]
+pub fn new_histogram() -> Histogram<u64> {
+    let mut h = Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds");
+    h.auto(false);
+    h
+}
+
+/// The engine's counters at one moment.
+#[derive(Debug, Clone)]
+pub struct StatsSnapshot {
+    /// Records read from the source.
+    pub intents_in: u64,
+    /// Batches emitted.
+    pub batches: u64,
+    /// Intents shed at ingest (denied "overloaded").
+    pub shed_intents: u64,
+    /// Decisions emitted, indexed by `Reason` value.
+    pub by_reason: [u64; 16],
+    /// Lineage records emitted.
+    pub lineage_records: u64,
+    /// Engine latency per intent, µs: first poll of its batch to sink ack.
+    pub latency_us: Histogram<u64>,
+}
+
+impl StatsSnapshot {
+    /// Decisions emitted.
+    pub fn decisions(&self) -> u64 {
+        self.by_reason.iter().sum()
+    }
+
+    /// Decisions with `reason`.
+    pub fn count(&self, reason: Reason) -> u64 {
+        self.by_reason
+            .get(usize::from(reason.0))
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+/// µs since the Unix epoch, now.
+pub fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// How an intent was decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Done {
+    reason: Reason,
+    /// Deciding rule (file order) of the batch's policy.
+    rule: Option<usize>,
+    /// Validity granted, µs (0 for a deny).
+    validity_us: u64,
+}
+
+impl Done {
+    fn deny(reason: Reason) -> Done {
+        Done {
+            reason,
+            rule: None,
+            validity_us: 0,
+        }
+    }
+}
+
+/// One intent's state as it moves through the stages.
+#[derive(Debug, Clone)]
+struct Item {
+    /// Intent id (for an unreadable buffer: the first 16 bytes of its digest).
+    id: [u8; 16],
+    /// SHA-256 of the record payload (the exact `SignedIntent` bytes).
+    digest: [u8; 32],
+    parent: Option<[u8; 16]>,
+    deadline_us: u64,
+    /// End of the window in which this intent could be authorized.
+    remember_until_us: u64,
+    requested_validity_us: u64,
+    key_id: KeyId,
+    key_status: KeyStatus,
+    nonce: Option<NonceKey>,
+    /// Where the signed `Intent` bytes sit in the payload.
+    intent_range: Range<usize>,
+    signature: [u8; 64],
+    /// `None` while undecided.
+    done: Option<Done>,
+}
+
+impl Item {
+    fn unread(digest: [u8; 32]) -> Item {
+        let mut id = [0u8; 16];
+        id.copy_from_slice(digest.get(..16).unwrap_or(&[0; 16]));
+        Item {
+            id,
+            digest,
+            parent: None,
+            deadline_us: u64::MAX,
+            remember_until_us: 0,
+            requested_validity_us: 0,
+            key_id: [0; 16],
+            key_status: KeyStatus::Active,
+            nonce: None,
+            intent_range: 0..0,
+            signature: [0; 64],
+            done: Some(Done::deny(Reason::Malformed)),
+        }
+    }
+}
+
+/// A batch moving through the stages: the records it owns and one item
+/// per record, in order.
+struct Batch {
+    seq: u64,
+    records: Vec<InRecord>,
+    items: Vec<Item>,
+    polled_at: Instant,
+    /// Trust store version the batch was decoded with.
+    trust: Option<Arc<TrustStore>>,
+    /// Policy version the batch was decided with.
+    policy: Option<Arc<Policy>>,
+    shed: bool,
+}
+
+impl Batch {
+    /// Denies every undecided item whose deadline has passed.
+    fn check_deadlines(&mut self, now: u64) {
+        for item in &mut self.items {
+            if item.done.is_none() && now > item.deadline_us {
+                item.done = Some(Done::deny(Reason::DeadlineExceeded));
+            }
+        }
+    }
+}
+
+/// Settings the decode stage needs.
+struct DecodeRules {
+    limits: Limits,
+    partitions: u32,
+    skew_us: u64,
+    max_age_us: u64,
+}
+
+/// Opens one record: its id, digest, parent, times, key id, and where its
+/// signed bytes are. An unreadable record comes back denied "malformed".
+fn open_item<'a>(rec: &'a InRecord, limits: &Limits) -> (Item, Option<SignedIntentRef<'a>>) {
+    let mut item = Item::unread(sha256(&rec.payload));
+    let Ok(signed) = open_signed_intent(&rec.payload, limits) else {
+        return (item, None);
+    };
+    let start = signed
+        .intent_bytes
+        .as_ptr()
+        .addr()
+        .checked_sub(rec.payload.as_ptr().addr());
+    let Some(start) = start else {
+        return (item, None);
+    };
+    let intent = signed.intent;
+    item.id = intent.id().0;
+    item.parent = intent.parent_id().map(|p| p.0);
+    item.deadline_us = intent.deadline_us();
+    item.requested_validity_us = intent.requested_validity_us();
+    item.key_id = intent.key_id().0;
+    item.intent_range = start..start + signed.intent_bytes.len();
+    item.signature = *signed.signature;
+    item.done = None;
+    (item, Some(signed))
+}
+
+/// Opens one record and runs every check that needs no signature:
+/// buffer, routing, key, times.
+fn decode(rec: &InRecord, rules: &DecodeRules, trust: &TrustStore, now: u64) -> Item {
+    let (mut item, signed) = open_item(rec, &rules.limits);
+    let Some(signed) = signed else {
+        return item;
+    };
+    let intent = signed.intent;
+    let principal = intent.principal();
+    let issued = intent.issued_at_us();
+    item.remember_until_us = item
+        .deadline_us
+        .min(issued.saturating_add(rules.max_age_us));
+    item.done = if partition_for(principal.as_bytes(), rules.partitions) != rec.partition {
+        Some(Done::deny(Reason::Malformed))
+    } else {
+        match trust.lookup(&item.key_id, principal) {
+            Lookup::Unknown => Some(Done::deny(Reason::UnknownKey)),
+            Lookup::Revoked => Some(Done::deny(Reason::RevokedKey)),
+            Lookup::Usable(_, status) => {
+                item.key_status = status;
+                if issued > now.saturating_add(rules.skew_us) {
+                    Some(Done::deny(Reason::NotYetValid))
+                } else if now > issued.saturating_add(rules.max_age_us) {
+                    Some(Done::deny(Reason::Expired))
+                } else if now > item.deadline_us {
+                    Some(Done::deny(Reason::DeadlineExceeded))
+                } else {
+                    item.nonce = Some(NonceKey::new(principal, &intent.nonce().0));
+                    None
+                }
+            }
+        }
+    };
+    item
+}
+
+/// A running engine. Drop it only through [`Engine::shutdown`] or
+/// [`Engine::join`], which drain what was read.
+pub struct Engine {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    stats: Arc<Stats>,
+    failure: Arc<Mutex<Option<String>>>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("threads", &self.threads.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Shared by every stage.
+#[derive(Clone)]
+struct Shared {
+    stop: Arc<AtomicBool>,
+    stats: Arc<Stats>,
+    failure: Arc<Mutex<Option<String>>>,
+}
+
+impl Shared {
+    /// Records the first fatal error and asks every stage to stop.
+    fn fail(&self, message: String) {
+        let mut f = self
+            .failure
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if f.is_none() {
+            *f = Some(message);
+        }
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+fn pin(core: Option<usize>) {
+    if let Some(id) = core {
+        // Pinning is best effort: a core that does not exist (a container
+        // with fewer CPUs) leaves the thread unpinned, never stops it.
+        let _pinned = core_affinity::set_for_current(core_affinity::CoreId { id });
+    }
+}
+
+fn spawn(
+    name: &str,
+    core: Option<usize>,
+    f: impl FnOnce() + Send + 'static,
+) -> Result<JoinHandle<()>, EngineError> {
+    Ok(std::thread::Builder::new()
+        .name(format!("warrant-{name}"))
+        .spawn(move || {
+            pin(core);
+            f();
+        })?)
+}
+
+impl Engine {
+    /// Starts the stages. The engine reads `source` until it is closed or
+    /// [`Engine::shutdown`] is called; `trust` and `policy` may be replaced
+    /// while it runs (each batch uses the versions it loaded).
+    pub fn start<S: Source + 'static, K: Sink + 'static>(
+        config: Config,
+        source: S,
+        sink: K,
+        key: EngineKey,
+        trust: Arc<ArcSwap<TrustStore>>,
+        policy: Arc<PolicyStore>,
+    ) -> Result<Engine, EngineError> {
+        if config.audience.is_empty() || config.audience.len() > Limits::default().max_string_bytes
+        {
+            return Err(EngineError::Config(format!(
+                "audience must be 1 to {} bytes, got {}",
+                Limits::default().max_string_bytes,
+                config.audience.len()
+            )));
+        }
+        if config.max_batch == 0 || config.max_batch > 65_536 {
+            return Err(EngineError::Config(format!(
+                "max batch must be 1 to 65536, got {}",
+                config.max_batch
+            )));
+        }
+        if config.partitions == 0 {
+            return Err(EngineError::Config("partitions must be at least 1".into()));
+        }
+        let shared = Shared {
+            stop: Arc::new(AtomicBool::new(false)),
+            stats: Arc::new(Stats::new()),
+            failure: Arc::new(Mutex::new(None)),
+        };
+        let depth = config.queue_batches.max(1);
+        let (decode_tx, decode_rx) = bounded::<Batch>(depth);
+        let (verify_tx, verify_rx) = bounded::<Batch>(depth);
+        let (policy_tx, policy_rx) = bounded::<Batch>(depth);
+        let (seal_tx, seal_rx) = bounded::<Batch>(depth);
+        let (shed_tx, shed_rx) = bounded::<Batch>(depth);
+        let (emit_tx, emit_rx) =
+            bounded::<(u64, Vec<(u32, u64)>, OutBatch, Instant, [u64; 16])>(depth);
+        // Unbounded, but never longer than the batches in flight: one entry
+        // per partition per acknowledged batch.
+        let (commit_tx, commit_rx) = unbounded::<(u32, u64)>();
+
+        let verify_cores = config.layout.verify.clone();
+        let threads = verify_cores.len().max(1);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("warrant-verify-{i}"))
+            .start_handler(move |i| pin(verify_cores.get(i).copied()))
+            .build()
+            .map_err(|e| EngineError::Config(format!("cannot build the verify pool: {e}")))?;
+
+        let mut handles = Vec::new();
+        let c = config.clone();
+        let s = shared.clone();
+        handles.push(spawn("ingest", c.layout.ingest, move || {
+            ingest(&c, source, decode_tx, shed_tx, &commit_rx, &s);
+        })?);
+
+        let rules = DecodeRules {
+            limits: Limits::default(),
+            partitions: config.partitions,
+            skew_us: micros(config.max_clock_skew),
+            max_age_us: micros(config.max_intent_age),
+        };
+        let t = trust.clone();
+        handles.push(spawn("decode", config.layout.decode, move || {
+            for mut batch in decode_rx.iter() {
+                let now = now_us();
+                let store = t.load_full();
+                batch.items = batch
+                    .records
+                    .iter()
+                    .map(|r| decode(r, &rules, &store, now))
+                    .collect();
+                batch.trust = Some(store);
+                if verify_tx.send(batch).is_err() {
+                    return;
+                }
+            }
+        })?);
+
+        let stall = config.verify_stall;
+        handles.push(spawn("verify", None, move || {
+            for mut batch in verify_rx.iter() {
+                if !stall.is_zero() {
+                    std::thread::sleep(stall);
+                }
+                batch.check_deadlines(now_us());
+                pool.install(|| verify_stage(&mut batch));
+                if policy_tx.send(batch).is_err() {
+                    return;
+                }
+            }
+        })?);
+
+        let capacity = config.replay_capacity;
+        let p = policy.clone();
+        handles.push(spawn("policy", config.layout.policy, move || {
+            let mut caches: HashMap<u32, ReplayCache> = HashMap::new();
+            for mut batch in policy_rx.iter() {
+                let now = now_us();
+                batch.check_deadlines(now);
+                batch.policy = p.current();
+                policy_stage(&mut batch, &mut caches, capacity, now);
+                if seal_tx.send(batch).is_err() {
+                    return;
+                }
+            }
+        })?);
+
+        let audience = config.audience.clone();
+        let s = shared.clone();
+        handles.push(spawn("seal", config.layout.seal, move || {
+            let mut sealer = Sealer {
+                key,
+                audience,
+                writers: HashMap::new(),
+                policy,
+            };
+            loop {
+                let batch = select! {
+                    recv(seal_rx) -> b => b,
+                    recv(shed_rx) -> b => b,
+                };
+                let batch = match batch {
+                    Ok(b) => b,
+                    // One input hung up: drain the other.
+                    Err(_) => match seal_rx.recv().or_else(|_| shed_rx.recv()) {
+                        Ok(b) => b,
+                        Err(_) => return,
+                    },
+                };
+                match sealer.seal_batch(batch) {
+                    Ok(out) => {
+                        if emit_tx.send(out).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        s.fail(e);
+                        return;
+                    }
+                }
+            }
+        })?);
+
+        let s = shared.clone();
+        handles.push(spawn("emit", config.layout.emit, move || {
+            emit(sink, &emit_rx, &commit_tx, &s);
+        })?);
+
+        Ok(Engine {
+            stop: shared.stop,
+            threads: handles,
+            stats: shared.stats,
+            failure: shared.failure,
+        })
+    }
+
+    /// Live counters.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.stats.snapshot()
+    }
+
+    /// The fatal error that stopped the engine, if one did.
+    pub fn failure(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .map(|f| f.clone())
+            .unwrap_or_else(|e| e.into_inner().clone())
+    }
+
+    /// Stops reading, decides and emits everything already read, commits,
+    /// and returns the final counters.
+    pub fn shutdown(self) -> Result<StatsSnapshot, EngineError> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.join()
+    }
+
+    /// Waits until the source is closed and everything read is emitted.
+    pub fn join(self) -> Result<StatsSnapshot, EngineError> {
+        let mut panicked = false;
+        for t in self.threads {
+            panicked |= t.join().is_err();
+        }
+        let failure = self
+            .failure
+            .lock()
+            .map(|f| f.clone())
+            .unwrap_or_else(|e| e.into_inner().clone());
+        match failure {
+            Some(f) => Err(EngineError::Failed(f)),
+            None if panicked => Err(EngineError::Failed("an engine thread panicked".into())),
+            None => Ok(self.stats.snapshot()),
+        }
+    }
+}
+
+/// Ingest: poll, close batches on size or linger, shed when the pipeline
+/// is full, apply commits the emit stage sends back.
+fn ingest<S: Source>(
+    config: &Config,
+    mut source: S,
+    decode_tx: Sender<Batch>,
+    shed_tx: Sender<Batch>,
+    commit_rx: &Receiver<(u32, u64)>,
+    shared: &Shared,
+) {
+    let max = config.max_batch;
+    let mut seq = 0u64;
+    let commit = |source: &mut S, p: u32, o: u64| {
+        if let Err(e) = source.commit(p, o) {
+            shared.fail(format!("commit of partition {p} offset {o} failed: {e}"));
+        }
+    };
+    'outer: while !shared.stop.load(Ordering::SeqCst) {
+        for (p, o) in commit_rx.try_iter() {
+            commit(&mut source, p, o);
+        }
+        let mut records = Vec::with_capacity(max);
+        match source.poll(&mut records, max, Duration::from_millis(20)) {
+            Ok(_) => {}
+            Err(TransportError::Closed) => break,
+            Err(e) if e.retryable() => {
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+            Err(e) => {
+                shared.fail(format!("source failed: {e}"));
+                break;
+            }
+        }
+        if records.is_empty() {
+            continue;
+        }
+        let polled_at = Instant::now();
+        let mut closed = false;
+        while records.len() < max {
+            let left = config.linger.saturating_sub(polled_at.elapsed());
+            if left.is_zero() {
+                break;
+            }
+            let room = max - records.len();
+            match source.poll(&mut records, room, left) {
+                Ok(_) => {}
+                Err(TransportError::Closed) => {
+                    closed = true;
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        let n = records.len();
+        shared
+            .stats
+            .intents_in
+            .fetch_add(n as u64, Ordering::Relaxed);
+        let batch = Batch {
+            seq,
+            records,
+            items: Vec::new(),
+            polled_at,
+            trust: None,
+            policy: None,
+            shed: false,
+        };
+        seq += 1;
+        match decode_tx.try_send(batch) {
+            Ok(()) => {}
+            Err(TrySendError::Full(mut batch)) => {
+                batch.shed = true;
+                shared
+                    .stats
+                    .shed_intents
+                    .fetch_add(n as u64, Ordering::Relaxed);
+                // Blocks only when sealing itself is behind: backpressure
+                // to the source, with memory still bounded.
+                if shed_tx.send(batch).is_err() {
+                    break 'outer;
+                }
+            }
+            Err(TrySendError::Disconnected(_)) => break,
+        }
+        if closed {
+            break;
+        }
+    }
+    // Hang up so the stages drain, then apply the commits of what they emit.
+    drop(decode_tx);
+    drop(shed_tx);
+    for (p, o) in commit_rx.iter() {
+        commit(&mut source, p, o);
+    }
+}
+
+/// Verify: one batch verification over every undecided intent.
+fn verify_stage(batch: &mut Batch) {
+    let Some(trust) = batch.trust.clone() else {
+        for item in &mut batch.items {
+            if item.done.is_none() {
+                item.done = Some(Done::deny(Reason::InternalError));
+            }
+        }
+        return;
+    };
+    let mut slots = Vec::with_capacity(batch.items.len());
+    let mut sigs = Vec::with_capacity(batch.items.len());
+    for (i, (item, rec)) in batch.items.iter_mut().zip(&batch.records).enumerate() {
+        if item.done.is_some() {
+            continue;
+        }
+        let key = trust.get(&item.key_id).map(|k| &k.key);
+        let message = rec.payload.get(item.intent_range.clone());
+        match (key, message) {
+            (Some(key), Some(message)) => {
+                slots.push(i);
+                sigs.push(SigItem {
+                    key,
+                    prefix: INTENT_SIGNING_DOMAIN,
+                    message,
+                    signature: &item.signature,
+                });
+            }
+            _ => item.done = Some(Done::deny(Reason::InternalError)),
+        }
+    }
+    let mut out = vec![Err(SigError::NoItem); sigs.len()];
+    verify_batch_parallel(&sigs, &mut out);
+    let failed: Vec<usize> = slots
+        .iter()
+        .zip(&out)
+        .filter(|(_, r)| r.is_err())
+        .map(|(i, _)| *i)
+        .collect();
+    for i in failed {
+        if let Some(item) = batch.items.get_mut(i) {
+            item.done = Some(Done::deny(Reason::BadSignature));
+        }
+    }
+}
+
+fn attributes<'a>(intent: &warrant_schemas::wire::Intent<'a>, out: &mut Vec<Attr<'a>>) {
+    out.clear();
+    for a in intent.attributes().iter().flatten() {
+        let value = match a.kind() {
+            AttrKind::Int => AttrValue::Int(a.int_value()),
+            AttrKind::Bool => AttrValue::Bool(a.bool_value()),
+            AttrKind::Str => AttrValue::Str(a.str_value().unwrap_or("")),
+            // The reader refuses kinds this version does not define.
+            _ => continue,
+        };
+        out.push(Attr {
+            key: a.key(),
+            value,
+        });
+    }
+}
+
+/// Policy: replay cache, then the decision tables, one intent at a time.
+fn policy_stage(
+    batch: &mut Batch,
+    caches: &mut HashMap<u32, ReplayCache>,
+    capacity: usize,
+    now: u64,
+) {
+    let limits = Limits::default();
+    let minute = u16::try_from((now / 60_000_000) % 1440).unwrap_or(0);
+    let policy = batch.policy.clone();
+    let mut attrs = Vec::with_capacity(32);
+    for (item, rec) in batch.items.iter_mut().zip(&batch.records) {
+        if item.done.is_some() {
+            continue;
+        }
+        let (Some(nonce), Ok(signed)) = (item.nonce, open_signed_intent(&rec.payload, &limits))
+        else {
+            item.done = Some(Done::deny(Reason::InternalError));
+            continue;
+        };
+        let cache = caches
+            .entry(rec.partition)
+            .or_insert_with(|| ReplayCache::new(capacity));
+        let seen = cache.check(&nonce, &item.id, now);
+        if matches!(seen, Seen::Replay) {
+            item.done = Some(Done::deny(Reason::ReplayedNonce));
+            continue;
+        }
+        if matches!(seen, Seen::Full) {
+            item.done = Some(Done::deny(Reason::Overloaded));
+            continue;
+        }
+        let intent = signed.intent;
+        attributes(&intent, &mut attrs);
+        let request = Request {
+            principal: intent.principal(),
+            action: intent.action(),
+            resource: intent.resource(),
+            environment: intent.environment(),
+            region: intent.region(),
+            attributes: &attrs,
+            minute_of_day: minute,
+            key_status: item.key_status,
+        };
+        let fresh = match &policy {
+            None => Done::deny(Reason::NoPolicy),
+            Some(p) => {
+                let outcome = p.evaluate(&request);
+                Done {
+                    reason: p.reason(&outcome),
+                    rule: outcome.rule,
+                    validity_us: p.granted_validity_us(&outcome, item.requested_validity_us),
+                }
+            }
+        };
+        let done = match seen {
+            // The same intent again: the verdict recorded the first time.
+            // Only a fresh evaluation agreeing with it keeps its rule and
+            // validity; a recorded deny stays that deny; a recorded
+            // authorize the policy in force now denies is denied.
+            Seen::Again { reason, .. } if reason != fresh.reason => {
+                if reason == Reason::Authorized {
+                    fresh
+                } else {
+                    Done::deny(reason)
+                }
+            }
+            _ => fresh,
+        };
+        let recorded = cache.record(
+            &nonce,
+            &item.id,
+            (verdict(done.reason), done.reason),
+            now,
+            item.remember_until_us,
+        );
+        item.done = Some(if recorded || done.reason != Reason::Authorized {
+            done
+        } else {
+            Done::deny(Reason::Overloaded)
+        });
+    }
+}
+
+fn verdict(reason: Reason) -> Verdict {
+    if reason == Reason::Authorized {
+        Verdict::Authorize
+    } else {
+        Verdict::Deny
+    }
+}
+
+/// The seal stage's state: the engine key and a lineage chain per partition.
+struct Sealer {
+    key: EngineKey,
+    audience: String,
+    writers: HashMap<u32, LineageWriter>,
+    policy: Arc<PolicyStore>,
+}
+
+type Sealed = (u64, Vec<(u32, u64)>, OutBatch, Instant, [u64; 16]);
+
+impl Sealer {
+    fn seal_batch(&mut self, mut batch: Batch) -> Result<Sealed, String> {
+        let now = now_us();
+        if batch.shed {
+            // Shed: read ids only, deny everything still readable as overloaded.
+            let limits = Limits::default();
+            batch.items = batch
+                .records
+                .iter()
+                .map(|r| {
+                    let (mut item, signed) = open_item(r, &limits);
+                    if signed.is_some() {
+                        item.done = Some(Done::deny(Reason::Overloaded));
+                    }
+                    item
+                })
+                .collect();
+        }
+        let policy = batch.policy.clone().or_else(|| self.policy.current());
+        let (policy_hash, policy_version) = policy
+            .as_ref()
+            .map_or(([0; 32], 0), |p| (p.hash(), p.version()));
+        // Deadline before emit; anything undecided is an internal error.
+        for item in &mut batch.items {
+            match item.done {
+                None => item.done = Some(Done::deny(Reason::InternalError)),
+                Some(d) if d.reason == Reason::Authorized && now > item.deadline_us => {
+                    item.done = Some(Done::deny(Reason::DeadlineExceeded));
+                }
+                Some(_) => {}
+            }
+        }
+        let mut next: HashMap<u32, u64> = HashMap::new();
+        let mut cores = Vec::with_capacity(batch.items.len());
+        for (item, rec) in batch.items.iter().zip(&batch.records) {
+            let done = item.done.unwrap_or(Done::deny(Reason::InternalError));
+            let seq = next.entry(rec.partition).or_insert_with(|| {
+                self.writers
+                    .get(&rec.partition)
+                    .map_or(0, LineageWriter::next_sequence)
+            });
+            let rule_id = match (&policy, done.rule) {
+                (Some(p), Some(r)) => p.rules().get(r).map_or("", |r| r.id.as_str()),
+                _ => "",
+            };
+            cores.push(DecisionCore {
+                intent_id: item.id,
+                intent_digest: item.digest,
+                verdict: verdict(done.reason),
+                reason: done.reason,
+                rule_id,
+                policy_hash,
+                policy_version,
+                issued_at_us: now,
+                valid_until_us: now.saturating_add(done.validity_us),
+                audience: &self.audience,
+                lineage_partition: rec.partition,
+                lineage_sequence: *seq,
+            });
+            *seq += 1;
+        }
+        let decisions = match seal(&self.key, &cores) {
+            Ok(d) => d,
+            Err(e) => {
+                // A rule id executors would refuse: deny those intents
+                // as internal errors rather than emit nothing.
+                for c in &mut cores {
+                    c.verdict = Verdict::Deny;
+                    c.reason = Reason::InternalError;
+                    c.rule_id = "";
+                    c.valid_until_us = c.issued_at_us;
+                }
+                seal(&self.key, &cores).map_err(|e2| format!("cannot seal: {e}; then: {e2}"))?
+            }
+        };
+        let mut out = OutBatch {
+            decisions: Vec::with_capacity(decisions.len()),
+            lineage: Vec::with_capacity(decisions.len() + next.len()),
+        };
+        let mut counts = [0u64; 16];
+        for ((bytes, core), item) in decisions.into_iter().zip(&cores).zip(&batch.items) {
+            let writer = self
+                .writers
+                .entry(core.lineage_partition)
+                .or_insert_with(|| LineageWriter::new(core.lineage_partition));
+            let record = writer.append(&Entry {
+                decision_digest: sha256(&bytes),
+                intent_id: core.intent_id,
+                parent_id: item.parent,
+                verdict: core.verdict,
+                reason: core.reason,
+                issued_at_us: now,
+            });
+            if let Some(c) = counts.get_mut(usize::from(core.reason.0)) {
+                *c += 1;
+            }
+            out.lineage.push((core.lineage_partition, record));
+            out.decisions.push((core.intent_id, bytes));
+        }
+        let mut touched: Vec<u32> = next.keys().copied().collect();
+        touched.sort_unstable();
+        for p in &touched {
+            if let Some(w) = self.writers.get(p) {
+                out.lineage.push((*p, w.checkpoint(&self.key, now)));
+            }
+        }
+        let mut offsets: BTreeMap<u32, u64> = BTreeMap::new();
+        for r in &batch.records {
+            let o = offsets.entry(r.partition).or_insert(r.offset);
+            *o = (*o).max(r.offset);
+        }
+        Ok((
+            batch.seq,
+            offsets.into_iter().collect(),
+            out,
+            batch.polled_at,
+            counts,
+        ))
+    }
+}
+
+/// Emit: send, then commit offsets in batch order.
+fn emit<K: Sink>(
+    mut sink: K,
+    rx: &Receiver<Sealed>,
+    commit_tx: &Sender<(u32, u64)>,
+    shared: &Shared,
+) {
+    let mut next_seq = 0u64;
+    let mut acked: BTreeMap<u64, Vec<(u32, u64)>> = BTreeMap::new();
+    for (seq, offsets, out, polled_at, counts) in rx.iter() {
+        let mut backoff = Duration::from_millis(1);
+        let mut gave_up_at: Option<Instant> = None;
+        loop {
+            match sink.send(&out) {
+                Ok(()) => break,
+                Err(e) if e.retryable() => {
+                    // Keep trying while running; once stopping, give up
+                    // after 5 s: nothing is committed, so it comes again.
+                    if shared.stop.load(Ordering::SeqCst) {
+                        let t = *gave_up_at.get_or_insert_with(Instant::now);
+                        if t.elapsed() > Duration::from_secs(5) {
+                            shared.fail(format!("sink unavailable while stopping: {e}"));
+                            return;
+                        }
+                    }
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_millis(100));
+                }
+                Err(e) => {
+                    shared.fail(format!("sink failed: {e}"));
+                    return;
+                }
+            }
+        }
+        let n = out.decisions.len() as u64;
+        let stats = &shared.stats;
+        stats.batches.fetch_add(1, Ordering::Relaxed);
+        stats.lineage_records.fetch_add(n, Ordering::Relaxed);
+        for (c, add) in stats.by_reason.iter().zip(counts) {
+            c.fetch_add(add, Ordering::Relaxed);
+        }
+        if let Ok(mut h) = stats.latency_us.lock() {
+            h.saturating_record_n(micros(polled_at.elapsed()).max(1), n);
+        }
+        acked.insert(seq, offsets);
+        while let Some(offsets) = acked.remove(&next_seq) {
+            for c in offsets {
+                if commit_tx.send(c).is_err() {
+                    return;
+                }
+            }
+            next_seq += 1;
+        }
+    }
+}

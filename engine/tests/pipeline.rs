@@ -1,0 +1,651 @@
+//! End to end on the embedded transport: a crafted intent for each deny
+//! reason gets that reason, exactly one decision per intent under
+//! concurrent load, authorize only for fully valid intents, every decision
+//! verifies with the executor's verifier, the lineage log verifies, and
+//! tampering with a decision or a lineage record is detected.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "a test fails by panicking"
+)]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use warrant_engine::lineage::verify_log;
+use warrant_engine::pipeline::{Config, Engine, Layout, StatsSnapshot, now_us};
+use warrant_engine::seal::{DecisionError, EngineKey, EngineKeys, verify_decision};
+use warrant_engine::transport::embedded::{Collector, Topic};
+use warrant_engine::transport::{OutBatch, partition_for};
+use warrant_engine::trust::{KeyState, TrustStore};
+use warrant_policy::{Policy, PolicyStore};
+use warrant_schemas::wire::Reason;
+use warrant_schemas::{
+    Attr, AttrValue, IntentFields, IntentSigner, encode_signed_intent, open_decision,
+    open_signed_intent, sha256,
+};
+
+const POLICY: &str = r#"
+[policy]
+name = "pipeline-test"
+version = 7
+
+[[rule]]
+id = "deny-big"
+effect = "deny"
+action = "pay"
+when = { amount = { min = 1000 } }
+
+[[rule]]
+id = "allow-pay"
+effect = "allow"
+action = "pay"
+max_validity = "1m"
+"#;
+
+const PARTITIONS: u32 = 4;
+const AUDIENCE: &str = "executor";
+
+fn signer(n: u8) -> IntentSigner {
+    IntentSigner::from_seed([n; 32])
+}
+
+/// Principals `svc-1` (active), `svc-2` (rotating) and `svc-3` (revoked);
+/// `svc-9`'s key is not in the store.
+fn trust() -> TrustStore {
+    let mut t = TrustStore::new();
+    t.add("svc-1", signer(1).public_key(), KeyState::Active)
+        .unwrap();
+    t.add("svc-2", signer(2).public_key(), KeyState::Rotating)
+        .unwrap();
+    t.add("svc-3", signer(3).public_key(), KeyState::Revoked)
+        .unwrap();
+    t
+}
+
+fn id(n: u64) -> [u8; 16] {
+    u128::from(n).to_le_bytes()
+}
+
+/// A valid payment intent of `principal` signed by `signer`.
+struct Spec {
+    n: u64,
+    principal: &'static str,
+    signer: u8,
+    amount: i64,
+    action: &'static str,
+    issued_at_us: u64,
+    deadline_us: u64,
+    nonce: Option<u64>,
+    parent: Option<u64>,
+}
+
+impl Spec {
+    fn new(n: u64) -> Spec {
+        let now = now_us();
+        Spec {
+            n,
+            principal: "svc-1",
+            signer: 1,
+            amount: 10,
+            action: "pay",
+            issued_at_us: now,
+            deadline_us: now + 20_000_000,
+            nonce: None,
+            parent: None,
+        }
+    }
+
+    fn signed(&self) -> Vec<u8> {
+        let attrs = [Attr {
+            key: "amount",
+            value: AttrValue::Int(self.amount),
+        }];
+        signer(self.signer).sign_intent(&IntentFields {
+            id: id(self.n),
+            principal: self.principal,
+            action: self.action,
+            attributes: &attrs,
+            issued_at_us: self.issued_at_us,
+            deadline_us: self.deadline_us,
+            requested_validity_us: 300_000_000,
+            nonce: id(self.nonce.unwrap_or(self.n) + 1_000_000),
+            parent_id: self.parent.map(id),
+            ..IntentFields::example()
+        })
+    }
+}
+
+/// The same intent with one bit of its signature's S flipped.
+fn forge(signed: &[u8]) -> Vec<u8> {
+    let s = open_signed_intent(signed, &Default::default()).unwrap();
+    let mut sig = *s.signature;
+    sig[40] ^= 0x01;
+    encode_signed_intent(s.intent_bytes, &sig)
+}
+
+type Frames = Vec<Vec<u8>>;
+
+struct Run {
+    out: OutBatch,
+    stats: StatsSnapshot,
+    engine_public: [u8; 32],
+}
+
+impl Run {
+    /// Decisions by intent id.
+    fn decisions(&self) -> HashMap<[u8; 16], Vec<Vec<u8>>> {
+        let mut m: HashMap<[u8; 16], Vec<Vec<u8>>> = HashMap::new();
+        for (id, d) in &self.out.decisions {
+            m.entry(*id).or_default().push(d.clone());
+        }
+        m
+    }
+
+    fn reason_of(&self, n: u64) -> Reason {
+        let d = self.decisions();
+        let ds = d
+            .get(&id(n))
+            .unwrap_or_else(|| panic!("no decision for {n}"));
+        assert_eq!(ds.len(), 1, "intent {n} got {} decisions", ds.len());
+        open_decision(&ds[0], &Default::default()).unwrap().reason()
+    }
+
+    /// Every partition's lineage log verifies; returns records verified.
+    fn verify_lineage(&self) -> u64 {
+        let mut by_partition: HashMap<u32, (Frames, Frames)> = HashMap::new();
+        for (p, bytes) in &self.out.lineage {
+            let e = by_partition.entry(*p).or_default();
+            if bytes.get(4..8) == Some(b"WCP1") {
+                e.1.push(bytes.clone());
+            } else {
+                e.0.push(bytes.clone());
+            }
+        }
+        let mut total = 0;
+        for (p, (records, checkpoints)) in &by_partition {
+            total += verify_log(*p, records, checkpoints, &[self.engine_public])
+                .unwrap_or_else(|e| panic!("partition {p}: {e}"))
+                .records;
+        }
+        total
+    }
+}
+
+fn config() -> Config {
+    Config {
+        partitions: PARTITIONS,
+        layout: Layout::unpinned(2),
+        ..Config::default()
+    }
+}
+
+/// Publishes `records` (key, payload), closes the topic, runs the engine
+/// until it has decided everything.
+fn run(config: Config, records: &[(&str, Vec<u8>)], policy: Option<Policy>) -> Run {
+    let topic = Topic::new(PARTITIONS, 100_000);
+    for (key, payload) in records {
+        topic.publish(key.as_bytes(), payload.clone()).unwrap();
+    }
+    topic.close();
+    let collector = Collector::new();
+    let key = EngineKey::from_seed([42; 32]);
+    let engine_public = key.public_key();
+    let store = Arc::new(PolicyStore::new());
+    if let Some(p) = policy {
+        store.install(p);
+    }
+    let engine = Engine::start(
+        config,
+        topic.consumer(),
+        collector.clone(),
+        key,
+        Arc::new(ArcSwap::from_pointee(trust())),
+        store,
+    )
+    .unwrap();
+    let stats = engine.join().unwrap();
+    // Everything read was committed: nothing is left in the topic.
+    assert!(topic.snapshot().is_empty(), "uncommitted records remain");
+    Run {
+        out: collector.take_snapshot(),
+        stats,
+        engine_public,
+    }
+}
+
+fn policy() -> Policy {
+    Policy::from_sources(&[("test.toml", POLICY)]).unwrap()
+}
+
+/// A key that lands on a different partition than `principal`.
+fn other_partition_key(principal: &str) -> String {
+    let p = partition_for(principal.as_bytes(), PARTITIONS);
+    (0..)
+        .map(|i| format!("k{i}"))
+        .find(|k| partition_for(k.as_bytes(), PARTITIONS) != p)
+        .unwrap()
+}
+
+#[test]
+fn each_crafted_intent_gets_its_reason() {
+    let now = now_us();
+    let mut cases: Vec<(u64, &str, Vec<u8>, Reason)> = Vec::new();
+    let mut add = |n: u64, key: &'static str, bytes: Vec<u8>, reason: Reason| {
+        cases.push((n, key, bytes, reason));
+    };
+    add(1, "svc-1", Spec::new(1).signed(), Reason::Authorized);
+    // A rotating key is still accepted.
+    add(
+        2,
+        "svc-2",
+        Spec {
+            principal: "svc-2",
+            signer: 2,
+            ..Spec::new(2)
+        }
+        .signed(),
+        Reason::Authorized,
+    );
+    add(
+        3,
+        "svc-3",
+        Spec {
+            principal: "svc-3",
+            signer: 3,
+            ..Spec::new(3)
+        }
+        .signed(),
+        Reason::RevokedKey,
+    );
+    add(
+        4,
+        "svc-9",
+        Spec {
+            principal: "svc-9",
+            signer: 9,
+            ..Spec::new(4)
+        }
+        .signed(),
+        Reason::UnknownKey,
+    );
+    // svc-2 signing as svc-1: a key of another principal.
+    add(
+        5,
+        "svc-1",
+        Spec {
+            signer: 2,
+            ..Spec::new(5)
+        }
+        .signed(),
+        Reason::UnknownKey,
+    );
+    add(
+        6,
+        "svc-1",
+        forge(&Spec::new(6).signed()),
+        Reason::BadSignature,
+    );
+    add(
+        7,
+        "svc-1",
+        Spec {
+            issued_at_us: now + 600_000_000,
+            deadline_us: now + 700_000_000,
+            ..Spec::new(7)
+        }
+        .signed(),
+        Reason::NotYetValid,
+    );
+    add(
+        8,
+        "svc-1",
+        Spec {
+            issued_at_us: now - 600_000_000,
+            ..Spec::new(8)
+        }
+        .signed(),
+        Reason::Expired,
+    );
+    add(
+        9,
+        "svc-1",
+        Spec {
+            issued_at_us: now - 1_000_000,
+            deadline_us: now - 1_000,
+            ..Spec::new(9)
+        }
+        .signed(),
+        Reason::DeadlineExceeded,
+    );
+    add(
+        10,
+        "svc-1",
+        Spec {
+            amount: 5_000,
+            ..Spec::new(10)
+        }
+        .signed(),
+        Reason::DenyRule,
+    );
+    add(
+        11,
+        "svc-1",
+        Spec {
+            action: "read",
+            ..Spec::new(11)
+        }
+        .signed(),
+        Reason::NoMatchingRule,
+    );
+    // Intent 12 reuses intent 1's nonce: a replay.
+    add(
+        12,
+        "svc-1",
+        Spec {
+            nonce: Some(1),
+            ..Spec::new(12)
+        }
+        .signed(),
+        Reason::ReplayedNonce,
+    );
+    // A chained child of intent 1.
+    add(
+        13,
+        "svc-1",
+        Spec {
+            parent: Some(1),
+            ..Spec::new(13)
+        }
+        .signed(),
+        Reason::Authorized,
+    );
+    let mut records: Vec<(&str, Vec<u8>)> =
+        cases.iter().map(|(_, k, b, _)| (*k, b.clone())).collect();
+    // Garbage: denied as malformed, keyed by its digest.
+    let garbage = b"not a flatbuffer at all".to_vec();
+    records.push(("svc-1", garbage.clone()));
+    // A valid intent published under a key that routes it to another
+    // partition than its principal's: malformed (misrouted).
+    let misrouted = Spec::new(14).signed();
+    let key = other_partition_key("svc-1");
+    records.push((Box::leak(key.into_boxed_str()), misrouted.clone()));
+
+    let run = run(config(), &records, Some(policy()));
+    for (n, _, _, reason) in &cases {
+        assert_eq!(run.reason_of(*n), *reason, "intent {n}");
+    }
+    assert_eq!(run.reason_of(14), Reason::Malformed, "misrouted");
+    let garbage_id: [u8; 16] = sha256(&garbage)[..16].try_into().unwrap();
+    let d = &run.decisions()[&garbage_id];
+    assert_eq!(d.len(), 1);
+    assert_eq!(
+        open_decision(&d[0], &Default::default()).unwrap().reason(),
+        Reason::Malformed
+    );
+    assert_eq!(run.stats.decisions(), records.len() as u64);
+    assert_eq!(run.stats.intents_in, records.len() as u64);
+
+    // Every decision verifies with the executor's verifier: authorize ones
+    // are accepted, deny ones refused with their reason, all bound to the
+    // exact bytes published.
+    let mut keys = EngineKeys::new();
+    keys.add(&run.engine_public).unwrap();
+    let at = now_us() + 1_000;
+    for (key, payload) in &records {
+        let digest = sha256(payload);
+        let (_, bytes) = run
+            .out
+            .decisions
+            .iter()
+            .find(|(_, d)| {
+                open_decision(d, &Default::default())
+                    .unwrap()
+                    .intent_digest()
+                    .0
+                    == digest
+            })
+            .unwrap_or_else(|| panic!("no decision bound to a record of {key}"));
+        let d = open_decision(bytes, &Default::default()).unwrap();
+        match verify_decision(bytes, &keys, &digest, AUDIENCE, at) {
+            Ok(a) => {
+                assert_eq!(d.reason(), Reason::Authorized);
+                assert_eq!(a.rule_id, "allow-pay");
+                assert_eq!(a.policy_version, 7);
+                // The rule grants one minute of the five requested.
+                assert_eq!(d.valid_until_us() - d.issued_at_us(), 60_000_000);
+            }
+            Err(DecisionError::Denied(r)) => assert_eq!(r, d.reason()),
+            Err(e) => panic!("decision failed verification: {e}"),
+        }
+    }
+    // Deny rules are named.
+    let deny = &run.decisions()[&id(10)][0];
+    assert_eq!(
+        open_decision(deny, &Default::default()).unwrap().rule_id(),
+        Some("deny-big")
+    );
+    assert_eq!(run.verify_lineage(), records.len() as u64);
+    // The lineage links the child to its parent.
+    let chained = run
+        .out
+        .lineage
+        .iter()
+        .filter_map(|(_, b)| warrant_schemas::open_lineage_record(b, &Default::default()).ok())
+        .find(|r| r.intent_id().0 == id(13))
+        .unwrap();
+    assert_eq!(chained.parent_id().map(|p| p.0), Some(id(1)));
+}
+
+#[test]
+fn no_policy_denies_everything_and_redelivery_keeps_its_verdict() {
+    let valid = Spec::new(1).signed();
+    let run1 = run(config(), &[("svc-1", valid.clone())], None);
+    assert_eq!(run1.reason_of(1), Reason::NoPolicy);
+
+    // The same intent delivered twice (as after a crash before commit) gets
+    // the same verdict twice, not a replay deny.
+    let again = run(
+        config(),
+        &[("svc-1", valid.clone()), ("svc-1", valid)],
+        Some(policy()),
+    );
+    let ds = &again.decisions()[&id(1)];
+    assert_eq!(ds.len(), 2);
+    for d in ds {
+        assert_eq!(
+            open_decision(d, &Default::default()).unwrap().reason(),
+            Reason::Authorized
+        );
+    }
+}
+
+#[test]
+fn a_stall_inside_the_pipeline_turns_into_deadline_denies() {
+    let now = now_us();
+    let tight = Spec {
+        deadline_us: now + 150_000,
+        ..Spec::new(1)
+    }
+    .signed();
+    let loose = Spec::new(2).signed();
+    let run = run(
+        Config {
+            verify_stall: Duration::from_millis(400),
+            ..config()
+        },
+        &[("svc-1", tight), ("svc-1", loose)],
+        Some(policy()),
+    );
+    assert_eq!(run.reason_of(1), Reason::DeadlineExceeded);
+    assert_eq!(run.reason_of(2), Reason::Authorized);
+}
+
+#[test]
+fn exactly_one_decision_per_intent_under_concurrent_load() {
+    const PRODUCERS: u64 = 4;
+    const EACH: u64 = 1_500;
+    let topic = Topic::new(PARTITIONS, 256);
+    let collector = Collector::new();
+    let key = EngineKey::from_seed([42; 32]);
+    let engine_public = key.public_key();
+    let store = Arc::new(PolicyStore::new());
+    store.install(policy());
+    let engine = Engine::start(
+        Config {
+            max_batch: 64,
+            ..config()
+        },
+        topic.consumer(),
+        collector.clone(),
+        key,
+        Arc::new(ArcSwap::from_pointee(trust())),
+        store,
+    )
+    .unwrap();
+    let producers: Vec<_> = (0..PRODUCERS)
+        .map(|t| {
+            let topic = topic.clone();
+            std::thread::spawn(move || {
+                for i in 0..EACH {
+                    let n = t * EACH + i;
+                    let (principal, signer) = if n.is_multiple_of(2) {
+                        ("svc-1", 1)
+                    } else {
+                        ("svc-2", 2)
+                    };
+                    let mut bytes = Spec {
+                        principal,
+                        signer,
+                        ..Spec::new(n)
+                    }
+                    .signed();
+                    if n.is_multiple_of(7) {
+                        bytes = forge(&bytes);
+                    }
+                    // A full partition pushes back: retry, as a producer would.
+                    while topic.publish(principal.as_bytes(), bytes.clone()).is_err() {
+                        std::thread::sleep(Duration::from_micros(200));
+                    }
+                }
+            })
+        })
+        .collect();
+    for p in producers {
+        p.join().unwrap();
+    }
+    topic.close();
+    let stats = engine.join().unwrap();
+    let run = Run {
+        out: collector.take_snapshot(),
+        stats,
+        engine_public,
+    };
+    let total = PRODUCERS * EACH;
+    let decisions = run.decisions();
+    assert_eq!(decisions.len() as u64, total);
+    let mut authorized = 0;
+    for n in 0..total {
+        let ds = &decisions[&id(n)];
+        assert_eq!(ds.len(), 1, "intent {n}");
+        let reason = open_decision(&ds[0], &Default::default()).unwrap().reason();
+        if n.is_multiple_of(7) {
+            assert!(
+                matches!(reason, Reason::BadSignature | Reason::Overloaded),
+                "forged intent {n}: {reason:?}"
+            );
+        } else {
+            assert!(
+                matches!(reason, Reason::Authorized | Reason::Overloaded),
+                "valid intent {n}: {reason:?}"
+            );
+            authorized += u64::from(reason == Reason::Authorized);
+        }
+    }
+    assert_eq!(authorized, run.stats.count(Reason::Authorized));
+    assert_eq!(run.verify_lineage(), total);
+    assert!(topic.snapshot().is_empty());
+}
+
+#[test]
+fn tampering_with_a_decision_or_lineage_record_is_detected() {
+    let valid = Spec::new(1).signed();
+    let run = run(config(), &[("svc-1", valid.clone())], Some(policy()));
+    let digest = sha256(&valid);
+    let mut keys = EngineKeys::new();
+    keys.add(&run.engine_public).unwrap();
+    let decision = &run.decisions()[&id(1)][0];
+    let at = now_us() + 1_000;
+    let original = verify_decision(decision, &keys, &digest, AUDIENCE, at).unwrap();
+    // Flip every bit of every byte: no altered decision authorizes anything
+    // but what the original did (flatbuffer padding may flip harmlessly).
+    let fields = |b: &[u8]| {
+        open_decision(b, &Default::default()).map(|d| {
+            format!(
+                "{:?}{:?}{:?}{:?}{:?}{}{}{:?}{:?}{}{}{}{}",
+                d.intent_id(),
+                d.intent_digest(),
+                d.verdict(),
+                d.reason(),
+                d.rule_id(),
+                d.issued_at_us(),
+                d.valid_until_us(),
+                d.audience(),
+                d.policy_hash(),
+                d.policy_version(),
+                d.lineage_partition(),
+                d.lineage_sequence(),
+                d.leaf_index()
+            )
+        })
+    };
+    let before = fields(decision).unwrap();
+    let mut accepted_changes = 0;
+    for i in 0..decision.len() {
+        for bit in 0..8 {
+            let mut t = decision.clone();
+            t[i] ^= 1 << bit;
+            if let Ok(a) = verify_decision(&t, &keys, &digest, AUDIENCE, at) {
+                assert_eq!(a, original);
+                assert_eq!(fields(&t).unwrap(), before, "byte {i} bit {bit}");
+                accepted_changes += 1;
+            }
+        }
+    }
+    assert!(accepted_changes < decision.len(), "{accepted_changes}");
+
+    // Lineage: any flipped byte of the record breaks the log.
+    let (p, record) = run
+        .out
+        .lineage
+        .iter()
+        .find(|(_, b)| b.get(4..8) == Some(b"WLR1"))
+        .unwrap()
+        .clone();
+    let checkpoints: Vec<Vec<u8>> = run
+        .out
+        .lineage
+        .iter()
+        .filter(|(_, b)| b.get(4..8) == Some(b"WCP1"))
+        .map(|(_, b)| b.clone())
+        .collect();
+    verify_log(
+        p,
+        std::slice::from_ref(&record),
+        &checkpoints,
+        &[run.engine_public],
+    )
+    .unwrap();
+    for i in 0..record.len() {
+        let mut t = record.clone();
+        t[i] ^= 0x01;
+        assert!(
+            verify_log(p, &[t], &checkpoints, &[run.engine_public]).is_err(),
+            "byte {i}"
+        );
+    }
+}
