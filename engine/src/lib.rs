@@ -20,6 +20,7 @@
 #![deny(missing_docs)]
 
 pub mod backend;
+pub mod demo;
 pub mod lineage;
 pub mod merkle;
 pub mod pipeline;

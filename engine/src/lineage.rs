@@ -418,6 +418,21 @@ pub mod file {
         })
     }
 
+    /// Sorts a stream of (partition, record or checkpoint) frames, as the
+    /// engine emits them, into each partition's records and checkpoints.
+    pub fn by_partition(frames: &[(u32, Vec<u8>)]) -> std::collections::BTreeMap<u32, Frames> {
+        let mut out: std::collections::BTreeMap<u32, Frames> = Default::default();
+        for (p, bytes) in frames {
+            let e = out.entry(*p).or_default();
+            if bytes.get(4..8) == Some(warrant_schemas::CHECKPOINT_IDENTIFIER.as_bytes()) {
+                e.checkpoints.push(bytes.clone());
+            } else {
+                e.records.push(bytes.clone());
+            }
+        }
+        out
+    }
+
     /// Verifies a log file of one partition.
     pub fn verify(
         partition: u32,

@@ -605,8 +605,12 @@ impl Engine {
             max_age_us: micros(config.max_intent_age),
         };
         let t = trust.clone();
+        let s = shared.clone();
         handles.push(spawn("decode", config.layout.decode, move || {
             for mut batch in decode_rx.iter() {
+                s.stats
+                    .intents_in
+                    .fetch_add(batch.records.len() as u64, Ordering::Relaxed);
                 let now = now_us();
                 let store = t.load_full();
                 batch.items = batch
@@ -792,12 +796,7 @@ fn ingest<S: Source>(
                 Err(_) => break,
             }
         }
-        let n = records.len();
-        shared
-            .stats
-            .intents_in
-            .fetch_add(n as u64, Ordering::Relaxed);
-        let batch = Batch {
+        let mut batch = Batch {
             seq,
             records,
             items: Vec::new(),
@@ -807,21 +806,46 @@ fn ingest<S: Source>(
             shed: false,
         };
         seq += 1;
-        match decode_tx.try_send(batch) {
-            Ok(()) => {}
-            Err(TrySendError::Full(mut batch)) => {
-                batch.shed = true;
-                shared
-                    .stats
-                    .shed_intents
-                    .fetch_add(n as u64, Ordering::Relaxed);
-                // Blocks only when sealing itself is behind: backpressure
-                // to the source, with memory still bounded.
-                if shed_tx.send(batch).is_err() {
-                    break 'outer;
+        loop {
+            match decode_tx.try_send(batch) {
+                Ok(()) => break,
+                // The pipeline is busy: rather than queue another small
+                // batch, let this one grow to full size while it waits.
+                Err(TrySendError::Full(mut b))
+                    if b.records.len() < max && !closed && !shared.stop.load(Ordering::SeqCst) =>
+                {
+                    for (p, o) in commit_rx.try_iter() {
+                        commit(&mut source, p, o);
+                    }
+                    let room = max - b.records.len();
+                    match source.poll(&mut b.records, room, config.linger) {
+                        Ok(_) => {}
+                        Err(TransportError::Closed) => closed = true,
+                        Err(_) => std::thread::sleep(config.linger),
+                    }
+                    batch = b;
                 }
+                // Full batch, full pipeline: shed it past verify and
+                // policy, denied "overloaded".
+                Err(TrySendError::Full(mut b)) => {
+                    b.shed = true;
+                    shared
+                        .stats
+                        .shed_intents
+                        .fetch_add(b.records.len() as u64, Ordering::Relaxed);
+                    shared
+                        .stats
+                        .intents_in
+                        .fetch_add(b.records.len() as u64, Ordering::Relaxed);
+                    // Blocks only when sealing itself is behind:
+                    // backpressure to the source, memory still bounded.
+                    if shed_tx.send(b).is_err() {
+                        break 'outer;
+                    }
+                    continue 'outer;
+                }
+                Err(TrySendError::Disconnected(_)) => break 'outer,
             }
-            Err(TrySendError::Disconnected(_)) => break,
         }
         if closed {
             break;

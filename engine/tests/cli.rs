@@ -339,3 +339,98 @@ fn lineage_verify_passes_a_whole_log_and_names_the_first_bad_record() {
     assert!(!wrong.status.success(), "{}", text(&wrong));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn demo_runs_checks_and_leaves_files_a_user_can_verify() {
+    let dir = std::env::temp_dir().join(format!("warrant-demo-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let o = warrant(&[
+        "demo",
+        "--duration",
+        "1",
+        "--rate",
+        "2000",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    let sent_line = out.lines().find(|l| l.contains("intents sent")).unwrap();
+    let numbers: Vec<&str> = sent_line
+        .split_whitespace()
+        .filter(|w| w.parse::<u64>().is_ok())
+        .collect();
+    assert_eq!(numbers, ["2000", "2000"], "{sent_line}");
+    for needle in [
+        "exactly one each: yes",
+        "p99",
+        "BadSignature",
+        "ReplayedNonce",
+        "DenyRule",
+        "Expired",
+        "UnknownKey",
+        "Malformed",
+        "every intent got its expected reason",
+        "lineage: 2000 records in 4 partitions verified",
+        "sampled decisions verified",
+    ] {
+        assert!(out.contains(needle), "missing `{needle}` in:\n{out}");
+    }
+    // The files it leaves verify with the commands it prints.
+    let key = std::fs::read_to_string(dir.join("engine.pub")).unwrap();
+    for p in 0..4 {
+        let log = dir.join(format!("lineage-{p}.log"));
+        let o = warrant(&[
+            "lineage",
+            "verify",
+            "--log",
+            log.to_str().unwrap(),
+            "--partition",
+            &p.to_string(),
+            "--engine-key",
+            &key,
+        ]);
+        assert!(o.status.success(), "partition {p}: {}", text(&o));
+    }
+    let o = warrant(&[
+        "verify",
+        "--decision",
+        dir.join("decision.bin").to_str().unwrap(),
+        "--intent",
+        dir.join("intent.bin").to_str().unwrap(),
+        "--engine-key",
+        &key,
+        "--audience",
+        "executor",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    // Another executor's audience is refused.
+    let o = warrant(&[
+        "verify",
+        "--decision",
+        dir.join("decision.bin").to_str().unwrap(),
+        "--intent",
+        dir.join("intent.bin").to_str().unwrap(),
+        "--engine-key",
+        &key,
+        "--audience",
+        "someone-else",
+    ]);
+    assert!(!o.status.success());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn demo_refuses_a_mix_over_100_percent() {
+    let o = warrant(&[
+        "demo",
+        "--duration",
+        "1",
+        "--forged",
+        "60",
+        "--denied",
+        "50",
+    ]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("over 100%"), "{}", text(&o));
+}

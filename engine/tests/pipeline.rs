@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use warrant_engine::lineage::file::by_partition;
 use warrant_engine::lineage::verify_log;
 use warrant_engine::pipeline::{Config, Engine, Layout, StatsSnapshot, now_us};
 use warrant_engine::seal::{DecisionError, EngineKey, EngineKeys, verify_decision};
@@ -128,8 +129,6 @@ fn forge(signed: &[u8]) -> Vec<u8> {
     encode_signed_intent(s.intent_bytes, &sig)
 }
 
-type Frames = Vec<Vec<u8>>;
-
 struct Run {
     out: OutBatch,
     stats: StatsSnapshot,
@@ -157,18 +156,9 @@ impl Run {
 
     /// Every partition's lineage log verifies; returns records verified.
     fn verify_lineage(&self) -> u64 {
-        let mut by_partition: HashMap<u32, (Frames, Frames)> = HashMap::new();
-        for (p, bytes) in &self.out.lineage {
-            let e = by_partition.entry(*p).or_default();
-            if bytes.get(4..8) == Some(b"WCP1") {
-                e.1.push(bytes.clone());
-            } else {
-                e.0.push(bytes.clone());
-            }
-        }
         let mut total = 0;
-        for (p, (records, checkpoints)) in &by_partition {
-            total += verify_log(*p, records, checkpoints, &[self.engine_public])
+        for (p, f) in by_partition(&self.out.lineage) {
+            total += verify_log(p, &f.records, &f.checkpoints, &[self.engine_public])
                 .unwrap_or_else(|e| panic!("partition {p}: {e}"))
                 .records;
         }

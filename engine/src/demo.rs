@@ -1,0 +1,833 @@
+//! `warrant demo`: the whole governed-execution lifecycle on one machine,
+//! with no Kafka and no set-up.
+//!
+//! It creates an engine key and intent-signing keys, loads the example
+//! payments policy (`examples/policy/payments.toml`, compiled in), and runs
+//! the engine on the embedded transport while an open-loop generator
+//! publishes a mix of valid, chained, forged, expired, replayed,
+//! policy-denied, unknown-key and malformed intents at a fixed rate.
+//! Latency is measured from each intent's *scheduled* send time to the
+//! moment the sink holds its decision, so a stall anywhere shows up as
+//! latency (no coordinated omission).
+//!
+//! Then it checks what came out, as a sceptical user would: exactly one
+//! decision per intent; every intent got the reason its kind calls for
+//! (valid intents may instead be shed as overloaded or timed out, which is
+//! counted); nothing invalid was authorized; every partition's lineage log
+//! verifies against the engine public key; and a sample of decisions
+//! verifies with the executor's verifier against the exact intent bytes,
+//! each authorization usable once. Any failed check is an error.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use hdrhistogram::Histogram;
+use warrant_policy::{Policy, PolicyStore};
+use warrant_schemas::wire::Reason;
+use warrant_schemas::{Attr, AttrValue, IntentFields, IntentSigner, Limits, open_decision, sha256};
+
+use crate::lineage::file::{by_partition, push_frame};
+use crate::lineage::verify_log;
+use crate::pipeline::{Config, Engine, new_histogram, now_us};
+use crate::seal::{DecisionError, EngineKey, EngineKeys, SingleUse, verify_decision};
+use crate::transport::embedded::Topic;
+use crate::transport::{OutBatch, Sink, TransportError};
+use crate::trust::{KeyState, TrustStore};
+
+/// The example policy the demo runs.
+pub const POLICY: &str = include_str!("../../examples/policy/payments.toml");
+
+/// Percentages of each kind of intent; the rest are valid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mix {
+    /// Signature with one bit of S flipped.
+    pub forged: u8,
+    /// Issued long before the engine's maximum age.
+    pub expired: u8,
+    /// A new intent reusing an earlier intent's nonce.
+    pub replayed: u8,
+    /// Validly signed, denied by a policy deny rule.
+    pub denied: u8,
+    /// Signed by a key the trust store does not hold.
+    pub unknown_key: u8,
+    /// A truncated buffer.
+    pub malformed: u8,
+    /// A valid child of an earlier valid intent (lineage link).
+    pub chained: u8,
+}
+
+impl Default for Mix {
+    fn default() -> Self {
+        Mix {
+            forged: 5,
+            expired: 2,
+            replayed: 2,
+            denied: 5,
+            unknown_key: 1,
+            malformed: 1,
+            chained: 10,
+        }
+    }
+}
+
+/// Demo settings.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// How long to offer load.
+    pub duration: Duration,
+    /// Intents per second, open loop.
+    pub rate: u64,
+    /// Partitions of the embedded intents topic.
+    pub partitions: u32,
+    /// Signing principals (2 treasury services, the rest agents).
+    pub principals: usize,
+    /// The kinds of intents.
+    pub mix: Mix,
+    /// Write lineage logs, the engine public key and sample decisions here.
+    pub out: Option<PathBuf>,
+    /// Engine settings (partitions are set from `partitions`).
+    pub engine: Config,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            duration: Duration::from_secs(5),
+            rate: 5_000,
+            partitions: 4,
+            principals: 16,
+            mix: Mix::default(),
+            out: None,
+            engine: Config::default(),
+        }
+    }
+}
+
+/// The kind of a generated intent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    /// Should be authorized.
+    Valid,
+    /// Valid, with a parent.
+    Chained,
+    /// Bad signature.
+    Forged,
+    /// Expired.
+    Expired,
+    /// Reuses a nonce.
+    Replayed,
+    /// Denied by a rule.
+    Denied,
+    /// Unknown key.
+    UnknownKey,
+    /// Malformed.
+    Malformed,
+}
+
+impl Kind {
+    /// The reason an intent of this kind must get.
+    pub fn expected(self) -> Reason {
+        match self {
+            Kind::Valid | Kind::Chained => Reason::Authorized,
+            Kind::Forged => Reason::BadSignature,
+            Kind::Expired => Reason::Expired,
+            Kind::Replayed => Reason::ReplayedNonce,
+            Kind::Denied => Reason::DenyRule,
+            Kind::UnknownKey => Reason::UnknownKey,
+            Kind::Malformed => Reason::Malformed,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Valid => "valid",
+            Kind::Chained => "chained",
+            Kind::Forged => "forged",
+            Kind::Expired => "expired",
+            Kind::Replayed => "replayed",
+            Kind::Denied => "policy-denied",
+            Kind::UnknownKey => "unknown key",
+            Kind::Malformed => "malformed",
+        }
+    }
+}
+
+/// The name of a reason, for reports.
+pub fn reason_name(r: Reason) -> &'static str {
+    r.variant_name().unwrap_or("unknown")
+}
+
+/// What one generated intent was.
+#[derive(Debug, Clone)]
+struct Sent {
+    kind: Kind,
+    digest: [u8; 32],
+    /// For a replay: the index of the intent whose nonce it reuses.
+    original: Option<usize>,
+    /// The bytes, for the first [`KEPT`] intents (sample files).
+    bytes: Option<Vec<u8>>,
+}
+
+/// A principal's last valid intent: id, nonce, index.
+type Prior = ([u8; 16], [u8; 16], usize);
+
+/// Intents whose bytes are kept for the sample files.
+const KEPT: usize = 256;
+
+fn intent_id(i: usize, tag: &[u8; 8]) -> [u8; 16] {
+    let mut id = [0u8; 16];
+    for (d, s) in id
+        .iter_mut()
+        .zip((i as u64).to_le_bytes().iter().chain(tag))
+    {
+        *d = *s;
+    }
+    id
+}
+
+fn first16(digest: &[u8; 32]) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    for (d, s) in out.iter_mut().zip(digest) {
+        *d = *s;
+    }
+    out
+}
+
+/// What a demo run measured and checked.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// Intents published.
+    pub sent: u64,
+    /// Decisions received.
+    pub decisions: u64,
+    /// Wall time from the first scheduled send to the last decision.
+    pub elapsed: Duration,
+    /// Latency, scheduled send → decision held by the sink, µs.
+    pub latency_us: Histogram<u64>,
+    /// Engine-side latency, first poll of a batch → sink ack, µs.
+    pub engine_latency_us: Histogram<u64>,
+    /// Decisions by reason.
+    pub by_reason: Vec<(Reason, u64)>,
+    /// Intents sent by kind.
+    pub by_kind: Vec<(Kind, u64)>,
+    /// Valid intents shed (overloaded) or timed out instead of authorized.
+    pub shed_or_late: u64,
+    /// Intents shed at ingest.
+    pub shed: u64,
+    /// Lineage records verified, over how many partitions and checkpoints.
+    pub lineage_records: u64,
+    /// Partitions whose logs verified.
+    pub lineage_partitions: usize,
+    /// Checkpoints verified.
+    pub checkpoints: usize,
+    /// Lineage records linking a parent.
+    pub chained_records: u64,
+    /// Decisions checked with the executor verifier.
+    pub sampled: u64,
+    /// The engine's public key.
+    pub engine_public_key: [u8; 32],
+    /// Files written (with `out`).
+    pub files: Vec<String>,
+}
+
+fn percentile_ms(h: &Histogram<u64>, q: f64) -> f64 {
+    h.value_at_quantile(q) as f64 / 1000.0
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secs = self.elapsed.as_secs_f64().max(1e-9);
+        writeln!(f, "results")?;
+        writeln!(
+            f,
+            "  intents sent         {:>10}   decisions {:>10}   exactly one each: yes",
+            self.sent, self.decisions
+        )?;
+        writeln!(
+            f,
+            "  throughput           {:>10.0} decisions/s over {:.2} s",
+            self.decisions as f64 / secs,
+            secs
+        )?;
+        for (name, h) in [
+            ("latency, scheduled send -> decision", &self.latency_us),
+            (
+                "engine, batch poll -> sink ack     ",
+                &self.engine_latency_us,
+            ),
+        ] {
+            writeln!(
+                f,
+                "  {name}  p50 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  max {:.3} ms",
+                percentile_ms(h, 0.5),
+                percentile_ms(h, 0.99),
+                percentile_ms(h, 0.999),
+                h.max() as f64 / 1000.0
+            )?;
+        }
+        writeln!(f, "  intents by kind")?;
+        for (k, n) in &self.by_kind {
+            writeln!(f, "    {:<22}{n:>10}", k.name())?;
+        }
+        writeln!(f, "  decisions by reason")?;
+        for (r, n) in &self.by_reason {
+            writeln!(f, "    {:<22}{n:>10}", reason_name(*r))?;
+        }
+        writeln!(
+            f,
+            "  every intent got its expected reason ({} valid ones shed or timed out instead; {} shed at ingest)",
+            self.shed_or_late, self.shed
+        )?;
+        writeln!(
+            f,
+            "  lineage: {} records in {} partitions verified against the engine key ({} signed checkpoints, {} parent links)",
+            self.lineage_records, self.lineage_partitions, self.checkpoints, self.chained_records
+        )?;
+        writeln!(
+            f,
+            "  executor check: {} sampled decisions verified (proof, batch signature, intent digest, validity, audience; each authorization used once)",
+            self.sampled
+        )?;
+        write!(
+            f,
+            "  engine public key    {}",
+            hex::encode(self.engine_public_key)
+        )?;
+        for file in &self.files {
+            write!(f, "\n  wrote {file}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Collects decisions and measures latency from scheduled send times.
+#[derive(Clone)]
+struct DemoSink {
+    start: Instant,
+    tag: [u8; 8],
+    /// Scheduled send, ns after `start`, per intent index.
+    scheduled: Arc<Vec<AtomicU64>>,
+    /// Ids the engine gives unreadable intents (digest prefix) → index.
+    unreadable: Arc<Mutex<HashMap<[u8; 16], usize>>>,
+    latency: Arc<Mutex<Histogram<u64>>>,
+    decided: Arc<AtomicU64>,
+    out: Arc<Mutex<OutBatch>>,
+}
+
+impl DemoSink {
+    fn index(&self, id: &[u8; 16]) -> Option<usize> {
+        if id.get(8..) == Some(&self.tag[..]) {
+            let mut n = [0u8; 8];
+            n.copy_from_slice(id.get(..8)?);
+            return usize::try_from(u64::from_le_bytes(n)).ok();
+        }
+        self.unreadable.lock().ok()?.get(id).copied()
+    }
+}
+
+impl Sink for DemoSink {
+    fn send(&mut self, batch: &OutBatch) -> Result<(), TransportError> {
+        let now = u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        if let Ok(mut h) = self.latency.lock() {
+            for (id, _) in &batch.decisions {
+                if let Some(s) = self.index(id).and_then(|i| self.scheduled.get(i)) {
+                    let at = s.load(Ordering::Acquire);
+                    h.saturating_record((now.saturating_sub(at) / 1000).max(1));
+                }
+            }
+        }
+        let mut out = self
+            .out
+            .lock()
+            .map_err(|_| TransportError::Unavailable("demo sink poisoned".into()))?;
+        out.decisions.extend(batch.decisions.iter().cloned());
+        out.lineage.extend(batch.lineage.iter().cloned());
+        self.decided
+            .fetch_add(batch.decisions.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+fn principal_name(p: usize) -> String {
+    match p {
+        0 => "svc-treasury".into(),
+        1 => "svc-payouts".into(),
+        n => format!("agent-{n:04}"),
+    }
+}
+
+fn signer_for(p: usize) -> IntentSigner {
+    let mut seed = [0x5e; 32];
+    for (d, s) in seed.iter_mut().zip((p as u64).to_le_bytes()) {
+        *d = s;
+    }
+    IntentSigner::from_seed(seed)
+}
+
+/// Picks intent `i`'s kind: a fixed spread of the percentages.
+fn kind_of(i: u64, mix: &Mix) -> Kind {
+    let bucket = (i.wrapping_mul(7919).wrapping_add(13) % 100) as u8;
+    let mut edge = 0u8;
+    for (pct, kind) in [
+        (mix.forged, Kind::Forged),
+        (mix.expired, Kind::Expired),
+        (mix.replayed, Kind::Replayed),
+        (mix.denied, Kind::Denied),
+        (mix.unknown_key, Kind::UnknownKey),
+        (mix.malformed, Kind::Malformed),
+        (mix.chained, Kind::Chained),
+    ] {
+        edge = edge.saturating_add(pct);
+        if bucket < edge {
+            return kind;
+        }
+    }
+    Kind::Valid
+}
+
+/// Runs the demo; `progress` gets a line about once a second.
+pub fn run(opts: &Options, mut progress: impl FnMut(&str)) -> Result<Report, String> {
+    let mix = &opts.mix;
+    let total_pct = [
+        mix.forged,
+        mix.expired,
+        mix.replayed,
+        mix.denied,
+        mix.unknown_key,
+        mix.malformed,
+        mix.chained,
+    ]
+    .iter()
+    .map(|&p| u32::from(p))
+    .sum::<u32>();
+    if total_pct > 100 {
+        return Err(format!("the mix adds up to {total_pct}%, over 100%"));
+    }
+    if opts.rate == 0 || opts.duration.is_zero() {
+        return Err("rate and duration must be above zero".into());
+    }
+    let principals = opts.principals.max(2);
+    let total = usize::try_from(
+        (opts.duration.as_secs_f64() * opts.rate as f64)
+            .ceil()
+            .max(1.0) as u64,
+    )
+    .map_err(|_| "too many intents".to_string())?;
+
+    let policy = Policy::from_sources(&[("payments.toml", POLICY)])
+        .map_err(|e| format!("the example policy does not compile: {e}"))?;
+    let mut trust = TrustStore::new();
+    for p in 0..principals {
+        trust
+            .add(
+                &principal_name(p),
+                signer_for(p).public_key(),
+                KeyState::Active,
+            )
+            .map_err(|e| e.to_string())?;
+    }
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(|e| format!("no randomness for the engine key: {e}"))?;
+    let engine_key = EngineKey::from_seed(seed);
+    let engine_public = engine_key.public_key();
+    let mut tag = [0u8; 8];
+    getrandom::fill(&mut tag).map_err(|e| format!("no randomness: {e}"))?;
+
+    let topic = Topic::new(opts.partitions, 65_536);
+    let start = Instant::now();
+    let sink = DemoSink {
+        start,
+        tag,
+        scheduled: Arc::new((0..total).map(|_| AtomicU64::new(u64::MAX)).collect()),
+        unreadable: Arc::new(Mutex::new(HashMap::new())),
+        latency: Arc::new(Mutex::new(new_histogram())),
+        decided: Arc::new(AtomicU64::new(0)),
+        out: Arc::new(Mutex::new(OutBatch::default())),
+    };
+    let store = Arc::new(PolicyStore::new());
+    store.install(policy);
+    let audience = opts.engine.audience.clone();
+    let engine = Engine::start(
+        Config {
+            partitions: opts.partitions,
+            ..opts.engine.clone()
+        },
+        topic.consumer(),
+        sink.clone(),
+        engine_key,
+        Arc::new(ArcSwap::from_pointee(trust)),
+        store,
+    )
+    .map_err(|e| e.to_string())?;
+
+    // Generator: signs ahead of the schedule into a bounded queue.
+    let (tx, rx) = crossbeam_channel::bounded::<(usize, String, Vec<u8>)>(4_096);
+    let gen_mix = *mix;
+    let start_wall = now_us();
+    let interval_ns = 1e9 / opts.rate as f64;
+    let unreadable = sink.unreadable.clone();
+    let generator = std::thread::Builder::new()
+        .name("demo-generator".into())
+        .spawn(move || -> Vec<Sent> {
+            let signers: Vec<IntentSigner> = (0..principals).map(signer_for).collect();
+            let stranger = IntentSigner::from_seed([0xee; 32]);
+            let names: Vec<String> = (0..principals).map(principal_name).collect();
+            // Last valid intent (id, nonce, index) per principal.
+            let mut last: Vec<Option<Prior>> = vec![None; principals];
+            let mut sent = Vec::with_capacity(total);
+            for i in 0..total {
+                let p = i % principals;
+                let (Some(name), Some(signer)) = (names.get(p), signers.get(p)) else {
+                    break;
+                };
+                let mut kind = kind_of(i as u64, &gen_mix);
+                let prior = last.get(p).copied().flatten();
+                if matches!(kind, Kind::Replayed | Kind::Chained) && prior.is_none() {
+                    kind = Kind::Valid;
+                }
+                let id = intent_id(i, &tag);
+                let mut nonce = first16(&sha256(&id));
+                let scheduled_us = start_wall + (i as f64 * interval_ns / 1000.0) as u64;
+                let agent = p >= 2;
+                let amount = if kind == Kind::Denied && !agent {
+                    20_000_000
+                } else {
+                    1_250
+                };
+                let attrs = [
+                    Attr {
+                        key: "amount",
+                        value: AttrValue::Int(amount),
+                    },
+                    Attr {
+                        key: "currency",
+                        value: AttrValue::Str("EUR"),
+                    },
+                ];
+                let (action, resource) = match (agent, kind == Kind::Denied) {
+                    (true, false) => ("reports.daily", "reports/eu"),
+                    _ => ("payments.transfer", "accounts/eu/1234"),
+                };
+                let mut parent = None;
+                let mut original = None;
+                if let Some((pid, pnonce, pindex)) = prior {
+                    if kind == Kind::Chained {
+                        parent = Some(pid);
+                    }
+                    if kind == Kind::Replayed {
+                        nonce = pnonce;
+                        original = Some(pindex);
+                    }
+                }
+                let issued = if kind == Kind::Expired {
+                    scheduled_us.saturating_sub(3_600_000_000)
+                } else {
+                    scheduled_us
+                };
+                let fields = IntentFields {
+                    id,
+                    principal: name,
+                    action,
+                    resource,
+                    attributes: &attrs,
+                    issued_at_us: issued,
+                    deadline_us: scheduled_us + 1_000_000,
+                    requested_validity_us: 60_000_000,
+                    nonce,
+                    parent_id: parent,
+                    ..IntentFields::example()
+                };
+                let mut bytes = if kind == Kind::UnknownKey {
+                    stranger.sign_intent(&fields)
+                } else {
+                    signer.sign_intent(&fields)
+                };
+                match kind {
+                    Kind::Forged => {
+                        if let Ok(s) =
+                            warrant_schemas::open_signed_intent(&bytes, &Limits::default())
+                        {
+                            let mut sig = *s.signature;
+                            if let Some(b) = sig.get_mut(40) {
+                                *b ^= 1;
+                            }
+                            bytes = warrant_schemas::encode_signed_intent(s.intent_bytes, &sig);
+                        }
+                    }
+                    Kind::Malformed => {
+                        bytes.truncate(bytes.len() / 2);
+                        if let Ok(mut u) = unreadable.lock() {
+                            u.insert(first16(&sha256(&bytes)), i);
+                        }
+                    }
+                    Kind::Valid | Kind::Chained => {
+                        if let Some(slot) = last.get_mut(p) {
+                            *slot = Some((id, nonce, i));
+                        }
+                    }
+                    _ => {}
+                }
+                sent.push(Sent {
+                    kind,
+                    digest: sha256(&bytes),
+                    original,
+                    bytes: (i < KEPT).then(|| bytes.clone()),
+                });
+                if tx.send((i, name.clone(), bytes)).is_err() {
+                    break;
+                }
+            }
+            sent
+        })
+        .map_err(|e| e.to_string())?;
+
+    // Publisher: open loop, on schedule; a late publish is latency.
+    let mut next_report = Duration::from_secs(1);
+    let mut published = 0u64;
+    for (i, key, bytes) in rx.iter() {
+        let due = Duration::from_nanos((i as f64 * interval_ns) as u64);
+        loop {
+            let now = start.elapsed();
+            if now >= due {
+                break;
+            }
+            let wait = due - now;
+            if wait > Duration::from_micros(200) {
+                std::thread::sleep(wait - Duration::from_micros(100));
+            } else {
+                std::thread::yield_now();
+            }
+        }
+        if let Some(s) = sink.scheduled.get(i) {
+            s.store(
+                u64::try_from(due.as_nanos()).unwrap_or(u64::MAX),
+                Ordering::Release,
+            );
+        }
+        // A full partition pushes back; the wait counts as latency.
+        loop {
+            match topic.publish(key.as_bytes(), bytes.clone()) {
+                Ok(_) => break,
+                Err(TransportError::Unavailable(_)) => {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                Err(e) => return Err(format!("cannot publish: {e}")),
+            }
+        }
+        published += 1;
+        if start.elapsed() >= next_report {
+            let p99 = sink
+                .latency
+                .lock()
+                .map(|h| percentile_ms(&h, 0.99))
+                .unwrap_or(0.0);
+            progress(&format!(
+                "  t={:>4.1}s  sent {:>8}  decided {:>8}  p99 {:.3} ms",
+                start.elapsed().as_secs_f64(),
+                published,
+                sink.decided.load(Ordering::Relaxed),
+                p99
+            ));
+            next_report += Duration::from_secs(1);
+        }
+    }
+    let sent = generator
+        .join()
+        .map_err(|_| "the intent generator panicked".to_string())?;
+    topic.close();
+    let stats = engine.join().map_err(|e| e.to_string())?;
+    let elapsed = start.elapsed();
+    let out = sink
+        .out
+        .lock()
+        .map(|o| o.clone())
+        .map_err(|_| "demo sink poisoned".to_string())?;
+    let latency = sink
+        .latency
+        .lock()
+        .map(|h| h.clone())
+        .map_err(|_| "demo sink poisoned".to_string())?;
+    check(
+        opts,
+        &sink,
+        &sent,
+        &out,
+        stats,
+        latency,
+        elapsed,
+        engine_public,
+        &audience,
+    )
+}
+
+#[expect(clippy::too_many_arguments, reason = "one call site, all distinct")]
+fn check(
+    opts: &Options,
+    sink: &DemoSink,
+    sent: &[Sent],
+    out: &OutBatch,
+    stats: crate::pipeline::StatsSnapshot,
+    latency: Histogram<u64>,
+    elapsed: Duration,
+    engine_public: [u8; 32],
+    audience: &str,
+) -> Result<Report, String> {
+    let limits = Limits::default();
+    // Exactly one decision per intent, with the expected reason.
+    let mut reason_of: Vec<Option<Reason>> = vec![None; sent.len()];
+    let mut decision_of: Vec<Option<&[u8]>> = vec![None; sent.len()];
+    for (id, bytes) in &out.decisions {
+        let i = sink
+            .index(id)
+            .filter(|&i| i < sent.len())
+            .ok_or_else(|| format!("a decision for an intent never sent ({})", hex::encode(id)))?;
+        let d = open_decision(bytes, &limits).map_err(|e| format!("unreadable decision: {e}"))?;
+        let slot = reason_of.get_mut(i).ok_or("index out of range")?;
+        if slot.is_some() {
+            return Err(format!("intent {i} got two decisions"));
+        }
+        *slot = Some(d.reason());
+        if let Some(s) = decision_of.get_mut(i) {
+            *s = Some(bytes);
+        }
+    }
+    let mut shed_or_late = 0;
+    let mut by_reason: HashMap<u16, u64> = HashMap::new();
+    let mut by_kind: HashMap<Kind, u64> = HashMap::new();
+    for (i, (s, r)) in sent.iter().zip(&reason_of).enumerate() {
+        let r = r.ok_or_else(|| format!("intent {i} ({}) got no decision", s.kind.name()))?;
+        *by_reason.entry(r.0).or_default() += 1;
+        *by_kind.entry(s.kind).or_default() += 1;
+        if r == s.kind.expected() {
+            continue;
+        }
+        let transient = matches!(r, Reason::Overloaded | Reason::DeadlineExceeded);
+        // A replay of an intent that was itself never authorized (shed)
+        // is the first use of its nonce: authorizing it is right.
+        let original_unused = s
+            .original
+            .and_then(|o| reason_of.get(o).copied().flatten())
+            .is_some_and(|o| o != Reason::Authorized);
+        match (s.kind, r) {
+            (_, _) if transient => shed_or_late += 1,
+            (Kind::Replayed, Reason::Authorized) if original_unused => {}
+            _ => {
+                return Err(format!(
+                    "intent {i} ({}) got `{}`, expected `{}`",
+                    s.kind.name(),
+                    reason_name(r),
+                    reason_name(s.kind.expected())
+                ));
+            }
+        }
+    }
+
+    // Lineage, per partition, against the engine public key.
+    let logs = by_partition(&out.lineage);
+    let (mut lineage_records, mut checkpoints, mut chained_records) = (0, 0, 0);
+    for (p, f) in &logs {
+        let r = verify_log(*p, &f.records, &f.checkpoints, &[engine_public])
+            .map_err(|e| format!("lineage of partition {p} does not verify: {e}"))?;
+        lineage_records += r.records;
+        checkpoints += r.checkpoints;
+        chained_records += r.chained;
+    }
+    if lineage_records != sent.len() as u64 {
+        return Err(format!(
+            "{lineage_records} lineage records for {} intents",
+            sent.len()
+        ));
+    }
+
+    // The executor's view of a sample of decisions.
+    let mut keys = EngineKeys::new();
+    keys.add(&engine_public).map_err(|e| e.to_string())?;
+    let mut guard = SingleUse::new(4_096);
+    let step = (sent.len() / 1_000).max(1);
+    let mut sampled = 0;
+    let now = now_us();
+    let mut sample: Option<(&[u8], &[u8])> = None;
+    for i in (0..sent.len()).step_by(step) {
+        let (Some(s), Some(Some(bytes)), Some(Some(reason))) =
+            (sent.get(i), decision_of.get(i), reason_of.get(i))
+        else {
+            continue;
+        };
+        match verify_decision(bytes, &keys, &s.digest, audience, now) {
+            Ok(auth) if *reason == Reason::Authorized => {
+                guard.consume(&auth, now).map_err(|e| e.to_string())?;
+                if guard.consume(&auth, now).is_ok() {
+                    return Err(format!("intent {i}: an authorization was usable twice"));
+                }
+                if sample.is_none()
+                    && let Some(intent) = &s.bytes
+                {
+                    sample = Some((intent, bytes));
+                }
+            }
+            Err(DecisionError::Denied(r)) if r == *reason => {}
+            other => {
+                return Err(format!(
+                    "intent {i}: the executor verifier said {other:?} for a `{}` decision",
+                    reason_name(*reason)
+                ));
+            }
+        }
+        sampled += 1;
+    }
+
+    let mut files = Vec::new();
+    if let Some(dir) = &opts.out {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create `{}`: {e}", dir.display()))?;
+        let mut write = |name: String, bytes: &[u8]| -> Result<(), String> {
+            let path = dir.join(&name);
+            std::fs::write(&path, bytes)
+                .map_err(|e| format!("cannot write `{}`: {e}", path.display()))?;
+            files.push(path.display().to_string());
+            Ok(())
+        };
+        write("engine.pub".into(), hex::encode(engine_public).as_bytes())?;
+        for p in logs.keys() {
+            let mut data = Vec::new();
+            for (q, bytes) in &out.lineage {
+                if q == p {
+                    push_frame(&mut data, bytes);
+                }
+            }
+            write(format!("lineage-{p}.log"), &data)?;
+        }
+        if let Some((intent, decision)) = sample {
+            write("intent.bin".into(), intent)?;
+            write("decision.bin".into(), decision)?;
+        }
+    }
+
+    let mut by_reason: Vec<(Reason, u64)> =
+        by_reason.into_iter().map(|(r, n)| (Reason(r), n)).collect();
+    by_reason.sort_by_key(|(r, _)| r.0);
+    let mut by_kind: Vec<(Kind, u64)> = by_kind.into_iter().collect();
+    by_kind.sort();
+    Ok(Report {
+        sent: sent.len() as u64,
+        decisions: out.decisions.len() as u64,
+        elapsed,
+        latency_us: latency,
+        engine_latency_us: stats.latency_us,
+        by_reason,
+        by_kind,
+        shed_or_late,
+        shed: stats.shed_intents,
+        lineage_records,
+        lineage_partitions: logs.len(),
+        checkpoints,
+        chained_records,
+        sampled,
+        engine_public_key: engine_public,
+        files,
+    })
+}
