@@ -169,7 +169,8 @@ pub fn requests(n: usize, count: usize, seed: u64) -> Vec<BenchRequest> {
         .collect()
 }
 
-fn cedar_request(
+/// A Cedar request for these fields (entity uids parsed, context built).
+pub fn cedar_request(
     principal: &str,
     action: &str,
     environment: &str,

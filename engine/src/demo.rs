@@ -595,12 +595,9 @@ pub fn run(opts: &Options, mut progress: impl FnMut(&str)) -> Result<Report, Str
             if now >= due {
                 break;
             }
-            let wait = due - now;
-            if wait > Duration::from_micros(200) {
-                std::thread::sleep(wait - Duration::from_micros(100));
-            } else {
-                std::thread::yield_now();
-            }
+            // Sleep, never spin: a spinning publisher would take a core
+            // from the engine. A late send counts as latency.
+            std::thread::sleep(due - now);
         }
         if let Some(s) = sink.scheduled.get(i) {
             s.store(

@@ -2,7 +2,7 @@
 //!
 //! Nothing runs until it holds a warrant: the engine verifies signed
 //! execution intents, evaluates policy and issues verifiable decisions. This
-//! crate holds the parts in the order an intent meets them; today:
+//! crate holds the parts in the order an intent meets them:
 //!
 //! - [`verify`]: strict, batch-consistent ed25519 verification of intent
 //!   signatures, parallel over rayon, with bisection to find bad signatures;
@@ -14,7 +14,12 @@
 //!   implement, and an embedded, partitioned, bounded transport;
 //! - [`replay`]: per-partition nonce memory with bounded size;
 //! - [`lineage`]: the per-partition hash-chained lineage log, its signed
-//!   checkpoints and its verifier.
+//!   checkpoints and its verifier;
+//! - [`trust`]: which keys sign for which principal (active, rotating,
+//!   revoked);
+//! - [`pipeline`]: the engine itself, joining all of the above into stages
+//!   that fail closed;
+//! - [`demo`]: `warrant demo`, the whole lifecycle checked end to end.
 //!
 //! Wire formats and intent signing live in `warrant-schemas`.
 #![deny(missing_docs)]

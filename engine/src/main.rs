@@ -1,9 +1,11 @@
 //! `warrant`: the command-line front of the engine.
 //!
-//! Subcommands today: `selftest` (sign, open and batch-verify a generated
-//! mix of valid and forged intents, cross-checked against single
-//! verification), `keygen` (write an ed25519 key file) and `backend`
-//! (which SIMD backend verification runs on).
+//! Subcommands: `demo` (the engine end to end on the embedded transport,
+//! checked), `selftest` (sign, open and batch-verify a generated mix of
+//! valid and forged intents, cross-checked against single verification),
+//! `verify` (an executor's offline check of a decision), `lineage verify`,
+//! `policy check|test|explain`, `keygen` (write an ed25519 key file) and
+//! `backend` (which SIMD backend verification runs on).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -11,7 +13,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
-use warrant_engine::pipeline::Config;
+use warrant_engine::pipeline::{Config, Layout};
 use warrant_engine::verify::{PublicKey, SigItem, verify_all, verify_one};
 use warrant_engine::{backend, demo};
 use warrant_schemas::{
@@ -84,6 +86,9 @@ enum Command {
         /// Longest a batch waits to fill, µs.
         #[arg(long, default_value_t = 200)]
         linger_us: u64,
+        /// Do not pin stages to cores (the default below 4 cores).
+        #[arg(long)]
+        no_pin: bool,
         /// Write the lineage logs, the engine public key and a sample
         /// intent and decision here, to check with `warrant lineage verify`
         /// and `warrant verify`.
@@ -223,6 +228,7 @@ fn main() -> ExitCode {
             chained,
             max_batch,
             linger_us,
+            no_pin,
             out,
         } => demo(demo::Options {
             duration: Duration::try_from_secs_f64(duration).unwrap_or(Duration::ZERO),
@@ -242,6 +248,11 @@ fn main() -> ExitCode {
             engine: Config {
                 max_batch,
                 linger: Duration::from_micros(linger_us),
+                layout: if no_pin {
+                    Layout::unpinned(rayon::current_num_threads())
+                } else {
+                    Layout::auto()
+                },
                 ..Config::default()
             },
         }),
@@ -361,10 +372,11 @@ fn demo(opts: demo::Options) -> Result<(), String> {
     );
     let layout = &opts.engine.layout;
     println!(
-        "engine: batches of up to {} or {} µs; verify threads on cores {:?}",
+        "engine: batches of up to {} or {} µs; {} verify threads on cores {:?}",
         opts.engine.max_batch,
         opts.engine.linger.as_micros(),
-        layout.verify
+        layout.verify_threads,
+        layout.verify_cores
     );
     let report = demo::run(&opts, |line| println!("{line}"))?;
     println!("{report}");
