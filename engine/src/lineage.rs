@@ -27,8 +27,8 @@ use ed25519_dalek::VerifyingKey;
 use sha2::{Digest, Sha256};
 use warrant_schemas::wire::{Reason, Verdict};
 use warrant_schemas::{
-    CheckpointFields, Limits, LineageFields, encode_checkpoint, encode_lineage_record,
-    open_checkpoint, open_lineage_record,
+    CheckpointFields, Encoder, Limits, LineageFields, encode_checkpoint, open_checkpoint,
+    open_lineage_record,
 };
 
 use crate::merkle::{self, Hash};
@@ -89,6 +89,7 @@ pub struct LineageWriter {
     next_sequence: u64,
     prev_hash: Hash,
     frontier: Frontier,
+    encoder: Encoder,
 }
 
 /// What the engine logs about one decision.
@@ -116,6 +117,7 @@ impl LineageWriter {
             next_sequence: 0,
             prev_hash: [0; 32],
             frontier: Frontier::default(),
+            encoder: Encoder::default(),
         }
     }
 
@@ -126,7 +128,7 @@ impl LineageWriter {
 
     /// Appends one record; returns its bytes.
     pub fn append(&mut self, e: &Entry) -> Vec<u8> {
-        let bytes = encode_lineage_record(&LineageFields {
+        let bytes = self.encoder.lineage_record(&LineageFields {
             partition: self.partition,
             sequence: self.next_sequence,
             prev_hash: self.prev_hash,

@@ -62,6 +62,13 @@
 //! exceeded) are not recorded: they never authorize, and a redelivery is
 //! decided afresh.
 //!
+//! Denies set before verification (malformed, unknown or revoked key,
+//! times, shed) carry the intent id and parent *as the producer wrote
+//! them*: anyone able to publish can obtain a signed deny naming any id.
+//! A deny never authorizes anything, and a decision binds the digest of the
+//! exact bytes decided, so executors must (and `verify_decision` does)
+//! match decisions to intents by digest, never by id alone.
+//!
 //! INVARIANT: an intent is only accepted from the partition its signed
 //! principal maps to ([`crate::transport::partition_for`], Kafka's murmur2
 //! partitioner). Per-partition state (replay cache, lineage chain) is then
@@ -125,24 +132,32 @@ impl Layout {
     /// demo's p99 at 2,000 intents/s from about 2 ms to about 11 ms
     /// (`warrant demo --rate 2000` with and without `--no-pin`).
     pub fn for_cores(cores: usize) -> Layout {
-        let cores = cores.max(1);
-        if cores < 4 {
-            return Layout::unpinned(cores);
-        }
-        Layout {
-            ingest: Some(0),
-            decode: Some(0),
-            policy: Some(1),
-            seal: Some(1),
-            emit: Some(0),
-            verify_threads: cores - 2,
-            verify_cores: (2..cores).collect(),
+        Layout::for_core_ids(&(0..cores.max(1)).collect::<Vec<_>>())
+    }
+
+    /// [`Layout::for_cores`] over the CPUs this process may use, by id
+    /// (under `taskset -c 4-7`, ids 4 to 7).
+    pub fn for_core_ids(ids: &[usize]) -> Layout {
+        match ids {
+            [first, second, rest @ ..] if !rest.is_empty() && ids.len() >= 4 => Layout {
+                ingest: Some(*first),
+                decode: Some(*first),
+                policy: Some(*second),
+                seal: Some(*second),
+                emit: Some(*first),
+                verify_threads: rest.len(),
+                verify_cores: rest.to_vec(),
+            },
+            _ => Layout::unpinned(ids.len().max(1)),
         }
     }
 
     /// The default for this machine's cores.
     pub fn auto() -> Layout {
-        Layout::for_cores(core_affinity::get_core_ids().map_or(1, |c| c.len()))
+        let ids: Vec<usize> = core_affinity::get_core_ids()
+            .map(|c| c.into_iter().map(|c| c.id).collect())
+            .unwrap_or_default();
+        Layout::for_core_ids(&ids)
     }
 
     /// No pinning at all (tests, shared machines); `threads` verify threads.
@@ -323,13 +338,13 @@ pub fn new_histogram() -> Histogram<u64> {
 pub struct StatsSnapshot {
     /// Records read from the source.
     pub intents_in: u64,
-    /// Batches emitted.
+    /// Ingest batches decided and acknowledged.
     pub batches: u64,
     /// Intents shed at ingest (denied "overloaded").
     pub shed_intents: u64,
     /// Decisions emitted, indexed by `Reason` value.
     pub by_reason: [u64; 16],
-    /// Lineage records emitted.
+    /// Lineage records emitted, one per decision (checkpoints not counted).
     pub lineage_records: u64,
     /// Time each stage spent working (not waiting), by stage name.
     pub stage_busy: [(&'static str, Duration); 5],
@@ -445,13 +460,26 @@ struct Batch {
 }
 
 impl Batch {
-    /// Denies every undecided item whose deadline has passed.
+    /// Denies every undecided item whose deadline or maximum age has
+    /// passed (its nonce would be forgotten at once otherwise).
     fn check_deadlines(&mut self, now: u64) {
         for item in &mut self.items {
-            if item.done.is_none() && now > item.deadline_us {
-                item.done = Some(Done::deny(Reason::DeadlineExceeded));
+            if item.done.is_none() {
+                item.done = past_window(item, now).map(Done::deny);
             }
         }
+    }
+}
+
+/// Why an intent can no longer be authorized at `now`, if it cannot:
+/// its deadline passed, or it grew older than the maximum age.
+fn past_window(item: &Item, now: u64) -> Option<Reason> {
+    if now > item.deadline_us {
+        Some(Reason::DeadlineExceeded)
+    } else if now > item.remember_until_us {
+        Some(Reason::Expired)
+    } else {
+        None
     }
 }
 
@@ -588,6 +616,8 @@ impl std::fmt::Debug for Engine {
 #[derive(Clone)]
 struct Shared {
     stop: Arc<AtomicBool>,
+    /// Set when ingest has read its last record: the engine is draining.
+    draining: Arc<AtomicBool>,
     stats: Arc<Stats>,
     failure: Arc<Mutex<Option<String>>>,
 }
@@ -658,6 +688,7 @@ impl Engine {
         }
         let shared = Shared {
             stop: Arc::new(AtomicBool::new(false)),
+            draining: Arc::new(AtomicBool::new(false)),
             stats: Arc::new(Stats::new()),
             failure: Arc::new(Mutex::new(None)),
         };
@@ -946,10 +977,11 @@ fn ingest<S: Source>(
                         commit(&mut source, p, o);
                     }
                     let room = max - b.records.len();
-                    match source.poll(&mut b.records, room, config.linger) {
+                    let wait = config.linger.max(Duration::from_micros(100));
+                    match source.poll(&mut b.records, room, wait) {
                         Ok(_) => {}
                         Err(TransportError::Closed) => closed = true,
-                        Err(_) => std::thread::sleep(config.linger),
+                        Err(_) => std::thread::sleep(wait),
                     }
                     batch = b;
                 }
@@ -965,17 +997,15 @@ fn ingest<S: Source>(
                         Err(SendTimeoutError::Disconnected(_)) => break 'outer,
                     };
                     b.shed = true;
-                    shared
-                        .stats
-                        .shed_intents
-                        .fetch_add(b.records.len() as u64, Ordering::Relaxed);
-                    shared
-                        .stats
-                        .intents_in
-                        .fetch_add(b.records.len() as u64, Ordering::Relaxed);
+                    let n = b.records.len() as u64;
                     // Blocks only when sealing itself is behind:
                     // backpressure to the source, memory still bounded.
                     if shed_tx.send(b).is_err() {
+                        break 'outer;
+                    }
+                    shared.stats.shed_intents.fetch_add(n, Ordering::Relaxed);
+                    shared.stats.intents_in.fetch_add(n, Ordering::Relaxed);
+                    if closed {
                         break 'outer;
                     }
                     continue 'outer;
@@ -988,6 +1018,7 @@ fn ingest<S: Source>(
         }
     }
     // Hang up so the stages drain, then apply the commits of what they emit.
+    shared.draining.store(true, Ordering::SeqCst);
     drop(decode_tx);
     drop(shed_tx);
     for (p, o) in commit_rx.iter() {
@@ -1247,8 +1278,10 @@ impl Sealer {
             for item in &mut batch.items {
                 match item.done {
                     None => item.done = Some(Done::deny(Reason::InternalError)),
-                    Some(d) if d.reason == Reason::Authorized && now > item.deadline_us => {
-                        item.done = Some(Done::deny(Reason::DeadlineExceeded));
+                    Some(d) if d.reason == Reason::Authorized => {
+                        if let Some(late) = past_window(item, now) {
+                            item.done = Some(Done::deny(late));
+                        }
                     }
                     Some(_) => {}
                 }
@@ -1330,9 +1363,11 @@ impl Sealer {
             out.lineage.push((core.lineage_partition, record));
             out.decisions.push((core.intent_id, bytes));
         }
-        let mut touched: Vec<u32> = next.keys().copied().collect();
-        touched.sort_unstable();
-        self.checkpoint(&touched, false, now, &mut out.lineage);
+        // Every partition due, not only those this group touched: a quiet
+        // partition's tail gets its checkpoint while others stay busy.
+        let mut partitions: Vec<u32> = self.writers.keys().copied().collect();
+        partitions.sort_unstable();
+        self.checkpoint(&partitions, false, now, &mut out.lineage);
         let mut commits = Vec::with_capacity(group.len());
         let mut polled = Vec::with_capacity(group.len());
         for batch in &group {
@@ -1376,9 +1411,11 @@ fn emit<K: Sink>(
             match sink.send(&out) {
                 Ok(()) => break,
                 Err(e) if e.retryable() => {
-                    // Keep trying while running; once stopping, give up
-                    // after 5 s: nothing is committed, so it comes again.
-                    if shared.stop.load(Ordering::SeqCst) {
+                    // Keep trying while running; once stopping or
+                    // draining, give up after 5 s: nothing is committed,
+                    // so it comes again.
+                    if shared.stop.load(Ordering::SeqCst) || shared.draining.load(Ordering::SeqCst)
+                    {
                         let t = *gave_up_at.get_or_insert_with(Instant::now);
                         if t.elapsed() > Duration::from_secs(5) {
                             shared.fail(format!("sink unavailable while stopping: {e}"));
@@ -1402,7 +1439,9 @@ fn emit<K: Sink>(
                 Ordering::Relaxed,
             );
         }
-        stats.batches.fetch_add(1, Ordering::Relaxed);
+        stats
+            .batches
+            .fetch_add(commits.len() as u64, Ordering::Relaxed);
         stats.lineage_records.fetch_add(n, Ordering::Relaxed);
         for (c, add) in stats.by_reason.iter().zip(counts) {
             c.fetch_add(add, Ordering::Relaxed);
@@ -1423,5 +1462,22 @@ fn emit<K: Sink>(
             }
             next_seq += 1;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layouts_pin_to_the_cpus_the_process_has() {
+        let l = Layout::for_core_ids(&[4, 5, 6, 7, 8]);
+        assert_eq!((l.ingest, l.policy), (Some(4), Some(5)));
+        assert_eq!((l.verify_threads, l.verify_cores), (3, vec![6, 7, 8]));
+        // Below four CPUs nothing is pinned; every CPU verifies.
+        let l = Layout::for_core_ids(&[2, 3]);
+        assert_eq!((l.ingest, l.seal), (None, None));
+        assert_eq!(l.verify_threads, 2);
+        assert_eq!(Layout::for_core_ids(&[]).verify_threads, 1);
     }
 }

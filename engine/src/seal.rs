@@ -23,9 +23,7 @@ use std::path::Path;
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use sha2::{Digest, Sha256};
 use warrant_schemas::wire::{Reason, Verdict};
-use warrant_schemas::{
-    DecisionFields, KeyId, Limits, WireError, encode_decision, key_id, open_decision,
-};
+use warrant_schemas::{DecisionFields, Encoder, KeyId, Limits, WireError, key_id, open_decision};
 
 use crate::merkle::{self, Hash};
 
@@ -280,6 +278,7 @@ pub fn seal(key: &EngineKey, cores: &[DecisionCore<'_>]) -> Result<Vec<Vec<u8>>,
     let size = u32::try_from(cores.len()).map_err(|_| SealError::TooLarge(cores.len()))?;
     let leaves: Vec<Hash> = cores.iter().map(|c| c.leaf_hash(&key.id)).collect();
     let (root, proofs) = merkle::all_proofs(&leaves);
+    let mut encoder = Encoder::default();
     let signature = key
         .key
         .sign(&batch_message(&key.id, &root, size))
@@ -289,7 +288,7 @@ pub fn seal(key: &EngineKey, cores: &[DecisionCore<'_>]) -> Result<Vec<Vec<u8>>,
         .zip(proofs)
         .enumerate()
         .map(|(i, (c, proof))| {
-            encode_decision(&DecisionFields {
+            encoder.decision(&DecisionFields {
                 intent_id: c.intent_id,
                 intent_digest: c.intent_digest,
                 verdict: c.verdict,

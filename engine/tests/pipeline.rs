@@ -639,3 +639,37 @@ fn tampering_with_a_decision_or_lineage_record_is_detected() {
         );
     }
 }
+
+/// A sink that is never available.
+struct Down;
+
+impl warrant_engine::transport::Sink for Down {
+    fn send(&mut self, _: &OutBatch) -> Result<(), warrant_engine::transport::TransportError> {
+        Err(warrant_engine::transport::TransportError::Unavailable(
+            "broker down".into(),
+        ))
+    }
+}
+
+#[test]
+fn a_sink_that_stays_down_ends_the_drain_with_an_error_and_commits_nothing() {
+    let topic = Topic::new(PARTITIONS, 100);
+    topic.publish(b"svc-1", Spec::new(1).signed()).unwrap();
+    topic.close();
+    let store = Arc::new(PolicyStore::new());
+    store.install(policy());
+    let engine = Engine::start(
+        config(),
+        topic.consumer(),
+        Down,
+        EngineKey::from_seed([42; 32]),
+        Arc::new(ArcSwap::from_pointee(trust())),
+        store,
+    )
+    .unwrap();
+    let err = engine.join().unwrap_err();
+    assert!(err.to_string().contains("broker down"), "{err}");
+    // Nothing was acknowledged, so nothing was committed: the intent is
+    // still there to be read again.
+    assert_eq!(topic.snapshot().len(), 1);
+}

@@ -274,6 +274,40 @@ impl DecisionFields<'_> {
     }
 }
 
+/// Encodes many buffers through one reused builder: no allocation or
+/// growth per buffer beyond the returned bytes (the engine's seal stage).
+pub struct Encoder {
+    fbb: FlatBufferBuilder<'static>,
+}
+
+impl std::fmt::Debug for Encoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Encoder").finish_non_exhaustive()
+    }
+}
+
+impl Default for Encoder {
+    fn default() -> Self {
+        Encoder {
+            fbb: FlatBufferBuilder::with_capacity(1024),
+        }
+    }
+}
+
+impl Encoder {
+    /// A `Decision`.
+    pub fn decision(&mut self, fields: &DecisionFields<'_>) -> Vec<u8> {
+        fields.write(&mut self.fbb);
+        self.fbb.finished_data().to_vec()
+    }
+
+    /// A `LineageRecord`.
+    pub fn lineage_record(&mut self, fields: &LineageFields) -> Vec<u8> {
+        fields.write(&mut self.fbb);
+        self.fbb.finished_data().to_vec()
+    }
+}
+
 /// Encodes a `Decision` into a new buffer.
 pub fn encode_decision(fields: &DecisionFields<'_>) -> Vec<u8> {
     let mut fbb = FlatBufferBuilder::with_capacity(512);

@@ -69,7 +69,7 @@ pub mod wire {
 }
 
 pub use build::{
-    Attr, AttrValue, CheckpointFields, DecisionFields, IntentFields, LineageFields,
+    Attr, AttrValue, CheckpointFields, DecisionFields, Encoder, IntentFields, LineageFields,
     encode_checkpoint, encode_decision, encode_intent, encode_lineage_record, encode_signed_intent,
     write_signed_intent,
 };

@@ -621,3 +621,20 @@ fn minutes_past_the_day_wrap_the_same_way_everywhere() {
     };
     assert_eq!(decide(&p, &r), (Effect::Allow, Some("morning")));
 }
+
+#[test]
+fn a_rule_id_longer_than_a_decision_can_carry_is_refused() {
+    let long = "r".repeat(257);
+    let text = format!("[policy]\nversion = 1\n[[rule]]\nid = \"{long}\"\neffect = \"allow\"\n");
+    let e = error(&text);
+    assert!(
+        e.contains("rule id is 257 bytes long, over the limit of 256"),
+        "{e}"
+    );
+    // 256 bytes is fine.
+    let ok = format!(
+        "[policy]\nversion = 1\n[[rule]]\nid = \"{}\"\neffect = \"allow\"\n",
+        "r".repeat(256)
+    );
+    assert!(Policy::from_sources(&[("ok.toml", &ok)]).is_ok());
+}

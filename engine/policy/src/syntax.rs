@@ -334,6 +334,14 @@ impl Context<'_> {
                 def.id
             )));
         }
+        // Decisions carry the rule id; executors' readers refuse longer strings.
+        let max = warrant_schemas::Limits::default().max_string_bytes;
+        if def.id.len() > max {
+            return Err(fail(format!(
+                "rule id is {} bytes long, over the limit of {max}",
+                def.id.len()
+            )));
+        }
         let effect = match def.effect.as_str() {
             "allow" => Effect::Allow,
             "deny" => Effect::Deny,
