@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# A real Kafka-compatible broker on this machine, for the Kafka tests and
+# for trying `warrant` against Kafka without Docker: Tansu
+# (https://crates.io/crates/tansu), with SQLite storage in a directory that
+# survives broker restarts.
+#
+#   scripts/broker.sh start     install Tansu if absent, start it, wait until
+#                               it answers, create the topics
+#   scripts/broker.sh stop      stop it (data kept)
+#   scripts/broker.sh restart   stop, then start (data kept)
+#   scripts/broker.sh status    exit 0 if it answers
+#   scripts/broker.sh wipe      stop and delete its data
+#
+# Settings (environment):
+#   WARRANT_BROKER_PORT   listener port on 127.0.0.1 (default 19092)
+#   WARRANT_BROKER_DIR    data, pid and log directory
+#                         (default ${TMPDIR:-/tmp}/warrant-broker-$PORT)
+#   WARRANT_PARTITIONS    partitions of each topic (default 4)
+#   TANSU                 the tansu binary (default: on PATH, else
+#                         ~/.cargo/bin/tansu, installed there if missing)
+#
+# Installing Tansu builds it from crates.io:
+#   cargo install tansu --locked --features dynostore,libsql
+# which takes about 8 to 9 minutes on 2 cores, once.
+set -euo pipefail
+
+port="${WARRANT_BROKER_PORT:-19092}"
+dir="${WARRANT_BROKER_DIR:-${TMPDIR:-/tmp}/warrant-broker-$port}"
+partitions="${WARRANT_PARTITIONS:-4}"
+url="tcp://127.0.0.1:$port"
+topics=(warrant.intents warrant.decisions warrant.lineage warrant.keys)
+
+tansu_bin() {
+  if [[ -n "${TANSU:-}" ]]; then
+    echo "$TANSU"
+  elif command -v tansu >/dev/null 2>&1; then
+    command -v tansu
+  else
+    echo "$HOME/.cargo/bin/tansu"
+  fi
+}
+
+install() {
+  local bin
+  bin="$(tansu_bin)"
+  if [[ -x "$bin" ]]; then
+    return
+  fi
+  echo "broker: installing Tansu from crates.io (about 8-9 minutes on 2 cores, once)" >&2
+  cargo install tansu --locked --features dynostore,libsql >&2
+}
+
+answers() {
+  "$(tansu_bin)" topic list --broker "$url" >/dev/null 2>&1
+}
+
+running_pid() {
+  local pid
+  [[ -f "$dir/pid" ]] || return 1
+  pid="$(cat "$dir/pid")"
+  kill -0 "$pid" 2>/dev/null || return 1
+  echo "$pid"
+}
+
+start() {
+  install
+  mkdir -p "$dir"
+  if running_pid >/dev/null; then
+    echo "broker: already running on $url (pid $(running_pid))" >&2
+  else
+    (
+      cd "$dir"
+      nohup "$(tansu_bin)" broker \
+        --listener-url "$url" \
+        --advertised-listener-url "$url" \
+        --storage-engine "sqlite://tansu.db" \
+        >>"$dir/broker.log" 2>&1 &
+      echo $! >"$dir/pid"
+    )
+  fi
+  for _ in $(seq 1 100); do
+    if answers; then
+      break
+    fi
+    if ! running_pid >/dev/null; then
+      echo "broker: Tansu exited; last lines of $dir/broker.log:" >&2
+      tail -20 "$dir/broker.log" >&2
+      exit 1
+    fi
+    sleep 0.1
+  done
+  if ! answers; then
+    echo "broker: no answer on $url after 10 s; see $dir/broker.log" >&2
+    exit 1
+  fi
+  local existing
+  existing="$("$(tansu_bin)" topic list --broker "$url" 2>/dev/null || true)"
+  for t in "${topics[@]}"; do
+    if ! grep -q "\"$t\"" <<<"$existing"; then
+      "$(tansu_bin)" topic create --broker "$url" --partitions "$partitions" "$t" >/dev/null
+    fi
+  done
+  echo "broker: ready on 127.0.0.1:$port (data in $dir)" >&2
+  echo "127.0.0.1:$port"
+}
+
+stop() {
+  local pid
+  if pid="$(running_pid)"; then
+    kill "$pid"
+    for _ in $(seq 1 50); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -9 "$pid" 2>/dev/null || true
+    echo "broker: stopped (data kept in $dir)" >&2
+  fi
+  rm -f "$dir/pid"
+}
+
+case "${1:-}" in
+  start) start ;;
+  stop) stop ;;
+  restart) stop; start ;;
+  status) answers ;;
+  wipe) stop; rm -rf "$dir" ;;
+  *)
+    sed -n '2,24p' "$0" >&2
+    exit 2
+    ;;
+esac
