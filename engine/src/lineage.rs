@@ -8,7 +8,12 @@
 //! - INVARIANT: record `n` has `sequence = n` and `partition = p`;
 //! - INVARIANT: record `n`'s `prev_hash` is the chain hash of record
 //!   `n − 1` (all zeros for record 0), where the chain hash of a record is
-//!   SHA-256 of its exact bytes;
+//!   its Merkle leaf hash, SHA-256(0x00 ‖ its exact bytes): one hash per
+//!   record serves both the chain and the tree;
+//! - a record's `decision_digest` is the Merkle leaf hash of the decision
+//!   it logs ([`crate::seal::DecisionCore::leaf_hash`], which commits to
+//!   every field but the batch proof and signature; an auditor recomputes it
+//!   with [`crate::seal::decision_leaf_hash`]);
 //! - the Merkle tree of the partition has the records' exact bytes as
 //!   leaves ([`crate::merkle`], RFC 9162), in sequence order;
 //! - a checkpoint signs, with the engine key,
@@ -24,7 +29,6 @@
 //! so each append and checkpoint costs `O(log n)`, whatever the log length.
 
 use ed25519_dalek::VerifyingKey;
-use sha2::{Digest, Sha256};
 use warrant_schemas::wire::{Reason, Verdict};
 use warrant_schemas::{
     CheckpointFields, Encoder, Limits, LineageFields, encode_checkpoint, open_checkpoint,
@@ -95,7 +99,7 @@ pub struct LineageWriter {
 /// What the engine logs about one decision.
 #[derive(Debug, Clone, Copy)]
 pub struct Entry {
-    /// SHA-256 of the `Decision` bytes.
+    /// The decision's Merkle leaf hash (`DecisionCore::leaf_hash`).
     pub decision_digest: [u8; 32],
     /// Intent decided.
     pub intent_id: [u8; 16],
@@ -139,8 +143,9 @@ impl LineageWriter {
             reason: e.reason,
             issued_at_us: e.issued_at_us,
         });
-        self.prev_hash = Sha256::digest(&bytes).into();
-        self.frontier.push(merkle::leaf_hash(&bytes));
+        let leaf = merkle::leaf_hash(&bytes);
+        self.prev_hash = leaf;
+        self.frontier.push(leaf);
         self.next_sequence += 1;
         bytes
     }
@@ -330,8 +335,9 @@ pub fn verify_log(
         if r.prev_hash().0 != prev_hash {
             return Err(LineageError::Chain { index });
         }
-        prev_hash = Sha256::digest(bytes).into();
-        frontier.push(merkle::leaf_hash(bytes));
+        let leaf = merkle::leaf_hash(bytes);
+        prev_hash = leaf;
+        frontier.push(leaf);
         report.records += 1;
         report.authorized += u64::from(r.verdict() == Verdict::Authorize);
         report.chained += u64::from(r.parent_id().is_some());

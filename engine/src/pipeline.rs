@@ -96,7 +96,7 @@ use warrant_schemas::{
 
 use crate::lineage::{Entry, LineageWriter};
 use crate::replay::{NonceKey, ReplayCache, Seen};
-use crate::seal::{DecisionCore, EngineKey, seal};
+use crate::seal::{DecisionCore, EngineKey, seal_with_leaves};
 use crate::transport::{InRecord, OutBatch, Sink, Source, TransportError, partition_for};
 use crate::trust::{Lookup, TrustStore};
 use crate::verify::{SigError, SigItem, verify_batch_parallel};
@@ -756,12 +756,13 @@ impl Engine {
         let s = shared.clone();
         handles.push(spawn("verify", None, move || {
             for first in verify_rx.iter() {
-                if !stall.is_zero() {
-                    std::thread::sleep(stall);
-                }
                 // Batches already waiting are verified together: larger
                 // batch equations when the stage is behind.
                 let mut group = gather(first, GROUP_MAX, |_| verify_rx.try_recv().ok());
+                if !stall.is_zero() {
+                    let batches = u32::try_from(group.len()).unwrap_or(u32::MAX);
+                    std::thread::sleep(stall.saturating_mul(batches));
+                }
                 let now = now_us();
                 for batch in &mut group {
                     batch.check_deadlines(now);
@@ -1325,7 +1326,7 @@ impl Sealer {
                 *seq += 1;
             }
         }
-        let decisions = match seal(&self.key, &cores) {
+        let (decisions, leaves) = match seal_with_leaves(&self.key, &cores) {
             Ok(d) => d,
             Err(e) => {
                 // A rule id executors would refuse: deny those intents
@@ -1336,7 +1337,8 @@ impl Sealer {
                     c.rule_id = "";
                     c.valid_until_us = c.issued_at_us;
                 }
-                seal(&self.key, &cores).map_err(|e2| format!("cannot seal: {e}; then: {e2}"))?
+                seal_with_leaves(&self.key, &cores)
+                    .map_err(|e2| format!("cannot seal: {e}; then: {e2}"))?
             }
         };
         let mut out = OutBatch {
@@ -1344,13 +1346,15 @@ impl Sealer {
             lineage: Vec::with_capacity(decisions.len() + next.len()),
         };
         let mut counts = [0u64; 16];
-        for ((bytes, core), parent) in decisions.into_iter().zip(&cores).zip(parents) {
+        for (((bytes, leaf), core), parent) in
+            decisions.into_iter().zip(leaves).zip(&cores).zip(parents)
+        {
             let writer = self
                 .writers
                 .entry(core.lineage_partition)
                 .or_insert_with(|| LineageWriter::new(core.lineage_partition));
             let record = writer.append(&Entry {
-                decision_digest: sha256(&bytes),
+                decision_digest: leaf,
                 intent_id: core.intent_id,
                 parent_id: parent,
                 verdict: core.verdict,

@@ -259,6 +259,15 @@ pub enum SealError {
 /// buffer per core, in order, each with its inclusion proof. Refuses a
 /// batch holding a decision executors' readers would refuse.
 pub fn seal(key: &EngineKey, cores: &[DecisionCore<'_>]) -> Result<Vec<Vec<u8>>, SealError> {
+    seal_with_leaves(key, cores).map(|(decisions, _)| decisions)
+}
+
+/// [`seal`], also returning each decision's Merkle leaf hash (what the
+/// lineage log records for it).
+pub fn seal_with_leaves(
+    key: &EngineKey,
+    cores: &[DecisionCore<'_>],
+) -> Result<(Vec<Vec<u8>>, Vec<Hash>), SealError> {
     let max = Limits::default().max_string_bytes;
     for (index, c) in cores.iter().enumerate() {
         for (field, value) in [("rule_id", c.rule_id), ("audience", c.audience)] {
@@ -283,7 +292,7 @@ pub fn seal(key: &EngineKey, cores: &[DecisionCore<'_>]) -> Result<Vec<Vec<u8>>,
         .key
         .sign(&batch_message(&key.id, &root, size))
         .to_bytes();
-    Ok(cores
+    let decisions = cores
         .iter()
         .zip(proofs)
         .enumerate()
@@ -309,7 +318,8 @@ pub fn seal(key: &EngineKey, cores: &[DecisionCore<'_>]) -> Result<Vec<Vec<u8>>,
                 batch_signature: signature,
             })
         })
-        .collect())
+        .collect();
+    Ok((decisions, leaves))
 }
 
 /// The engine public keys an executor trusts, by key id: several during an
@@ -393,6 +403,32 @@ pub struct Authorized {
     pub policy_version: u64,
 }
 
+/// The content of an opened decision.
+fn core_of<'a>(d: &warrant_schemas::wire::Decision<'a>) -> DecisionCore<'a> {
+    DecisionCore {
+        intent_id: d.intent_id().0,
+        intent_digest: d.intent_digest().0,
+        verdict: d.verdict(),
+        reason: d.reason(),
+        rule_id: d.rule_id().unwrap_or(""),
+        policy_hash: d.policy_hash().map(|h| h.0).unwrap_or([0; 32]),
+        policy_version: d.policy_version(),
+        issued_at_us: d.issued_at_us(),
+        valid_until_us: d.valid_until_us(),
+        audience: d.audience().unwrap_or(""),
+        lineage_partition: d.lineage_partition(),
+        lineage_sequence: d.lineage_sequence(),
+    }
+}
+
+/// The Merkle leaf hash of a decision's content: what its lineage record
+/// names in `decision_digest`. Checks nothing but the buffer's form; use
+/// [`verify_decision`] to trust a decision.
+pub fn decision_leaf_hash(decision: &[u8]) -> Result<Hash, DecisionError> {
+    let d = open_decision(decision, &Limits::default())?;
+    Ok(core_of(&d).leaf_hash(&d.engine_key_id().0))
+}
+
 /// Verifies a decision offline for an executor: engine key, inclusion
 /// proof, batch signature, binding to `intent_digest` (SHA-256 of the exact
 /// `SignedIntent` bytes the executor holds), verdict, validity window at
@@ -411,21 +447,7 @@ pub fn verify_decision(
         .get(&engine_key_id)
         .ok_or_else(|| DecisionError::UnknownEngineKey(hex::encode(engine_key_id)))?;
     let rule_id = d.rule_id().unwrap_or("");
-    let audience_field = d.audience().unwrap_or("");
-    let core = DecisionCore {
-        intent_id: d.intent_id().0,
-        intent_digest: d.intent_digest().0,
-        verdict: d.verdict(),
-        reason: d.reason(),
-        rule_id,
-        policy_hash: d.policy_hash().map(|h| h.0).unwrap_or([0; 32]),
-        policy_version: d.policy_version(),
-        issued_at_us: d.issued_at_us(),
-        valid_until_us: d.valid_until_us(),
-        audience: audience_field,
-        lineage_partition: d.lineage_partition(),
-        lineage_sequence: d.lineage_sequence(),
-    };
+    let core = core_of(&d);
     let leaf = core.leaf_hash(&engine_key_id);
     let proof: Vec<Hash> = d
         .proof()

@@ -215,11 +215,7 @@ fn records_no_checkpoint_covers_are_refused() {
     let mut l = log();
     edit(&mut l, 48, |f| f.decision_digest = [0xee; 32]);
     for i in 49..50 {
-        let prev: [u8; 32] = sha2::Digest::finalize(sha2::Digest::chain_update(
-            sha2::Sha256::default(),
-            &l.records[i - 1],
-        ))
-        .into();
+        let prev = warrant_engine::merkle::leaf_hash(&l.records[i - 1]);
         edit(&mut l, i, |f| f.prev_hash = prev);
     }
     l.checkpoints.pop();

@@ -79,15 +79,17 @@ fn far_above_capacity_sheds_with_denies_and_memory_stays_bounded() {
     // A broker-like topic: 4 partitions of up to 4,096 unread records.
     let topic = Topic::new(4, 4_096);
     let sink = Counting::default();
-    // An engine slowed to at most 64 intents per 20 ms (3,200/s): the
-    // verify stage stalls on every batch.
+    // An engine slowed to at most 64 intents per 50 ms (1,280/s): the
+    // verify stage stalls on every batch. A full batch waits 5 ms for room
+    // before it is shed.
     let engine = Engine::start(
         Config {
             max_batch: 64,
             queue_batches: 2,
             partitions: 4,
             layout: Layout::unpinned(1),
-            verify_stall: Duration::from_millis(20),
+            verify_stall: Duration::from_millis(50),
+            shed_after: Duration::from_millis(5),
             ..Config::default()
         },
         topic.consumer(),

@@ -19,7 +19,9 @@ use arc_swap::ArcSwap;
 use warrant_engine::lineage::file::by_partition;
 use warrant_engine::lineage::verify_log;
 use warrant_engine::pipeline::{Config, Engine, Layout, StatsSnapshot, now_us};
-use warrant_engine::seal::{DecisionError, EngineKey, EngineKeys, verify_decision};
+use warrant_engine::seal::{
+    DecisionError, EngineKey, EngineKeys, decision_leaf_hash, verify_decision,
+};
 use warrant_engine::transport::embedded::{Collector, Topic};
 use warrant_engine::transport::{OutBatch, partition_for};
 use warrant_engine::trust::{KeyState, TrustStore};
@@ -429,6 +431,12 @@ fn each_crafted_intent_gets_its_reason() {
         .find(|r| r.intent_id().0 == id(13))
         .unwrap();
     assert_eq!(chained.parent_id().map(|p| p.0), Some(id(1)));
+    // Each lineage record names its decision by the decision's leaf hash.
+    let decision = &run.decisions()[&id(13)][0];
+    assert_eq!(
+        chained.decision_digest().0,
+        decision_leaf_hash(decision).unwrap()
+    );
 }
 
 #[test]

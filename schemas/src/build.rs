@@ -322,9 +322,9 @@ pub struct LineageFields {
     pub partition: u32,
     /// Gap-free sequence number within the partition.
     pub sequence: u64,
-    /// Hash of the previous record (zeros for sequence 0).
+    /// Merkle leaf hash of the previous record (zeros for sequence 0).
     pub prev_hash: [u8; 32],
-    /// SHA-256 of the logged decision.
+    /// Merkle leaf hash of the logged decision (see `lineage.fbs`).
     pub decision_digest: [u8; 32],
     /// Intent decided.
     pub intent_id: [u8; 16],

@@ -81,7 +81,8 @@ impl<'a> LineageRecord<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<Hash256>(LineageRecord::VT_PREV_HASH, None).unwrap()}
   }
-  /// SHA-256 of the Decision this record logs.
+  /// Merkle leaf hash of the Decision this record logs: it commits to every
+  /// field of the decision but its batch proof and signature.
   #[inline]
   pub fn decision_digest(&self) -> &'a Hash256 {
     // Safety:
