@@ -137,8 +137,16 @@ fn ceiling(f: &Fixture) -> f64 {
         .collect();
     let mut out = vec![Err(SigError::NoItem); items.len()];
     let t = Instant::now();
+    let cpu = cpu_secs();
     verify_batch_parallel(&items, &mut out);
     let secs = t.elapsed().as_secs_f64();
+    let cpu = cpu_secs() - cpu;
+    println!(
+        "  ceiling: {:.1} CPU µs per signature ({:.0}% of {} cores)",
+        cpu * 1e6 / items.len() as f64,
+        100.0 * cpu / secs / rayon::current_num_threads() as f64,
+        rayon::current_num_threads()
+    );
     assert!(out.iter().all(|r| r.is_ok()));
     items.len() as f64 / secs
 }
@@ -181,6 +189,17 @@ fn engine<K: Sink + 'static>(f: &Fixture, topic: &Topic, sink: K) -> Engine {
     .expect("engine starts")
 }
 
+/// CPU seconds this process has used (user + system).
+fn cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which ends with ')'): utime is the
+    // 12th, stime the 13th, in clock ticks (100 per second on Linux).
+    let rest = stat.rsplit_once(')').map_or("", |r| r.1);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
+    (field(11) + field(12)) / 100.0
+}
+
 /// The engine draining a topic that holds every intent.
 fn pipeline(f: &Fixture) -> (f64, u64) {
     let topic = Topic::new(8, f.intents.len());
@@ -190,8 +209,10 @@ fn pipeline(f: &Fixture) -> (f64, u64) {
     topic.close();
     let sink = Count::default();
     let t = Instant::now();
+    let cpu = cpu_secs();
     let stats = engine(f, &topic, sink.clone()).join().expect("engine runs");
     let secs = t.elapsed().as_secs_f64();
+    let cpu = cpu_secs() - cpu;
     assert_eq!(sink.total.load(Ordering::Relaxed), f.intents.len() as u64);
     let busy: Vec<String> = stats
         .stage_busy
@@ -199,9 +220,12 @@ fn pipeline(f: &Fixture) -> (f64, u64) {
         .map(|(name, d)| format!("{name} {:.0}%", 100.0 * d.as_secs_f64() / secs))
         .collect();
     println!(
-        "  pipeline: {} shed, {} batches; busy: {}",
+        "  pipeline: {} shed, {} batches; {:.1} CPU µs per intent ({:.0}% of {} cores); busy: {}",
         stats.shed_intents,
         stats.batches,
+        cpu * 1e6 / f.intents.len() as f64,
+        100.0 * cpu / secs / rayon::current_num_threads() as f64,
+        rayon::current_num_threads(),
         busy.join(", ")
     );
     (
