@@ -86,9 +86,12 @@ enum Command {
         /// Longest a batch waits to fill, µs.
         #[arg(long, default_value_t = 200)]
         linger_us: u64,
-        /// Do not pin stages to cores (the default below 4 cores).
-        #[arg(long)]
-        no_pin: bool,
+        /// Thread layout: `auto` (pinned stages from 4 cores, fused and
+        /// unpinned below), `separate` (every stage its own thread, none
+        /// pinned) or `fused` (decode on ingest, policy on verify, none
+        /// pinned).
+        #[arg(long, default_value = "auto", value_parser = ["auto", "separate", "fused"])]
+        layout: String,
         /// Write the lineage logs, the engine public key and a sample
         /// intent and decision here, to check with `warrant lineage verify`
         /// and `warrant verify`.
@@ -228,7 +231,7 @@ fn main() -> ExitCode {
             chained,
             max_batch,
             linger_us,
-            no_pin,
+            layout,
             out,
         } => demo(demo::Options {
             duration: Duration::try_from_secs_f64(duration).unwrap_or(Duration::ZERO),
@@ -248,10 +251,13 @@ fn main() -> ExitCode {
             engine: Config {
                 max_batch,
                 linger: Duration::from_micros(linger_us),
-                layout: if no_pin {
-                    Layout::unpinned(rayon::current_num_threads())
-                } else {
-                    Layout::auto()
+                layout: match layout.as_str() {
+                    "separate" => Layout::unpinned(rayon::current_num_threads()),
+                    "fused" => Layout {
+                        fused: true,
+                        ..Layout::unpinned(rayon::current_num_threads())
+                    },
+                    _ => Layout::auto(),
                 },
                 ..Config::default()
             },
@@ -372,11 +378,16 @@ fn demo(opts: demo::Options) -> Result<(), String> {
     );
     let layout = &opts.engine.layout;
     println!(
-        "engine: batches of up to {} or {} µs; {} verify threads on cores {:?}",
+        "engine: batches of up to {} or {} µs; {} verify threads, pinned to {:?}; {}",
         opts.engine.max_batch,
         opts.engine.linger.as_micros(),
         layout.verify_threads,
-        layout.verify_cores
+        layout.verify_cores,
+        if layout.fused {
+            "decode and policy fused into ingest and verify"
+        } else {
+            "every stage on its own thread"
+        }
     );
     let report = demo::run(&opts, |line| println!("{line}"))?;
     println!("{report}");
