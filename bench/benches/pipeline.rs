@@ -31,7 +31,7 @@ use cedar_policy::{Authorizer, Decision, Entities, PolicySet};
 use ed25519_dalek::{Signer, SigningKey, Verifier};
 use rayon::prelude::*;
 use warrant_bench::policy::{cedar_request, cedar_text, requests, warrant_text};
-use warrant_engine::pipeline::{Config, Engine, Layout, new_histogram, now_us};
+use warrant_engine::pipeline::{Config, Engine, new_histogram, now_us};
 use warrant_engine::seal::EngineKey;
 use warrant_engine::transport::embedded::Topic;
 use warrant_engine::transport::{OutBatch, Sink, TransportError};
@@ -166,31 +166,17 @@ impl Sink for Count {
     }
 }
 
-/// The layout under test: `Layout::auto()` unless `WARRANT_PIPELINE_LAYOUT`
-/// says `separate` or `fused`.
-fn layout() -> Layout {
-    match std::env::var("WARRANT_PIPELINE_LAYOUT").as_deref() {
-        Ok("separate") => separate(),
-        Ok("fused") => Layout {
-            fused: true,
-            ..separate()
-        },
-        _ => Layout::auto(),
-    }
-}
-
-/// Every stage on its own thread, none pinned.
-fn separate() -> Layout {
-    Layout::unpinned(rayon::current_num_threads())
-}
-
-fn engine<K: Sink + 'static>(f: &Fixture, topic: &Topic, sink: K, layout: Layout) -> Engine {
+fn engine<K: Sink + 'static>(f: &Fixture, topic: &Topic, sink: K) -> Engine {
     let store = Arc::new(PolicyStore::new());
     store.install(Policy::from_sources(&[("bench.toml", &f.policy_text)]).expect("policy"));
     Engine::start(
         Config {
             partitions: topic.partitions(),
-            layout,
+            layout: if std::env::var("WARRANT_PIPELINE_UNPINNED").is_ok() {
+                warrant_engine::pipeline::Layout::unpinned(rayon::current_num_threads())
+            } else {
+                warrant_engine::pipeline::Layout::auto()
+            },
             linger: Duration::from_micros(env("WARRANT_PIPELINE_LINGER_US", 200) as u64),
             ..Config::default()
         },
@@ -215,7 +201,7 @@ fn cpu_secs() -> f64 {
 }
 
 /// The engine draining a topic that holds every intent.
-fn pipeline(f: &Fixture, layout: Layout) -> (f64, u64) {
+fn pipeline(f: &Fixture) -> (f64, u64) {
     let topic = Topic::new(8, f.intents.len());
     for (k, b) in &f.intents {
         topic.publish(k.as_bytes(), b.clone()).expect("publish");
@@ -224,9 +210,7 @@ fn pipeline(f: &Fixture, layout: Layout) -> (f64, u64) {
     let sink = Count::default();
     let t = Instant::now();
     let cpu = cpu_secs();
-    let stats = engine(f, &topic, sink.clone(), layout)
-        .join()
-        .expect("engine runs");
+    let stats = engine(f, &topic, sink.clone()).join().expect("engine runs");
     let secs = t.elapsed().as_secs_f64();
     let cpu = cpu_secs() - cpu;
     assert_eq!(sink.total.load(Ordering::Relaxed), f.intents.len() as u64);
@@ -358,7 +342,7 @@ fn open_loop(f: &Fixture, rate: f64, secs: f64) -> (hdrhistogram::Histogram<u64>
         latency: Arc::new(Mutex::new(new_histogram())),
         total: Arc::new(AtomicU64::new(0)),
     };
-    let e = engine(f, &topic, sink.clone(), layout());
+    let e = engine(f, &topic, sink.clone());
     let interval = 1e9 / rate;
     for (i, (k, b)) in f.intents.iter().take(n).enumerate() {
         let due = Duration::from_nanos((i as f64 * interval) as u64);
@@ -416,32 +400,18 @@ fn main() {
     let cedar: PolicySet = cedar_text(RULES).parse().expect("cedar policy");
     let (mut c, mut p, mut q) = (Vec::new(), Vec::new(), Vec::new());
     let (mut pc, mut pq) = (Vec::new(), Vec::new());
-    let (mut sp, mut ps) = (Vec::new(), Vec::new());
-    let chosen = layout();
-    println!(
-        "layout: {} ({} verify threads); also timed: every stage on its own thread",
-        if chosen.fused {
-            "decode and policy fused into ingest and verify"
-        } else {
-            "every stage on its own thread"
-        },
-        chosen.verify_threads
-    );
     for round in 0..rounds {
         let ceil = ceiling(&f);
-        let (pipe, authorized) = pipeline(&f, chosen.clone());
-        let (sep, _) = pipeline(&f, separate());
+        let (pipe, authorized) = pipeline(&f);
         let (nv, allowed) = naive(&f, naive_n, &cedar);
         println!(
-            "round {round}: ceiling {ceil:>9.0}/s  pipeline {pipe:>9.0}/s ({authorized} authorized)  separate {sep:>9.0}/s  naive {nv:>8.0}/s ({allowed} allowed)"
+            "round {round}: ceiling {ceil:>9.0}/s  pipeline {pipe:>9.0}/s ({authorized} authorized)  naive {nv:>8.0}/s ({allowed} allowed)"
         );
         c.push(ceil);
         p.push(pipe);
         q.push(nv);
-        sp.push(sep);
         pc.push(pipe / ceil);
         pq.push(pipe / nv);
-        ps.push(pipe / sep);
     }
     let pipe = median(p);
     println!("medians:");
@@ -450,11 +420,6 @@ fn main() {
         median(c)
     );
     println!("  Warrant pipeline, end to end      {pipe:>10.0} intents/s");
-    println!(
-        "  ... every stage on its own thread {:>10.0} intents/s  (layout ratio {:.2})",
-        median(sp),
-        median(ps)
-    );
     println!(
         "  naive peer (one thread)           {:>10.0} intents/s",
         median(q)

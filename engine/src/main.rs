@@ -86,12 +86,9 @@ enum Command {
         /// Longest a batch waits to fill, µs.
         #[arg(long, default_value_t = 200)]
         linger_us: u64,
-        /// Thread layout: `auto` (pinned stages from 4 cores, fused and
-        /// unpinned below), `separate` (every stage its own thread, none
-        /// pinned) or `fused` (decode on ingest, policy on verify, none
-        /// pinned).
-        #[arg(long, default_value = "auto", value_parser = ["auto", "separate", "fused"])]
-        layout: String,
+        /// Do not pin stages to cores (the default below 4 cores).
+        #[arg(long)]
+        no_pin: bool,
         /// Write the lineage logs, the engine public key and a sample
         /// intent and decision here, to check with `warrant lineage verify`
         /// and `warrant verify`.
@@ -231,7 +228,7 @@ fn main() -> ExitCode {
             chained,
             max_batch,
             linger_us,
-            layout,
+            no_pin,
             out,
         } => demo(demo::Options {
             duration: Duration::try_from_secs_f64(duration).unwrap_or(Duration::ZERO),
@@ -251,13 +248,10 @@ fn main() -> ExitCode {
             engine: Config {
                 max_batch,
                 linger: Duration::from_micros(linger_us),
-                layout: match layout.as_str() {
-                    "separate" => Layout::unpinned(rayon::current_num_threads()),
-                    "fused" => Layout {
-                        fused: true,
-                        ..Layout::unpinned(rayon::current_num_threads())
-                    },
-                    _ => Layout::auto(),
+                layout: if no_pin {
+                    Layout::unpinned(rayon::current_num_threads())
+                } else {
+                    Layout::auto()
                 },
                 ..Config::default()
             },
@@ -378,16 +372,11 @@ fn demo(opts: demo::Options) -> Result<(), String> {
     );
     let layout = &opts.engine.layout;
     println!(
-        "engine: batches of up to {} or {} µs; {} verify threads, pinned to {:?}; {}",
+        "engine: batches of up to {} or {} µs; {} verify threads on cores {:?}",
         opts.engine.max_batch,
         opts.engine.linger.as_micros(),
         layout.verify_threads,
-        layout.verify_cores,
-        if layout.fused {
-            "decode and policy fused into ingest and verify"
-        } else {
-            "every stage on its own thread"
-        }
+        layout.verify_cores
     );
     let report = demo::run(&opts, |line| println!("{line}"))?;
     println!("{report}");

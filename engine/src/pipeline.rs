@@ -14,9 +14,7 @@
 //!   ◄── commit_q: offsets whose decisions and lineage the sink acknowledged
 //! ```
 //!
-//! Each stage is one thread, optionally pinned to a core ([`Layout`]), or,
-//! with [`Layout::fused`] (the default below 4 cores), decode runs on the
-//! ingest thread and policy on the verify thread;
+//! Each stage is one thread, optionally pinned to a core ([`Layout`]);
 //! verification also uses a rayon pool pinned to its own cores. Stages are
 //! joined by bounded crossbeam channels that carry whole batches
 //! ([`Config::queue_batches`] deep), so the engine holds at most a fixed
@@ -122,10 +120,6 @@ pub struct Layout {
     /// Cores the verification threads are pinned to, thread `i` to
     /// `verify_cores[i]` (threads beyond the list are not pinned).
     pub verify_cores: Vec<usize>,
-    /// Run decode on the ingest thread and policy on the verify thread:
-    /// two hand-offs fewer per batch, for machines whose cores are all
-    /// busy verifying (the default below 4 cores).
-    pub fused: bool,
 }
 
 impl Layout {
@@ -135,8 +129,8 @@ impl Layout {
     /// is pinned: every stage would share a core with a verification
     /// thread, and pinned threads cannot move when another process takes
     /// their core; on this project's 2-core machine pinning raised the
-    /// demo's p99 at 2,000 intents/s from about 2 ms to about 11 ms.
-    /// Below 4 cores the layout is also [`Layout::fused`].
+    /// demo's p99 at 2,000 intents/s from about 2 ms to about 11 ms
+    /// (`warrant demo --rate 2000` with and without `--no-pin`).
     pub fn for_cores(cores: usize) -> Layout {
         Layout::for_core_ids(&(0..cores.max(1)).collect::<Vec<_>>())
     }
@@ -153,12 +147,8 @@ impl Layout {
                 emit: Some(*first),
                 verify_threads: rest.len(),
                 verify_cores: rest.to_vec(),
-                fused: false,
             },
-            _ => Layout {
-                fused: true,
-                ..Layout::unpinned(ids.len().max(1))
-            },
+            _ => Layout::unpinned(ids.len().max(1)),
         }
     }
 
@@ -180,7 +170,6 @@ impl Layout {
             emit: None,
             verify_threads: threads.max(1),
             verify_cores: Vec::new(),
-            fused: false,
         }
     }
 }
@@ -723,91 +712,48 @@ impl Engine {
             .build()
             .map_err(|e| EngineError::Config(format!("cannot build the verify pool: {e}")))?;
 
-        // Stage bodies, run on their own threads or, fused, on their
-        // upstream neighbour's.
+        let mut handles = Vec::new();
+        let c = config.clone();
+        let s = shared.clone();
+        handles.push(spawn("ingest", c.layout.ingest, move || {
+            ingest(&c, source, decode_tx, shed_tx, &commit_rx, &s);
+        })?);
+
         let rules = DecodeRules {
             limits: Limits::default(),
             partitions: config.partitions,
             skew_us: micros(config.max_clock_skew),
             max_age_us: micros(config.max_intent_age),
         };
-        let (t, s, p) = (trust.clone(), shared.clone(), policy.clone());
-        let decode_body = move |batch: &mut Batch| {
-            // Only records not decoded yet (a fused ingest decodes a
-            // growing batch in steps), with the batch's first snapshots.
-            let done = batch.items.len();
-            let Some(fresh) = batch.records.get(done..) else {
-                return;
-            };
-            s.stats
-                .intents_in
-                .fetch_add(fresh.len() as u64, Ordering::Relaxed);
-            let now = now_us();
-            let store = batch.trust.clone().unwrap_or_else(|| t.load_full());
-            let policy = batch.policy.clone().or_else(|| p.current());
-            let items: Vec<Item> = s.stats.time(0, || {
-                let mut attrs = Vec::with_capacity(32);
-                fresh
-                    .iter()
-                    .map(|r| decode(r, &rules, &store, policy.as_deref(), &mut attrs, now))
-                    .collect()
-            });
-            batch.items.extend(items);
-            batch.trust = Some(store);
-            batch.policy = policy;
-        };
-        let capacity = config.replay_capacity;
+        let t = trust.clone();
         let s = shared.clone();
-        let mut caches: HashMap<u32, ReplayCache> = HashMap::new();
-        let policy_body = move |batch: &mut Batch| {
-            let now = now_us();
-            batch.check_deadlines(now);
-            s.stats.time(2, || {
-                policy_stage(batch, &mut caches, capacity, now);
-            });
-        };
-
-        let fused = config.layout.fused;
-        let mut handles = Vec::new();
-        let c = config.clone();
-        let s = shared.clone();
-        let ingest_tx = if fused { verify_tx.clone() } else { decode_tx };
-        let (mut fused_decode, own_decode) = if fused {
-            (Some(decode_body), None)
-        } else {
-            (None, Some(decode_body))
-        };
-        handles.push(spawn("ingest", c.layout.ingest, move || {
-            let prepare = |b: &mut Batch| {
-                if let Some(d) = fused_decode.as_mut() {
-                    d(b);
+        let p = policy.clone();
+        handles.push(spawn("decode", config.layout.decode, move || {
+            for mut batch in decode_rx.iter() {
+                s.stats
+                    .intents_in
+                    .fetch_add(batch.records.len() as u64, Ordering::Relaxed);
+                let now = now_us();
+                let store = t.load_full();
+                let policy = p.current();
+                batch.items = s.stats.time(0, || {
+                    let mut attrs = Vec::with_capacity(32);
+                    batch
+                        .records
+                        .iter()
+                        .map(|r| decode(r, &rules, &store, policy.as_deref(), &mut attrs, now))
+                        .collect()
+                });
+                batch.trust = Some(store);
+                batch.policy = policy;
+                if verify_tx.send(batch).is_err() {
+                    return;
                 }
-            };
-            ingest(&c, source, ingest_tx, shed_tx, &commit_rx, &s, prepare);
+            }
         })?);
-
-        if let Some(decode_body) = own_decode {
-            handles.push(spawn("decode", config.layout.decode, move || {
-                for mut batch in decode_rx.iter() {
-                    decode_body(&mut batch);
-                    if verify_tx.send(batch).is_err() {
-                        return;
-                    }
-                }
-            })?);
-        } else {
-            drop(verify_tx);
-            drop(decode_rx);
-        }
 
         let stall = config.verify_stall;
         let s = shared.clone();
-        let verify_out = if fused { seal_tx.clone() } else { policy_tx };
-        let (mut fused_policy, own_policy) = if fused {
-            (Some(policy_body), None)
-        } else {
-            (None, Some(policy_body))
-        };
         handles.push(spawn("verify", None, move || {
             for first in verify_rx.iter() {
                 // Batches already waiting are verified together: larger
@@ -823,30 +769,29 @@ impl Engine {
                 }
                 s.stats
                     .time(1, || pool.install(|| verify_group(&mut group)));
-                for mut batch in group {
-                    if let Some(p) = fused_policy.as_mut() {
-                        p(&mut batch);
-                    }
-                    if verify_out.send(batch).is_err() {
+                for batch in group {
+                    if policy_tx.send(batch).is_err() {
                         return;
                     }
                 }
             }
         })?);
 
-        if let Some(mut policy_body) = own_policy {
-            handles.push(spawn("policy", config.layout.policy, move || {
-                for mut batch in policy_rx.iter() {
-                    policy_body(&mut batch);
-                    if seal_tx.send(batch).is_err() {
-                        return;
-                    }
+        let capacity = config.replay_capacity;
+        let s = shared.clone();
+        handles.push(spawn("policy", config.layout.policy, move || {
+            let mut caches: HashMap<u32, ReplayCache> = HashMap::new();
+            for mut batch in policy_rx.iter() {
+                let now = now_us();
+                batch.check_deadlines(now);
+                s.stats.time(2, || {
+                    policy_stage(&mut batch, &mut caches, capacity, now);
+                });
+                if seal_tx.send(batch).is_err() {
+                    return;
                 }
-            })?);
-        } else {
-            drop(seal_tx);
-            drop(policy_rx);
-        }
+            }
+        })?);
 
         let audience = config.audience.clone();
         let checkpoint_interval = config.checkpoint_interval;
@@ -964,7 +909,6 @@ fn ingest<S: Source>(
     shed_tx: Sender<Batch>,
     commit_rx: &Receiver<(u32, u64)>,
     shared: &Shared,
-    mut prepare: impl FnMut(&mut Batch),
 ) {
     let max = config.max_batch;
     let mut seq = 0u64;
@@ -1022,7 +966,6 @@ fn ingest<S: Source>(
         seq += 1;
         let mut blocked_since: Option<Instant> = None;
         loop {
-            prepare(&mut batch);
             match decode_tx.try_send(batch) {
                 Ok(()) => break,
                 // The pipeline is busy: rather than queue another small
@@ -1056,15 +999,13 @@ fn ingest<S: Source>(
                     };
                     b.shed = true;
                     let n = b.records.len() as u64;
-                    // A fused ingest has counted what it decoded already.
-                    let read = n - b.items.len() as u64;
                     // Blocks only when sealing itself is behind:
                     // backpressure to the source, memory still bounded.
                     if shed_tx.send(b).is_err() {
                         break 'outer;
                     }
                     shared.stats.shed_intents.fetch_add(n, Ordering::Relaxed);
-                    shared.stats.intents_in.fetch_add(read, Ordering::Relaxed);
+                    shared.stats.intents_in.fetch_add(n, Ordering::Relaxed);
                     if closed {
                         break 'outer;
                     }

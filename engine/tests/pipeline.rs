@@ -176,21 +176,6 @@ fn config() -> Config {
     }
 }
 
-/// Both thread layouts: every stage on its own thread, and decode and
-/// policy fused into their neighbours.
-fn configs() -> [Config; 2] {
-    [
-        config(),
-        Config {
-            layout: Layout {
-                fused: true,
-                ..Layout::unpinned(2)
-            },
-            ..config()
-        },
-    ]
-}
-
 /// Publishes `records` (key, payload), closes the topic, runs the engine
 /// until it has decided everything.
 fn run(config: Config, records: &[(&str, Vec<u8>)], policy: Option<Policy>) -> Run {
@@ -240,12 +225,6 @@ fn other_partition_key(principal: &str) -> String {
 
 #[test]
 fn each_crafted_intent_gets_its_reason() {
-    for config in configs() {
-        each_crafted_intent_gets_its_reason_with(config);
-    }
-}
-
-fn each_crafted_intent_gets_its_reason_with(config: Config) {
     let now = now_us();
     let mut cases: Vec<(u64, &str, Vec<u8>, Reason)> = Vec::new();
     let mut add = |n: u64, key: &'static str, bytes: Vec<u8>, reason: Reason| {
@@ -388,7 +367,7 @@ fn each_crafted_intent_gets_its_reason_with(config: Config) {
     let key = other_partition_key("svc-1");
     records.push((Box::leak(key.into_boxed_str()), misrouted.clone()));
 
-    let run = run(config, &records, Some(policy()));
+    let run = run(config(), &records, Some(policy()));
     for (n, _, _, reason) in &cases {
         assert_eq!(run.reason_of(*n), *reason, "intent {n}");
     }
@@ -506,12 +485,6 @@ fn a_stall_inside_the_pipeline_turns_into_deadline_denies() {
 
 #[test]
 fn exactly_one_decision_per_intent_under_concurrent_load() {
-    for config in configs() {
-        exactly_one_decision_per_intent_under_concurrent_load_with(config);
-    }
-}
-
-fn exactly_one_decision_per_intent_under_concurrent_load_with(config: Config) {
     const PRODUCERS: u64 = 4;
     const EACH: u64 = 1_500;
     let topic = Topic::new(PARTITIONS, 256);
@@ -523,7 +496,7 @@ fn exactly_one_decision_per_intent_under_concurrent_load_with(config: Config) {
     let engine = Engine::start(
         Config {
             max_batch: 64,
-            ..config
+            ..config()
         },
         topic.consumer(),
         collector.clone(),
