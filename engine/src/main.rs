@@ -86,7 +86,7 @@ enum Command {
         /// Longest a batch waits to fill, µs.
         #[arg(long, default_value_t = 200)]
         linger_us: u64,
-        /// Do not pin stages to cores (the default below 4 cores).
+        /// Do not pin stages to cores (nothing is pinned below 4 cores anyway).
         #[arg(long)]
         no_pin: bool,
         /// Write the lineage logs, the engine public key and a sample

@@ -7,15 +7,17 @@
 //!            decode_q            verify_q            policy_q            seal_q             emit_q
 //! [ingest] ──────────► [decode] ─────────► [verify] ─────────► [policy] ─────────► [seal] ─────────► [emit]
 //!   │  poll the Source,   open buffer,      batch ed25519 on    replay cache,       deadline check,     Sink::send,
-//!   │  close a batch on   digest, route,    a pinned rayon      decision tables     Merkle-seal,        then commit
-//!   │  size or linger     times, key        pool                                    lineage + checkpoint offsets
-//!   │                                                                    ▲
-//!   └── decode_q full: the batch is shed ── shed_q ──────────────────────┘  (deny "overloaded")
+//!   │  close a batch on   digest, route,    a rayon pool        final verdict       Merkle-seal,        then commit
+//!   │  size or linger     times, key,       (groups of                              lineage,            offsets
+//!   │                     policy tables     waiting batches)                        checkpoints
+//!   │                                                                                   ▲
+//!   └── full batch, pipeline full for `shed_after` ── shed_q ──────────────────────────┘  (deny "overloaded")
 //!   ◄── commit_q: offsets whose decisions and lineage the sink acknowledged
 //! ```
 //!
 //! Each stage is one thread, optionally pinned to a core ([`Layout`]);
-//! verification also uses a rayon pool pinned to its own cores. Stages are
+//! verification uses a rayon pool (pinned to its own cores from 4 cores
+//! up). Stages are
 //! joined by bounded crossbeam channels that carry whole batches
 //! ([`Config::queue_batches`] deep), so the engine holds at most a fixed
 //! number of intents whatever the offered load.
