@@ -2,8 +2,11 @@
 # The whole test suite, as the README and .ci/run give it.
 #
 # Installs what the tests need and is missing (flatc 25.12.19, for the
-# generated-code check), then runs every test of the workspace: unit tests,
-# integration tests in tests/, property tests and doctests.
+# generated-code check; Tansu, the Kafka-compatible broker the Kafka tests
+# run against), starts the broker, then runs every test of the workspace:
+# unit tests, integration tests, property tests and doctests. A broker this
+# script started is stopped at the end (set WARRANT_KAFKA_BROKERS to use
+# another broker instead).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,10 +17,23 @@ if [ "$(flatc --version 2>/dev/null | awk '{print $3}')" != "$want" ]; then
   hash -r
 fi
 
+started_broker=""
+if [ -z "${WARRANT_KAFKA_BROKERS:-}" ]; then
+  if ! scripts/broker.sh status; then
+    started_broker=yes
+  fi
+  WARRANT_KAFKA_BROKERS=$(scripts/broker.sh start)
+  export WARRANT_KAFKA_BROKERS
+fi
+
 # Every target's own summary, then one total line at the end (so the last
 # line is the whole suite's count, not the last crate's).
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+cleanup() {
+  rm -f "$log"
+  if [ -n "$started_broker" ]; then scripts/broker.sh stop; fi
+}
+trap cleanup EXIT
 status=0
 cargo test --workspace --all-targets --no-fail-fast 2>&1 | tee -a "$log" || status=$?
 cargo test --workspace --doc 2>&1 | tee -a "$log" || status=$?

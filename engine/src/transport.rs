@@ -51,6 +51,10 @@ pub enum TransportError {
     /// The transport was closed.
     #[error("transport closed")]
     Closed,
+    /// The transport failed in a way retrying cannot mend (records may
+    /// have been written in part).
+    #[error("transport failed: {0}")]
+    Failed(String),
     /// A commit named an offset that was never handed out.
     #[error("cannot commit offset {offset} of partition {partition}: {reason}")]
     BadCommit {

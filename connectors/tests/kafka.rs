@@ -1,0 +1,256 @@
+//! The engine on a real Kafka-compatible broker (Tansu, started by
+//! `scripts/broker.sh` unless `WARRANT_KAFKA_BROKERS` names one): every
+//! intent produced gets exactly one decision on the decisions topic and
+//! one lineage record, a malformed message gets a deny and the stream goes
+//! on, and the lineage read back from the broker verifies.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "a test fails by panicking"
+)]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use rdkafka::Message;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use warrant_connectors::kafka::{KafkaConfig, KafkaSink, KafkaSource};
+use warrant_engine::lineage::file::by_partition;
+use warrant_engine::lineage::verify_log;
+use warrant_engine::pipeline::{Config, Engine, Layout, now_us};
+use warrant_engine::seal::EngineKey;
+use warrant_engine::trust::{KeyState, TrustStore};
+use warrant_policy::{Policy, PolicyStore};
+use warrant_schemas::wire::Reason;
+use warrant_schemas::{IntentFields, IntentSigner, open_decision};
+
+const PARTITIONS: i32 = 4;
+
+/// The broker's address: `WARRANT_KAFKA_BROKERS`, or the one
+/// `scripts/broker.sh start` starts (installing Tansu if needed).
+fn brokers() -> String {
+    if let Ok(b) = std::env::var("WARRANT_KAFKA_BROKERS") {
+        return b;
+    }
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/broker.sh");
+    let out = Command::new(script)
+        .arg("start")
+        .output()
+        .expect("runs broker.sh");
+    assert!(
+        out.status.success(),
+        "scripts/broker.sh start failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// Fresh topics for one test.
+fn topics(brokers: &str, name: &str) -> KafkaConfig {
+    let unique = format!("{name}-{}-{}", std::process::id(), now_us() % 1_000_000_000);
+    let mut config = KafkaConfig::new(brokers);
+    config.group_id = format!("g-{unique}");
+    config.intents_topic = format!("intents-{unique}");
+    config.decisions_topic = format!("decisions-{unique}");
+    config.lineage_topic = format!("lineage-{unique}");
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    let new: Vec<NewTopic<'_>> = [
+        &config.intents_topic,
+        &config.decisions_topic,
+        &config.lineage_topic,
+    ]
+    .iter()
+    .map(|t| NewTopic::new(t, PARTITIONS, TopicReplication::Fixed(1)))
+    .collect();
+    let rt = Runtime::new();
+    for r in rt
+        .block_on(admin.create_topics(&new, &AdminOptions::new()))
+        .unwrap()
+    {
+        r.unwrap();
+    }
+    config
+}
+
+/// A tiny executor for the admin client's futures.
+struct Runtime;
+
+impl Runtime {
+    fn new() -> Self {
+        Runtime
+    }
+
+    fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        use std::task::{Context, Poll, Wake, Waker};
+        struct Thread(std::thread::Thread);
+        impl Wake for Thread {
+            fn wake(self: Arc<Self>) {
+                self.0.unpark();
+            }
+        }
+        let waker = Waker::from(Arc::new(Thread(std::thread::current())));
+        let mut cx = Context::from_waker(&waker);
+        let mut f = std::pin::pin!(f);
+        loop {
+            if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+                return v;
+            }
+            std::thread::park_timeout(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Everything on `topic` now, by partition, in offset order.
+fn read_all(brokers: &str, topic: &str, want: usize) -> Vec<(i32, Vec<u8>, Vec<u8>)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("reader-{topic}-{}", now_us()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let mut out = Vec::new();
+    // At least `want` messages, then until nothing new comes for 2 s.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut last = Instant::now();
+    while Instant::now() < deadline && (out.len() < want || last.elapsed() < Duration::from_secs(2))
+    {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            out.push((
+                m.partition(),
+                m.key().unwrap_or_default().to_vec(),
+                m.payload().unwrap_or_default().to_vec(),
+            ));
+            last = Instant::now();
+        }
+    }
+    out
+}
+
+#[test]
+fn every_intent_produced_gets_one_decision_and_one_lineage_record() {
+    let brokers = brokers();
+    let config = topics(&brokers, "once");
+    let mut trust = TrustStore::new();
+    let principals = ["svc-a", "svc-b", "svc-c", "svc-d", "svc-e"];
+    let signers: Vec<IntentSigner> = (0..principals.len())
+        .map(|i| IntentSigner::from_seed([i as u8 + 1; 32]))
+        .collect();
+    for (p, s) in principals.iter().zip(&signers) {
+        trust.add(p, s.public_key(), KeyState::Active).unwrap();
+    }
+
+    // Producers key intents by principal with Kafka's murmur2 partitioner,
+    // as the engine requires.
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("partitioner", "murmur2_random")
+        .create()
+        .unwrap();
+    const N: u64 = 200;
+    let now = now_us();
+    for i in 0..N {
+        let p = (i as usize) % principals.len();
+        let bytes = signers[p].sign_intent(&IntentFields {
+            id: u128::from(i).to_le_bytes(),
+            nonce: u128::from(i).to_le_bytes(),
+            principal: principals[p],
+            issued_at_us: now,
+            deadline_us: now + 120_000_000,
+            ..IntentFields::example()
+        });
+        producer
+            .send(
+                BaseRecord::to(&config.intents_topic)
+                    .key(principals[p])
+                    .payload(&bytes),
+            )
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    // A malformed message in the middle of the stream.
+    producer
+        .send(
+            BaseRecord::to(&config.intents_topic)
+                .key("svc-a")
+                .payload(&b"garbage"[..]),
+        )
+        .map_err(|(e, _)| e)
+        .unwrap();
+    producer.flush(Duration::from_secs(30)).unwrap();
+
+    let source = KafkaSource::new(&config).unwrap();
+    assert_eq!(source.partitions(), PARTITIONS as u32);
+    let sink = KafkaSink::new(&config, Duration::from_secs(30)).unwrap();
+    let store = Arc::new(PolicyStore::new());
+    store.install(
+        Policy::from_sources(&[(
+            "p.toml",
+            "[policy]\nversion = 1\n[[rule]]\nid = \"allow\"\neffect = \"allow\"\n",
+        )])
+        .unwrap(),
+    );
+    let key = EngineKey::from_seed([7; 32]);
+    let public = key.public_key();
+    let engine = Engine::start(
+        Config {
+            partitions: source.partitions(),
+            layout: Layout::unpinned(2),
+            ..Config::default()
+        },
+        source,
+        sink,
+        key,
+        Arc::new(ArcSwap::from_pointee(trust)),
+        store,
+    )
+    .unwrap();
+
+    let decisions = read_all(&brokers, &config.decisions_topic, N as usize + 1);
+    let stats = engine.shutdown().unwrap();
+    assert_eq!(stats.decisions(), N + 1, "{stats:?}");
+    let mut by_id: HashMap<Vec<u8>, Vec<Reason>> = HashMap::new();
+    for (_, key, payload) in &decisions {
+        let d = open_decision(payload, &Default::default()).unwrap();
+        assert_eq!(key.as_slice(), &d.intent_id().0[..]);
+        by_id.entry(key.clone()).or_default().push(d.reason());
+    }
+    for i in 0..N {
+        let reasons = &by_id[&u128::from(i).to_le_bytes().to_vec()];
+        assert_eq!(reasons, &[Reason::Authorized], "intent {i}");
+    }
+    let malformed: Vec<_> = by_id
+        .values()
+        .filter(|r| r.as_slice() == [Reason::Malformed])
+        .collect();
+    assert_eq!(malformed.len(), 1);
+    assert_eq!(decisions.len() as u64, N + 1);
+
+    // The lineage read back from the broker verifies, partition by partition.
+    let lineage = read_all(&brokers, &config.lineage_topic, N as usize + 1);
+    let frames: Vec<(u32, Vec<u8>)> = lineage
+        .iter()
+        .map(|(p, _, v)| (*p as u32, v.clone()))
+        .collect();
+    let mut records = 0;
+    for (p, f) in by_partition(&frames) {
+        records += verify_log(p, &f.records, &f.checkpoints, &[public])
+            .unwrap_or_else(|e| panic!("partition {p}: {e}"))
+            .records;
+    }
+    assert_eq!(records, N + 1);
+}
