@@ -50,15 +50,20 @@ install() {
   cargo install tansu --locked --features dynostore,libsql >&2
 }
 
+# Whether the broker answers, within 3 s (Tansu's own client keeps
+# retrying a refused connection for much longer).
 answers() {
-  "$(tansu_bin)" topic list --broker "$url" >/dev/null 2>&1
+  timeout 1 bash -c ">/dev/tcp/127.0.0.1/$port" 2>/dev/null || return 1
+  timeout 3 "$(tansu_bin)" topic list --broker "$url" >/dev/null 2>&1
 }
 
+# The pid of the broker this script started, if it is still that process.
 running_pid() {
   local pid
   [[ -f "$dir/pid" ]] || return 1
   pid="$(cat "$dir/pid")"
   kill -0 "$pid" 2>/dev/null || return 1
+  grep -q tansu "/proc/$pid/comm" 2>/dev/null || return 1
   echo "$pid"
 }
 
@@ -78,26 +83,29 @@ start() {
       echo $! >"$dir/pid"
     )
   fi
-  for _ in $(seq 1 100); do
-    if answers; then
-      break
-    fi
+  local waited=$SECONDS
+  until answers; do
     if ! running_pid >/dev/null; then
       echo "broker: Tansu exited; last lines of $dir/broker.log:" >&2
       tail -20 "$dir/broker.log" >&2
       exit 1
     fi
+    if ((SECONDS - waited > 20)); then
+      echo "broker: no answer on $url after 20 s; stopping it (see $dir/broker.log)" >&2
+      stop
+      exit 1
+    fi
     sleep 0.1
   done
-  if ! answers; then
-    echo "broker: no answer on $url after 10 s; see $dir/broker.log" >&2
-    exit 1
-  fi
   local existing
   existing="$("$(tansu_bin)" topic list --broker "$url" 2>/dev/null || true)"
   for t in "${topics[@]}"; do
     if ! grep -q "\"$t\"" <<<"$existing"; then
-      "$(tansu_bin)" topic create --broker "$url" --partitions "$partitions" "$t" >/dev/null
+      if ! timeout 10 "$(tansu_bin)" topic create --broker "$url" --partitions "$partitions" "$t" >/dev/null; then
+        echo "broker: cannot create topic $t; stopping it" >&2
+        stop
+        exit 1
+      fi
     fi
   done
   echo "broker: ready on 127.0.0.1:$port (data in $dir)" >&2

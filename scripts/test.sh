@@ -17,7 +17,17 @@ if [ "$(flatc --version 2>/dev/null | awk '{print $3}')" != "$want" ]; then
   hash -r
 fi
 
+# Every target's own summary, then one total line at the end (so the last
+# line is the whole suite's count, not the last crate's).
+log=$(mktemp)
 started_broker=""
+cleanup() {
+  rm -f "$log"
+  if [ -n "$started_broker" ]; then scripts/broker.sh stop; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
 if [ -z "${WARRANT_KAFKA_BROKERS:-}" ]; then
   if ! scripts/broker.sh status; then
     started_broker=yes
@@ -25,15 +35,6 @@ if [ -z "${WARRANT_KAFKA_BROKERS:-}" ]; then
   WARRANT_KAFKA_BROKERS=$(scripts/broker.sh start)
   export WARRANT_KAFKA_BROKERS
 fi
-
-# Every target's own summary, then one total line at the end (so the last
-# line is the whole suite's count, not the last crate's).
-log=$(mktemp)
-cleanup() {
-  rm -f "$log"
-  if [ -n "$started_broker" ]; then scripts/broker.sh stop; fi
-}
-trap cleanup EXIT
 status=0
 cargo test --workspace --all-targets --no-fail-fast 2>&1 | tee -a "$log" || status=$?
 cargo test --workspace --doc 2>&1 | tee -a "$log" || status=$?

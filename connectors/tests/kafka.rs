@@ -43,6 +43,10 @@ fn brokers() -> String {
         return b;
     }
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/broker.sh");
+    eprintln!(
+        "WARRANT_KAFKA_BROKERS is not set: starting Tansu with scripts/broker.sh \
+         (the first time, this builds it from crates.io: about 9 minutes)"
+    );
     let out = Command::new(script)
         .arg("start")
         .output()

@@ -2,7 +2,7 @@
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
 use rdkafka::error::{KafkaError as RdError, RDKafkaErrorCode};
@@ -56,8 +56,16 @@ impl KafkaSink {
     /// An idempotent producer (`acks=all`) for the decisions and lineage
     /// topics. `send` waits at most `timeout` for acknowledgements.
     pub fn new(config: &KafkaConfig, timeout: Duration) -> Result<Self, KafkaError> {
+        // librdkafka gives up on a record after `message.timeout.ms`: no
+        // later than `send` does, so nothing of a failed batch is still
+        // queued (and delivered twice) when the engine gives up on it.
+        let ms = timeout.as_millis().clamp(1, 900_000).to_string();
         let producer = config
-            .client(&[("enable.idempotence", "true"), ("acks", "all")])?
+            .client(&[
+                ("enable.idempotence", "true"),
+                ("acks", "all"),
+                ("message.timeout.ms", ms.as_str()),
+            ])?
             .create_with_context(Deliveries::default())?;
         Ok(KafkaSink {
             producer,
@@ -67,13 +75,20 @@ impl KafkaSink {
         })
     }
 
-    /// Queues one record, waiting while librdkafka's queue is full.
-    fn produce(&self, mut record: BaseRecord<'_, [u8], [u8]>) -> Result<(), TransportError> {
+    /// Queues one record, waiting (until `deadline`) while librdkafka's
+    /// queue is full.
+    fn produce(
+        &self,
+        mut record: BaseRecord<'_, [u8], [u8]>,
+        deadline: Instant,
+    ) -> Result<(), TransportError> {
         loop {
             match self.producer.send(record) {
                 Ok(()) => return Ok(()),
-                Err((RdError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    self.producer.poll(Duration::from_millis(10));
+                Err((RdError::MessageProduction(RDKafkaErrorCode::QueueFull), r))
+                    if Instant::now() < deadline =>
+                {
+                    self.producer.poll(Duration::from_millis(1));
                     record = r;
                 }
                 Err((e, _)) => return Err(TransportError::Failed(e.to_string())),
@@ -84,6 +99,7 @@ impl KafkaSink {
 
 impl Sink for KafkaSink {
     fn send(&mut self, batch: &OutBatch) -> Result<(), TransportError> {
+        let deadline = Instant::now() + self.timeout;
         let ctx = self.producer.context();
         ctx.failed.store(0, Ordering::SeqCst);
         for (id, bytes) in &batch.decisions {
@@ -91,6 +107,7 @@ impl Sink for KafkaSink {
                 BaseRecord::to(&self.decisions)
                     .key(&id[..])
                     .payload(&bytes[..]),
+                deadline,
             )?;
         }
         for (partition, bytes) in &batch.lineage {
@@ -100,11 +117,23 @@ impl Sink for KafkaSink {
                 BaseRecord::to(&self.lineage)
                     .partition(p)
                     .payload(&bytes[..]),
+                deadline,
             )?;
         }
-        self.producer
-            .flush(self.timeout)
-            .map_err(|e| TransportError::Unavailable(format!("flush: {e}")))?;
+        // Wait for every acknowledgement, serving delivery reports in short
+        // polls (`flush` polls in 100 ms steps: a floor under every batch).
+        while self.producer.in_flight_count() > 0 {
+            if Instant::now() >= deadline {
+                // Records may still be written later: final, not retryable
+                // (a resend could duplicate lineage records).
+                return Err(TransportError::Failed(format!(
+                    "{} records not acknowledged within {:?}",
+                    self.producer.in_flight_count(),
+                    self.timeout
+                )));
+            }
+            self.producer.poll(Duration::from_millis(1));
+        }
         let failed = ctx.failed.load(Ordering::SeqCst);
         if failed > 0 {
             let last = ctx
