@@ -35,13 +35,18 @@ impl KafkaSource {
             ("enable.auto.commit", "false"),
             ("enable.auto.offset.store", "false"),
         ])?;
-        // A default a user may override: a new group starts at the beginning.
-        if !config
-            .properties
-            .iter()
-            .any(|(k, _)| k == "auto.offset.reset")
-        {
-            client.set("auto.offset.reset", "earliest");
+        // Defaults a user may override: a new group starts at the
+        // beginning; a fetch waits at most 5 ms. Brokers that answer a
+        // waiting fetch only when its wait expires (Tansu does) otherwise
+        // add librdkafka's default 500 ms to every intent's latency; see
+        // connectors/README.md for the measurement.
+        for (key, value) in [
+            ("auto.offset.reset", "earliest"),
+            ("fetch.wait.max.ms", "5"),
+        ] {
+            if !config.properties.iter().any(|(k, _)| k == key) {
+                client.set(key, value);
+            }
         }
         let consumer: BaseConsumer = client.create()?;
         let topic = config.intents_topic.clone();
