@@ -20,34 +20,13 @@
 use std::time::{Duration, Instant};
 
 use rdkafka::Message;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use warrant_connectors::kafka::create_topics;
 
 /// librdkafka properties.
 type Props = &'static [(&'static str, &'static str)];
-
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    use std::sync::Arc;
-    use std::task::{Context, Poll, Wake, Waker};
-    struct T(std::thread::Thread);
-    impl Wake for T {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Waker::from(Arc::new(T(std::thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    let mut f = std::pin::pin!(f);
-    loop {
-        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
-            return v;
-        }
-        std::thread::park_timeout(Duration::from_millis(10));
-    }
-}
 
 fn main() {
     let brokers = std::env::args()
@@ -74,18 +53,7 @@ fn main() {
                 ^ u128::from(std::process::id())
                 ^ (name.len() as u128 * 7919)
         );
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-            .set("bootstrap.servers", &brokers)
-            .create()
-            .unwrap();
-        for r in block_on(admin.create_topics(
-            &[NewTopic::new(&topic, 1, TopicReplication::Fixed(1))],
-            &AdminOptions::new(),
-        ))
-        .unwrap()
-        {
-            r.unwrap();
-        }
+        create_topics(&brokers, &[&topic], 1).unwrap();
         let mut pc = ClientConfig::new();
         pc.set("bootstrap.servers", &brokers);
         for (k, v) in *producer_props {

@@ -17,12 +17,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use warrant_connectors::kafka::{KafkaConfig, KafkaSink, KafkaSource};
+use warrant_connectors::kafka::{KafkaConfig, KafkaSink, KafkaSource, create_topics};
 use warrant_engine::pipeline::{Config, Engine, now_us};
 use warrant_engine::seal::EngineKey;
 use warrant_engine::trust::{KeyState, TrustStore};
@@ -31,25 +29,6 @@ use warrant_schemas::{IntentFields, IntentSigner};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    use std::task::{Context, Poll, Wake, Waker};
-    struct T(std::thread::Thread);
-    impl Wake for T {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Waker::from(Arc::new(T(std::thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    let mut f = std::pin::pin!(f);
-    loop {
-        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
-            return v;
-        }
-        std::thread::park_timeout(Duration::from_millis(10));
-    }
-}
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -61,21 +40,16 @@ fn main() {
     config.intents_topic = format!("tp-intents-{unique}");
     config.decisions_topic = format!("tp-decisions-{unique}");
     config.lineage_topic = format!("tp-lineage-{unique}");
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .create()
-        .unwrap();
-    let topics: Vec<NewTopic<'_>> = [
-        &config.intents_topic,
-        &config.decisions_topic,
-        &config.lineage_topic,
-    ]
-    .iter()
-    .map(|t| NewTopic::new(t, 4, TopicReplication::Fixed(1)))
-    .collect();
-    for r in block_on(admin.create_topics(&topics, &AdminOptions::new())).unwrap() {
-        r.unwrap();
-    }
+    create_topics(
+        &brokers,
+        &[
+            &config.intents_topic,
+            &config.decisions_topic,
+            &config.lineage_topic,
+        ],
+        4,
+    )
+    .unwrap();
 
     let principals: Vec<String> = (0..64).map(|i| format!("svc-{i:02}")).collect();
     let signers: Vec<IntentSigner> = (0..64u8)

@@ -19,12 +19,10 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use rdkafka::Message;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use warrant_connectors::kafka::{KafkaConfig, KafkaSink, KafkaSource};
+use warrant_connectors::kafka::{KafkaConfig, KafkaSink, KafkaSource, create_topics};
 use warrant_engine::lineage::file::by_partition;
 use warrant_engine::lineage::verify_log;
 use warrant_engine::pipeline::{Config, Engine, Layout, now_us};
@@ -67,54 +65,17 @@ fn topics(brokers: &str, name: &str) -> KafkaConfig {
     config.intents_topic = format!("intents-{unique}");
     config.decisions_topic = format!("decisions-{unique}");
     config.lineage_topic = format!("lineage-{unique}");
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .unwrap();
-    let new: Vec<NewTopic<'_>> = [
-        &config.intents_topic,
-        &config.decisions_topic,
-        &config.lineage_topic,
-    ]
-    .iter()
-    .map(|t| NewTopic::new(t, PARTITIONS, TopicReplication::Fixed(1)))
-    .collect();
-    let rt = Runtime::new();
-    for r in rt
-        .block_on(admin.create_topics(&new, &AdminOptions::new()))
-        .unwrap()
-    {
-        r.unwrap();
-    }
+    create_topics(
+        brokers,
+        &[
+            &config.intents_topic,
+            &config.decisions_topic,
+            &config.lineage_topic,
+        ],
+        PARTITIONS,
+    )
+    .unwrap();
     config
-}
-
-/// A tiny executor for the admin client's futures.
-struct Runtime;
-
-impl Runtime {
-    fn new() -> Self {
-        Runtime
-    }
-
-    fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
-        use std::task::{Context, Poll, Wake, Waker};
-        struct Thread(std::thread::Thread);
-        impl Wake for Thread {
-            fn wake(self: Arc<Self>) {
-                self.0.unpark();
-            }
-        }
-        let waker = Waker::from(Arc::new(Thread(std::thread::current())));
-        let mut cx = Context::from_waker(&waker);
-        let mut f = std::pin::pin!(f);
-        loop {
-            if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
-                return v;
-            }
-            std::thread::park_timeout(Duration::from_millis(50));
-        }
-    }
 }
 
 /// Everything on `topic` now, by partition, in offset order.

@@ -16,10 +16,12 @@
 //!
 //! [`transport::Sink::send`]: warrant_engine::transport::Sink::send
 
+mod admin;
 mod config;
 mod sink;
 mod source;
 
+pub use admin::create_topics;
 pub use config::{KafkaConfig, KafkaError};
 pub use sink::KafkaSink;
 pub use source::KafkaSource;
