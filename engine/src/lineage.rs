@@ -76,6 +76,23 @@ impl Frontier {
         self.size += 1;
     }
 
+    /// The frontier whose subtree roots are `roots` (largest first) at
+    /// `size`: one root per set bit of `size`, or `None`.
+    fn from_roots(size: u64, roots: &[Hash]) -> Option<Frontier> {
+        if roots.len() != size.count_ones() as usize {
+            return None;
+        }
+        let heights = (0..64u32).rev().filter(|h| size & (1u64 << h) != 0);
+        Some(Frontier {
+            size,
+            stack: heights.zip(roots.iter().copied()).collect(),
+        })
+    }
+
+    fn roots(&self) -> Vec<Hash> {
+        self.stack.iter().map(|&(_, r)| r).collect()
+    }
+
     /// The RFC 9162 root: the perfect subtrees folded right to left.
     fn root(&self) -> Hash {
         let mut iter = self.stack.iter().rev();
@@ -162,8 +179,233 @@ impl LineageWriter {
             issued_at_us: now_us,
             engine_key_id: key.id(),
             signature,
+            frontier: &self.frontier.roots(),
         })
     }
+
+    /// A writer that continues a partition's log from `tail` (see [`resume`]).
+    pub fn resume(partition: u32, tail: LineageTail) -> Self {
+        LineageWriter {
+            partition,
+            next_sequence: tail.frontier.size,
+            prev_hash: tail.prev_hash,
+            frontier: tail.frontier,
+            encoder: Encoder::default(),
+        }
+    }
+}
+
+/// Where a partition's log ends, as an engine taking the partition over
+/// found it: enough to append the next record and sign the next checkpoint.
+#[derive(Debug, Clone, Default)]
+pub struct LineageTail {
+    frontier: Frontier,
+    prev_hash: Hash,
+    checkpointed: u64,
+}
+
+impl LineageTail {
+    /// The tail of an empty log.
+    pub fn empty() -> Self {
+        LineageTail::default()
+    }
+
+    /// Records in the log.
+    pub fn size(&self) -> u64 {
+        self.frontier.size
+    }
+
+    /// Records the largest checkpoint read covers; less than [`size`]
+    /// when the previous writer stopped before signing its last records
+    /// (killed), which the next checkpoint then covers.
+    ///
+    /// [`size`]: LineageTail::size
+    pub fn checkpointed(&self) -> u64 {
+        self.checkpointed
+    }
+}
+
+/// Why [`resume`] could not find where a log ends.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResumeError {
+    /// The records read do not reach back to a usable checkpoint (one with
+    /// a frontier whose last record was read too): read further back.
+    #[error("no checkpoint with a frontier among the records read: read further back")]
+    NeedMore,
+    /// The log itself is broken; appending to it would hide that.
+    #[error("lineage log of partition {partition}: {error}")]
+    Broken {
+        /// Partition.
+        partition: u32,
+        /// The first problem.
+        error: LineageError,
+    },
+}
+
+/// Finds where partition `partition`'s log ends, from its last frames in
+/// log order (`frames`: records and checkpoints, as written to the lineage
+/// topic), `from_start` when they begin at the log's first frame.
+///
+/// Without `from_start`, the frames must include a checkpoint signed by
+/// one of `engine_keys` that carries its frontier, and the record that
+/// checkpoint ends with: the frontier is checked against the signed root,
+/// then every record after it is checked (sequence, partition, chain) and
+/// added. A log that does not verify is [`ResumeError::Broken`]: an engine
+/// must not extend it.
+pub fn resume(
+    partition: u32,
+    frames: &[Vec<u8>],
+    from_start: bool,
+    engine_keys: &[[u8; 32]],
+) -> Result<LineageTail, ResumeError> {
+    let limits = Limits::default();
+    let broken = |error: LineageError| ResumeError::Broken { partition, error };
+    let mut records: Vec<(u64, Hash, Hash)> = Vec::new(); // (sequence, prev_hash, leaf)
+    let mut best: Option<(u64, Hash, Vec<Hash>)> = None; // (size, root, frontier)
+    let mut signed: Vec<(u64, Hash)> = Vec::new(); // every checkpoint's (size, root)
+    let mut record_index = 0usize;
+    for (index, bytes) in frames.iter().enumerate() {
+        if bytes.get(4..8) == Some(warrant_schemas::CHECKPOINT_IDENTIFIER.as_bytes()) {
+            let bad = |message: String| broken(LineageError::Checkpoint { index, message });
+            let c = open_checkpoint(bytes, &limits).map_err(|e| bad(format!("malformed: {e}")))?;
+            if c.origin() != origin(partition) {
+                return Err(bad(format!("origin `{}`", c.origin())));
+            }
+            let key = engine_keys
+                .iter()
+                .find(|k| warrant_schemas::key_id(k) == c.engine_key_id().0)
+                .ok_or_else(|| bad("signed by an unknown engine key".into()))?;
+            let vk = VerifyingKey::from_bytes(key)
+                .map_err(|_| bad("engine key is not a valid point".into()))?;
+            let sig = ed25519_dalek::Signature::from_bytes(&c.signature().0);
+            vk.verify_strict(&checkpoint_message(c.origin(), c.size(), &c.root().0), &sig)
+                .map_err(|_| bad("signature does not verify (forged checkpoint)".into()))?;
+            signed.push((c.size(), c.root().0));
+            if let Some(f) = c.frontier()
+                && best.as_ref().is_none_or(|b| b.0 < c.size())
+            {
+                best = Some((c.size(), c.root().0, f.iter().map(|h| h.0).collect()));
+            }
+            continue;
+        }
+        let r = open_lineage_record(bytes, &limits).map_err(|e| {
+            broken(LineageError::Malformed {
+                index,
+                message: e.to_string(),
+            })
+        })?;
+        if r.partition() != partition {
+            return Err(broken(LineageError::WrongPartition {
+                index,
+                expected: partition,
+                found: r.partition(),
+            }));
+        }
+        if let Some(&(last, _, leaf)) = records.last() {
+            let expected = last + 1;
+            if r.sequence() != expected {
+                return Err(broken(LineageError::Sequence {
+                    index: record_index,
+                    expected,
+                    found: r.sequence(),
+                }));
+            }
+            if r.prev_hash().0 != leaf {
+                return Err(broken(LineageError::Chain {
+                    index: record_index,
+                }));
+            }
+        }
+        records.push((r.sequence(), r.prev_hash().0, merkle::leaf_hash(bytes)));
+        record_index += 1;
+    }
+    let first = records.first().map(|r| r.0);
+    // From the log's start: rebuild everything from record 0.
+    if from_start && first.is_none_or(|s| s == 0) {
+        let mut frontier = Frontier::default();
+        let mut prev = [0u8; 32];
+        for (index, &(_, p, leaf)) in records.iter().enumerate() {
+            if p != prev {
+                return Err(broken(LineageError::Chain { index }));
+            }
+            frontier.push(leaf);
+            prev = leaf;
+            if signed
+                .iter()
+                .any(|&(size, root)| size == frontier.size && root != frontier.root())
+            {
+                return Err(broken(LineageError::RootMismatch {
+                    index: 0,
+                    size: frontier.size,
+                }));
+            }
+        }
+        let checkpointed = signed.iter().map(|s| s.0).max().unwrap_or(0);
+        if checkpointed > frontier.size {
+            return Err(broken(LineageError::Truncated {
+                index: 0,
+                size: checkpointed,
+                present: frontier.size,
+            }));
+        }
+        return Ok(LineageTail {
+            frontier,
+            prev_hash: prev,
+            checkpointed,
+        });
+    }
+    let (size, root, roots) = best.ok_or(ResumeError::NeedMore)?;
+    let (Some(first), Some(&(last, _, last_leaf))) = (first, records.last()) else {
+        return Err(ResumeError::NeedMore);
+    };
+    // The checkpoint's last record must have been read (its leaf is the
+    // next record's prev_hash), and nothing may be missing after it.
+    if size == 0 || size - 1 < first {
+        return Err(ResumeError::NeedMore);
+    }
+    if size - 1 > last {
+        return Err(broken(LineageError::Truncated {
+            index: 0,
+            size,
+            present: last + 1,
+        }));
+    }
+    let mut frontier = Frontier::from_roots(size, &roots).ok_or_else(|| {
+        broken(LineageError::Checkpoint {
+            index: 0,
+            message: format!("frontier of {} hashes for size {size}", roots.len()),
+        })
+    })?;
+    if frontier.root() != root {
+        return Err(broken(LineageError::RootMismatch { index: 0, size }));
+    }
+    // The chain goes on from the checkpoint's last record, so that record
+    // is checked against the signed tree: the frontier's last root is the
+    // perfect subtree over the last 2^h records (h = trailing zeros of
+    // `size`); when the window holds them, their root must match. (When it
+    // does not, `verify_log`, the full audit, still catches an edit.)
+    let skip = usize::try_from(size - first).unwrap_or(usize::MAX);
+    let span = 1u64 << size.trailing_zeros();
+    if size - span >= first {
+        let from = usize::try_from(size - span - first).unwrap_or(usize::MAX);
+        let leaves: Vec<Hash> = records
+            .iter()
+            .skip(from)
+            .take(usize::try_from(span).unwrap_or(usize::MAX))
+            .map(|r| r.2)
+            .collect();
+        if Some(merkle::root(&leaves)) != roots.last().copied() {
+            return Err(broken(LineageError::RootMismatch { index: 0, size }));
+        }
+    }
+    for &(_, _, leaf) in records.iter().skip(skip) {
+        frontier.push(leaf);
+    }
+    Ok(LineageTail {
+        frontier,
+        prev_hash: last_leaf,
+        checkpointed: size,
+    })
 }
 
 /// The first problem [`verify_log`] found.

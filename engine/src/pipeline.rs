@@ -96,10 +96,10 @@ use warrant_schemas::{
     sha256,
 };
 
-use crate::lineage::{Entry, LineageWriter};
+use crate::lineage::{Entry, LineageTail, LineageWriter};
 use crate::replay::{NonceKey, ReplayCache, Seen};
 use crate::seal::{DecisionCore, EngineKey, seal_with_leaves};
-use crate::transport::{InRecord, OutBatch, Sink, Source, TransportError, partition_for};
+use crate::transport::{Handover, InRecord, OutBatch, Sink, Source, TransportError, partition_for};
 use crate::trust::{Lookup, TrustStore};
 use crate::verify::{SigError, SigItem, verify_batch_parallel};
 
@@ -264,6 +264,9 @@ pub struct Stats {
     busy_ns: [AtomicU64; 5],
     /// Microseconds from a batch's first poll to the sink's ack, per intent.
     latency_us: Mutex<Histogram<u64>>,
+    /// Set while the sink refuses or has not acknowledged a batch within
+    /// its timeout (broker down): the engine is not ready.
+    sink_stalled: AtomicBool,
 }
 
 impl Stats {
@@ -276,6 +279,7 @@ impl Stats {
             lineage_records: AtomicU64::new(0),
             busy_ns: std::array::from_fn(|_| AtomicU64::new(0)),
             latency_us: Mutex::new(new_histogram()),
+            sink_stalled: AtomicBool::new(false),
         }
     }
 
@@ -296,6 +300,7 @@ impl Stats {
                     .map_or(0, |c| c.load(Ordering::Relaxed))
             }),
             lineage_records: self.lineage_records.load(Ordering::Relaxed),
+            sink_stalled: self.sink_stalled.load(Ordering::Relaxed),
             stage_busy: std::array::from_fn(|i| {
                 let ns = self.busy_ns.get(i).map_or(0, |c| c.load(Ordering::Relaxed));
                 (
@@ -350,6 +355,9 @@ pub struct StatsSnapshot {
     pub lineage_records: u64,
     /// Time each stage spent working (not waiting), by stage name.
     pub stage_busy: [(&'static str, Duration); 5],
+    /// Whether the sink is failing to acknowledge right now (retrying;
+    /// nothing is committed meanwhile).
+    pub sink_stalled: bool,
     /// Engine latency per intent, µs: first poll of its batch to sink ack.
     pub latency_us: Histogram<u64>,
 }
@@ -638,6 +646,102 @@ impl Shared {
     }
 }
 
+/// A partition change the source reported, for the stages that keep
+/// per-partition state.
+enum Change {
+    /// The partition's lineage log continues from this tail.
+    Acquire(u32, LineageTail),
+    /// The partition is gone: drop its state.
+    Revoke(u32),
+}
+
+/// The engine's [`Handover`]: what a source moving partitions between
+/// engine instances calls (see [`Source::attach`]).
+struct Ownership {
+    /// Set by the first [`Handover::acquire`]: partitions are then only
+    /// sealed after their own acquire (never on a fresh chain that could fork the
+    /// log another instance wrote).
+    managed: AtomicBool,
+    /// Batches ingest handed to the pipeline.
+    handed: AtomicU64,
+    /// Batches acknowledged by the sink, contiguously from the first.
+    acked: AtomicU64,
+    /// The engine's commit queue (the emit stage's acknowledged offsets).
+    commits: Receiver<(u32, u64)>,
+    /// Changes for the seal stage (lineage writers).
+    seal: Mutex<Vec<Change>>,
+    seal_pending: AtomicBool,
+    /// Revoked partitions for the policy stage (replay caches).
+    policy: Mutex<Vec<u32>>,
+    policy_pending: AtomicBool,
+    shared: Shared,
+    engine_public: [u8; 32],
+}
+
+impl Ownership {
+    fn push_seal(&self, c: Change) {
+        lock(&self.seal).push(c);
+        self.seal_pending.store(true, Ordering::SeqCst);
+    }
+
+    fn take_seal(&self) -> Vec<Change> {
+        if !self.seal_pending.swap(false, Ordering::SeqCst) {
+            return Vec::new();
+        }
+        std::mem::take(&mut *lock(&self.seal))
+    }
+
+    fn take_policy(&self) -> Vec<u32> {
+        if !self.policy_pending.swap(false, Ordering::SeqCst) {
+            return Vec::new();
+        }
+        std::mem::take(&mut *lock(&self.policy))
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Handover for Ownership {
+    fn release(&self, timeout: Duration) -> Result<Vec<(u32, u64)>, String> {
+        let until = Instant::now() + timeout;
+        while self.acked.load(Ordering::SeqCst) < self.handed.load(Ordering::SeqCst) {
+            if let Some(f) = lock(&self.shared.failure).clone() {
+                return Err(format!("engine failed: {f}"));
+            }
+            if Instant::now() >= until {
+                let message = format!(
+                    "partitions revoked, but what was read of them is not acknowledged                      after {timeout:?}: stopping rather than hand them over half done"
+                );
+                self.shared.fail(message.clone());
+                return Err(message);
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(self.commits.try_iter().collect())
+    }
+
+    fn acquire(&self, partition: u32, tail: LineageTail) {
+        self.managed.store(true, Ordering::SeqCst);
+        self.push_seal(Change::Acquire(partition, tail));
+    }
+
+    fn revoke(&self, partition: u32) {
+        self.push_seal(Change::Revoke(partition));
+        lock(&self.policy).push(partition);
+        self.policy_pending.store(true, Ordering::SeqCst);
+    }
+
+    fn engine_keys(&self) -> Vec<[u8; 32]> {
+        vec![self.engine_public]
+    }
+
+    fn fail(&self, message: String) {
+        self.shared.fail(message);
+    }
+}
+
 fn pin(core: Option<usize>) {
     if let Some(id) = core {
         // Pinning is best effort: a core that does not exist (a container
@@ -704,6 +808,20 @@ impl Engine {
         // Unbounded, but never longer than the batches in flight: one entry
         // per partition per acknowledged batch.
         let (commit_tx, commit_rx) = unbounded::<(u32, u64)>();
+        let owner = Arc::new(Ownership {
+            managed: AtomicBool::new(false),
+            handed: AtomicU64::new(0),
+            acked: AtomicU64::new(0),
+            commits: commit_rx.clone(),
+            seal: Mutex::new(Vec::new()),
+            seal_pending: AtomicBool::new(false),
+            policy: Mutex::new(Vec::new()),
+            policy_pending: AtomicBool::new(false),
+            shared: shared.clone(),
+            engine_public: key.public_key(),
+        });
+        let mut source = source;
+        source.attach(owner.clone());
 
         let verify_cores = config.layout.verify_cores.clone();
         let threads = config.layout.verify_threads.max(1);
@@ -717,8 +835,16 @@ impl Engine {
         let mut handles = Vec::new();
         let c = config.clone();
         let s = shared.clone();
+        let o = owner.clone();
+        let backlog = emit_rx.clone();
         handles.push(spawn("ingest", c.layout.ingest, move || {
-            ingest(&c, source, decode_tx, shed_tx, &commit_rx, &s);
+            let links = IngestLinks {
+                decode_tx,
+                shed_tx,
+                commit_rx,
+                emit_backlog: backlog,
+            };
+            ingest(&c, source, links, &s, &o);
         })?);
 
         let rules = DecodeRules {
@@ -781,9 +907,13 @@ impl Engine {
 
         let capacity = config.replay_capacity;
         let s = shared.clone();
+        let o = owner.clone();
         handles.push(spawn("policy", config.layout.policy, move || {
             let mut caches: HashMap<u32, ReplayCache> = HashMap::new();
             for mut batch in policy_rx.iter() {
+                for p in o.take_policy() {
+                    caches.remove(&p);
+                }
                 let now = now_us();
                 batch.check_deadlines(now);
                 s.stats.time(2, || {
@@ -798,6 +928,7 @@ impl Engine {
         let audience = config.audience.clone();
         let checkpoint_interval = config.checkpoint_interval;
         let s = shared.clone();
+        let o = owner.clone();
         handles.push(spawn("seal", config.layout.seal, move || {
             let mut sealer = Sealer {
                 key,
@@ -806,6 +937,7 @@ impl Engine {
                 checkpointed: HashMap::new(),
                 checkpoint_interval,
                 policy,
+                owner: o,
             };
             let never = crossbeam_channel::never::<Batch>();
             let (mut seal_open, mut shed_open) = (true, true);
@@ -852,7 +984,7 @@ impl Engine {
 
         let s = shared.clone();
         handles.push(spawn("emit", config.layout.emit, move || {
-            emit(sink, &emit_rx, &commit_tx, &s);
+            emit(sink, &emit_rx, &commit_tx, &s, &owner);
         })?);
 
         Ok(Engine {
@@ -902,22 +1034,41 @@ impl Engine {
     }
 }
 
+/// The channels the ingest stage uses.
+struct IngestLinks {
+    /// Batches to decode.
+    decode_tx: Sender<Batch>,
+    /// Shed batches, straight to seal.
+    shed_tx: Sender<Batch>,
+    /// Offsets acknowledged by the sink, to commit.
+    commit_rx: Receiver<(u32, u64)>,
+    /// The emit stage's queue, to tell a slow sink from busy CPU stages.
+    emit_backlog: Receiver<Sealed>,
+}
+
 /// Ingest: poll, close batches on size or linger, shed when the pipeline
 /// is full, apply commits the emit stage sends back.
 fn ingest<S: Source>(
     config: &Config,
     mut source: S,
-    decode_tx: Sender<Batch>,
-    shed_tx: Sender<Batch>,
-    commit_rx: &Receiver<(u32, u64)>,
+    links: IngestLinks,
     shared: &Shared,
+    owner: &Ownership,
 ) {
+    let IngestLinks {
+        decode_tx,
+        shed_tx,
+        commit_rx,
+        emit_backlog,
+    } = links;
     let max = config.max_batch;
     let mut seq = 0u64;
-    let commit = |source: &mut S, p: u32, o: u64| {
-        if let Err(e) = source.commit(p, o) {
-            shared.fail(format!("commit of partition {p} offset {o} failed: {e}"));
-        }
+    let commit = |source: &mut S, p: u32, o: u64| match source.commit(p, o) {
+        // Not committing is safe (those records come again after a
+        // restart); a later commit of the partition covers this one.
+        Ok(()) => {}
+        Err(e) if e.retryable() => {}
+        Err(e) => shared.fail(format!("commit of partition {p} offset {o} failed: {e}")),
     };
     'outer: while !shared.stop.load(Ordering::SeqCst) {
         for (p, o) in commit_rx.try_iter() {
@@ -969,7 +1120,10 @@ fn ingest<S: Source>(
         let mut blocked_since: Option<Instant> = None;
         loop {
             match decode_tx.try_send(batch) {
-                Ok(()) => break,
+                Ok(()) => {
+                    owner.handed.store(seq, Ordering::SeqCst);
+                    break;
+                }
                 // The pipeline is busy: rather than queue another small
                 // batch, let this one grow to full size while it waits.
                 Err(TrySendError::Full(mut b))
@@ -995,10 +1149,22 @@ fn ingest<S: Source>(
                     let waited = blocked_since.get_or_insert_with(Instant::now).elapsed();
                     let left = config.shed_after.saturating_sub(waited);
                     let mut b = match decode_tx.send_timeout(b, left) {
-                        Ok(()) => break,
+                        Ok(()) => {
+                            owner.handed.store(seq, Ordering::SeqCst);
+                            break;
+                        }
                         Err(SendTimeoutError::Timeout(b)) => b,
                         Err(SendTimeoutError::Disconnected(_)) => break 'outer,
                     };
+                    if emit_backlog.is_full() && !shared.stop.load(Ordering::SeqCst) {
+                        // The sink is the bottleneck (a broker slow to
+                        // acknowledge): shed batches are emitted too, so
+                        // shedding would not relieve it. Wait instead; the
+                        // source keeps what is not read (Kafka: lag).
+                        blocked_since = None;
+                        batch = b;
+                        continue;
+                    }
                     b.shed = true;
                     let n = b.records.len() as u64;
                     // Blocks only when sealing itself is behind:
@@ -1006,6 +1172,7 @@ fn ingest<S: Source>(
                     if shed_tx.send(b).is_err() {
                         break 'outer;
                     }
+                    owner.handed.store(seq, Ordering::SeqCst);
                     shared.stats.shed_intents.fetch_add(n, Ordering::Relaxed);
                     shared.stats.intents_in.fetch_add(n, Ordering::Relaxed);
                     if closed {
@@ -1191,9 +1358,25 @@ struct Sealer {
     checkpointed: HashMap<u32, (Instant, u64)>,
     checkpoint_interval: Duration,
     policy: Arc<PolicyStore>,
+    owner: Arc<Ownership>,
 }
 
+/// Most decisions the emit stage merges into one send.
+const EMIT_MAX: usize = 16_384;
+
 impl Sealed {
+    /// Appends `other`, sealed after `self`: its records come after
+    /// (each partition's lineage stays in order).
+    fn merge(&mut self, other: Sealed) {
+        self.commits.extend(other.commits);
+        self.out.decisions.extend(other.out.decisions);
+        self.out.lineage.extend(other.out.lineage);
+        self.polled.extend(other.polled);
+        for (a, b) in self.counts.iter_mut().zip(other.counts) {
+            *a += b;
+        }
+    }
+
     fn is_empty(&self) -> bool {
         self.commits.is_empty() && self.out.decisions.is_empty() && self.out.lineage.is_empty()
     }
@@ -1211,6 +1394,23 @@ struct Sealed {
 }
 
 impl Sealer {
+    /// Applies the partition changes the source reported.
+    fn apply_changes(&mut self) {
+        for change in self.owner.take_seal() {
+            match change {
+                Change::Acquire(p, tail) => {
+                    let covered = tail.checkpointed();
+                    self.writers.insert(p, LineageWriter::resume(p, tail));
+                    self.checkpointed.insert(p, (Instant::now(), covered));
+                }
+                Change::Revoke(p) => {
+                    self.writers.remove(&p);
+                    self.checkpointed.remove(&p);
+                }
+            }
+        }
+    }
+
     /// Appends a signed checkpoint for each of `partitions` with records
     /// no checkpoint covers yet, if its last checkpoint is at least the
     /// interval old (or `force`).
@@ -1241,6 +1441,7 @@ impl Sealer {
     /// Checkpoints alone, for partitions left uncovered (all of them when
     /// `force`, else those whose interval has passed).
     fn checkpoints_only(&mut self, force: bool) -> Sealed {
+        self.apply_changes();
         let mut partitions: Vec<u32> = self.writers.keys().copied().collect();
         partitions.sort_unstable();
         let mut out = OutBatch::default();
@@ -1256,6 +1457,21 @@ impl Sealer {
     /// Seals a group of batches: one Merkle batch and one signature over
     /// all their decisions, one lineage checkpoint per partition touched.
     fn seal_group(&mut self, mut group: Vec<Batch>) -> Result<Sealed, String> {
+        self.apply_changes();
+        if self.owner.managed.load(Ordering::SeqCst) {
+            // INVARIANT: with partitions handed between instances, a log
+            // is only extended from the tail the source read for it.
+            if let Some(r) = group
+                .iter()
+                .flat_map(|b| &b.records)
+                .find(|r| !self.writers.contains_key(&r.partition))
+            {
+                return Err(format!(
+                    "partition {} was read before it was acquired",
+                    r.partition
+                ));
+            }
+        }
         let now = now_us();
         let limits = Limits::default();
         let current = self.policy.current();
@@ -1400,10 +1616,20 @@ fn emit<K: Sink>(
     rx: &Receiver<Sealed>,
     commit_tx: &Sender<(u32, u64)>,
     shared: &Shared,
+    owner: &Ownership,
 ) {
     let mut next_seq = 0u64;
     let mut acked: BTreeMap<u64, Vec<(u32, u64)>> = BTreeMap::new();
-    for sealed in rx.iter() {
+    for mut sealed in rx.iter() {
+        // Whatever else is sealed and waiting goes in the same send: a
+        // sink's cost is mostly its round trip (a broker's acknowledgement),
+        // so while it is slow, sends grow instead of queueing up behind it.
+        while sealed.out.decisions.len() < EMIT_MAX {
+            match rx.try_recv() {
+                Ok(more) => sealed.merge(more),
+                Err(_) => break,
+            }
+        }
         let Sealed {
             commits,
             out,
@@ -1415,8 +1641,12 @@ fn emit<K: Sink>(
         let mut gave_up_at: Option<Instant> = None;
         loop {
             match sink.send(&out) {
-                Ok(()) => break,
+                Ok(()) => {
+                    shared.stats.sink_stalled.store(false, Ordering::Relaxed);
+                    break;
+                }
                 Err(e) if e.retryable() => {
+                    shared.stats.sink_stalled.store(true, Ordering::Relaxed);
                     // Keep trying while running; once stopping or
                     // draining, give up after 5 s: nothing is committed,
                     // so it comes again.
@@ -1468,6 +1698,7 @@ fn emit<K: Sink>(
             }
             next_seq += 1;
         }
+        owner.acked.store(next_seq, Ordering::SeqCst);
     }
 }
 

@@ -88,6 +88,49 @@ pub trait Source: Send {
     /// Marks every record of `partition` up to and including `offset` as
     /// done: they will not be handed out again, even after a restart.
     fn commit(&mut self, partition: u32, offset: u64) -> Result<(), TransportError>;
+
+    /// Called once by the engine before its first poll. A source whose
+    /// partitions move between engine instances (a Kafka consumer group)
+    /// keeps `handover` and calls it as partitions come and go; a source
+    /// with a fixed set of partitions ignores it (the default).
+    ///
+    /// Contract of such a source, on revocation of partitions during a
+    /// [`Source::poll`]: call [`Handover::release`] before giving them
+    /// away, commit what it returns, remove the revoked partitions' records
+    /// from the `out` of that poll (they were read but are not yet in the
+    /// engine's pipeline, and the new owner reads them again), call
+    /// [`Handover::revoke`], and ignore later commits for them. On
+    /// assignment: call [`Handover::acquire`] with the partition's lineage
+    /// tail before handing out any of its records.
+    fn attach(&mut self, handover: std::sync::Arc<dyn Handover>) {
+        let _unused = handover;
+    }
+}
+
+/// The engine's side of partitions moving between engine instances.
+pub trait Handover: Send + Sync {
+    /// Blocks until everything read so far and handed to the pipeline is
+    /// decided, emitted and acknowledged, at most `timeout`, then returns
+    /// the offsets to commit, `(partition, last offset done)`. On timeout
+    /// the engine fails (it can no longer hand partitions back cleanly) and
+    /// this returns the error.
+    fn release(&self, timeout: Duration) -> Result<Vec<(u32, u64)>, String>;
+
+    /// `partition` is this engine's from now on; its lineage log goes on
+    /// from `tail`.
+    fn acquire(&self, partition: u32, tail: crate::lineage::LineageTail);
+
+    /// `partition` is no longer this engine's: its lineage writer and replay
+    /// memory are dropped.
+    fn revoke(&self, partition: u32);
+
+    /// Public keys whose checkpoints a lineage tail may be resumed from
+    /// (the engine's own).
+    fn engine_keys(&self) -> Vec<[u8; 32]>;
+
+    /// A partition cannot be taken over (its lineage log cannot be read or
+    /// does not verify): the engine stops with this error.
+    fn fail(&self, message: String);
 }
 
 /// Durable output for decisions and lineage.

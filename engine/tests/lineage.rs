@@ -189,6 +189,7 @@ fn a_forged_checkpoint_is_found() {
         issued_at_us: c.issued_at_us(),
         engine_key_id: c.engine_key_id().0,
         signature: c.signature().0,
+        frontier: &[],
     });
     let e = verify(&l).unwrap_err();
     assert!(e.to_string().contains("forged checkpoint"), "{e}");

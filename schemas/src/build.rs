@@ -387,6 +387,9 @@ pub struct CheckpointFields<'a> {
     pub engine_key_id: [u8; 16],
     /// Signature over (origin, size, root).
     pub signature: [u8; 64],
+    /// The Merkle frontier at `size` (roots of the maximal perfect
+    /// subtrees, largest first); empty to leave it out.
+    pub frontier: &'a [[u8; 32]],
 }
 
 impl CheckpointFields<'_> {
@@ -397,6 +400,10 @@ impl CheckpointFields<'_> {
         let root_hash = Hash256(self.root);
         let engine_key_id = Id128(self.engine_key_id);
         let signature = Signature64(self.signature);
+        let frontier = (!self.frontier.is_empty()).then(|| {
+            let hashes: Vec<Hash256> = self.frontier.iter().map(|h| Hash256(*h)).collect();
+            fbb.create_vector(&hashes)
+        });
         let root = wire::Checkpoint::create(
             fbb,
             &wire::CheckpointArgs {
@@ -407,6 +414,7 @@ impl CheckpointFields<'_> {
                 issued_at_us: self.issued_at_us,
                 engine_key_id: Some(&engine_key_id),
                 signature: Some(&signature),
+                frontier,
             },
         );
         fbb.finish(root, Some(CHECKPOINT_IDENTIFIER));

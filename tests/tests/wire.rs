@@ -134,11 +134,22 @@ fn decision_lineage_checkpoint_round_trip() {
         issued_at_us: 11,
         engine_key_id: [4; 16],
         signature: [9; 64],
+        frontier: &[[1; 32], [2; 32], [3; 32]],
     };
     let cb = encode_checkpoint(&c);
     let co = open_checkpoint(&cb, &Limits::default()).unwrap();
     assert_eq!(co.origin(), "warrant.lineage/3");
     assert_eq!(co.size(), 100);
+    let frontier: Vec<[u8; 32]> = co.frontier().unwrap().iter().map(|h| h.0).collect();
+    assert_eq!(frontier, [[1; 32], [2; 32], [3; 32]]);
+    // Left out, it reads as absent (checkpoints written before the field).
+    let old = encode_checkpoint(&CheckpointFields { frontier: &[], ..c });
+    assert!(
+        open_checkpoint(&old, &Limits::default())
+            .unwrap()
+            .frontier()
+            .is_none()
+    );
 }
 
 #[test]

@@ -48,3 +48,50 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
         std::thread::park_timeout(Duration::from_millis(10));
     }
 }
+
+/// What [`check`] found: each topic with its partition count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicsReport {
+    /// (topic, partitions) for the intents, decisions and lineage topics.
+    pub topics: Vec<(String, usize)>,
+}
+
+/// Connects to the brokers of `config` and checks the topics Warrant
+/// needs: the intents, decisions and lineage topics exist, and the lineage
+/// topic has at least as many partitions as the intents topic (lineage is
+/// kept per intents partition). Errors say which.
+pub fn check(config: &super::KafkaConfig, timeout: Duration) -> Result<TopicsReport, KafkaError> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = config
+        .client(&[("enable.auto.commit", "false")])?
+        .create()?;
+    let mut topics = Vec::new();
+    for topic in [
+        &config.intents_topic,
+        &config.decisions_topic,
+        &config.lineage_topic,
+    ] {
+        let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+        let n = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic.as_str() && t.error().is_none())
+            .map_or(0, |t| t.partitions().len());
+        if n == 0 {
+            return Err(KafkaError::Topic {
+                topic: topic.clone(),
+                message: "does not exist or has no partitions".into(),
+            });
+        }
+        topics.push((topic.clone(), n));
+    }
+    if let [(intents, i), _, (lineage, l)] = topics.as_slice()
+        && l < i
+    {
+        return Err(KafkaError::Topic {
+            topic: lineage.clone(),
+            message: format!("has {l} partitions; it needs at least as many as `{intents}` ({i})"),
+        });
+    }
+    Ok(TopicsReport { topics })
+}

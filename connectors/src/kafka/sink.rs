@@ -36,11 +36,26 @@ impl ProducerContext for Deliveries {
 /// Writes decisions (keyed by intent id) and lineage (on the partition of
 /// the intents it logs) as a [`Sink`]: `send` returns once the broker has
 /// acknowledged every record of the batch.
+///
+/// A broker that is down or unreachable is not an error: librdkafka keeps
+/// every record queued and retries without end (`message.timeout.ms=0`;
+/// the idempotent producer keeps them in order, without duplicates). After
+/// `timeout` without acknowledgement `send` returns
+/// [`TransportError::Unavailable`]; the engine then reports itself not
+/// ready, commits nothing, and calls `send` again with the same batch,
+/// which goes on waiting for the records already queued rather than
+/// producing them twice. A record the broker refuses (say, too large, or
+/// not authorized) fails the batch for good.
 pub struct KafkaSink {
     producer: BaseProducer<Deliveries>,
     decisions: String,
     lineage: String,
     timeout: Duration,
+    /// Records of the batch in progress already queued (a batch left
+    /// unacknowledged by a timed-out `send` is resumed, never re-queued).
+    queued: usize,
+    /// Size of the batch in progress, to check a resumed one is the same.
+    in_progress: Option<usize>,
 }
 
 impl std::fmt::Debug for KafkaSink {
@@ -54,17 +69,14 @@ impl std::fmt::Debug for KafkaSink {
 
 impl KafkaSink {
     /// An idempotent producer (`acks=all`) for the decisions and lineage
-    /// topics. `send` waits at most `timeout` for acknowledgements.
+    /// topics. `send` reports the broker unavailable after `timeout`
+    /// without acknowledgement (and keeps retrying).
     pub fn new(config: &KafkaConfig, timeout: Duration) -> Result<Self, KafkaError> {
-        // librdkafka gives up on a record after `message.timeout.ms`: no
-        // later than `send` does, so nothing of a failed batch is still
-        // queued (and delivered twice) when the engine gives up on it.
-        let ms = timeout.as_millis().clamp(1, 900_000).to_string();
         let producer = config
             .client(&[
                 ("enable.idempotence", "true"),
                 ("acks", "all"),
-                ("message.timeout.ms", ms.as_str()),
+                ("message.timeout.ms", "0"),
             ])?
             .create_with_context(Deliveries::default())?;
         Ok(KafkaSink {
@@ -72,22 +84,25 @@ impl KafkaSink {
             decisions: config.decisions_topic.clone(),
             lineage: config.lineage_topic.clone(),
             timeout,
+            queued: 0,
+            in_progress: None,
         })
     }
 
     /// Queues one record, waiting (until `deadline`) while librdkafka's
-    /// queue is full.
+    /// queue is full. `Ok(false)`: still full at the deadline.
     fn produce(
         &self,
         mut record: BaseRecord<'_, [u8], [u8]>,
         deadline: Instant,
-    ) -> Result<(), TransportError> {
+    ) -> Result<bool, TransportError> {
         loop {
             match self.producer.send(record) {
-                Ok(()) => return Ok(()),
-                Err((RdError::MessageProduction(RDKafkaErrorCode::QueueFull), r))
-                    if Instant::now() < deadline =>
-                {
+                Ok(()) => return Ok(true),
+                Err((RdError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    if Instant::now() >= deadline {
+                        return Ok(false);
+                    }
                     self.producer.poll(Duration::from_millis(1));
                     record = r;
                 }
@@ -95,45 +110,53 @@ impl KafkaSink {
             }
         }
     }
-}
 
-impl Sink for KafkaSink {
-    fn send(&mut self, batch: &OutBatch) -> Result<(), TransportError> {
-        let deadline = Instant::now() + self.timeout;
-        let ctx = self.producer.context();
-        ctx.failed.store(0, Ordering::SeqCst);
-        for (id, bytes) in &batch.decisions {
-            self.produce(
-                BaseRecord::to(&self.decisions)
-                    .key(&id[..])
-                    .payload(&bytes[..]),
-                deadline,
-            )?;
-        }
-        for (partition, bytes) in &batch.lineage {
-            let p = i32::try_from(*partition)
-                .map_err(|_| TransportError::Failed(format!("lineage partition {partition}")))?;
-            self.produce(
+    /// Queues the records of `batch` not queued yet, lineage first: the
+    /// decisions only once every lineage record is acknowledged, so no
+    /// decision an executor can read is missing from the lineage log, even
+    /// if the engine is killed between the two. `Ok(false)` if the
+    /// deadline came first.
+    fn queue(&mut self, batch: &OutBatch, deadline: Instant) -> Result<bool, TransportError> {
+        let n = batch.lineage.len();
+        while self.queued < n + batch.decisions.len() {
+            let record = if let Some((partition, bytes)) = batch.lineage.get(self.queued) {
+                let p = i32::try_from(*partition).map_err(|_| {
+                    TransportError::Failed(format!("lineage partition {partition}"))
+                })?;
                 BaseRecord::to(&self.lineage)
                     .partition(p)
-                    .payload(&bytes[..]),
-                deadline,
-            )?;
+                    .payload(&bytes[..])
+            } else {
+                let Some((id, bytes)) = batch.decisions.get(self.queued - n) else {
+                    break;
+                };
+                if self.queued == n && !self.acknowledged(deadline)? {
+                    return Ok(false);
+                }
+                BaseRecord::to(&self.decisions)
+                    .key(&id[..])
+                    .payload(&bytes[..])
+            };
+            if !self.produce(record, deadline)? {
+                return Ok(false);
+            }
+            self.queued += 1;
         }
-        // Wait for every acknowledgement, serving delivery reports in short
-        // polls (`flush` polls in 100 ms steps: a floor under every batch).
+        self.acknowledged(deadline)
+    }
+
+    /// Waits until every queued record is acknowledged: `Ok(false)` if the
+    /// deadline came first, an error if the broker refused any.
+    fn acknowledged(&self, deadline: Instant) -> Result<bool, TransportError> {
+        // Serve delivery reports in short polls (`flush` polls in 100 ms
+        // steps: a floor under every batch).
         while self.producer.in_flight_count() > 0 {
             if Instant::now() >= deadline {
-                // Records may still be written later: final, not retryable
-                // (a resend could duplicate lineage records).
-                return Err(TransportError::Failed(format!(
-                    "{} records not acknowledged within {:?}",
-                    self.producer.in_flight_count(),
-                    self.timeout
-                )));
+                return Ok(false);
             }
             self.producer.poll(Duration::from_millis(1));
         }
+        let ctx = self.producer.context();
         let failed = ctx.failed.load(Ordering::SeqCst);
         if failed > 0 {
             let last = ctx
@@ -142,13 +165,51 @@ impl Sink for KafkaSink {
                 .ok()
                 .and_then(|l| l.clone())
                 .unwrap_or_default();
-            // Records may have been written partly: resending the batch
+            // Records may have been written in part: resending the batch
             // would duplicate lineage records, so this is final; nothing
             // was committed, and a restarted engine decides them again.
             return Err(TransportError::Failed(format!(
-                "{failed} records not acknowledged: {last}"
+                "{failed} records refused by the broker: {last}"
             )));
         }
-        Ok(())
+        Ok(true)
+    }
+}
+
+impl Sink for KafkaSink {
+    fn send(&mut self, batch: &OutBatch) -> Result<(), TransportError> {
+        let deadline = Instant::now() + self.timeout;
+        let size = batch.decisions.len() + batch.lineage.len();
+        match self.in_progress {
+            Some(s) if s != size => {
+                return Err(TransportError::Failed(format!(
+                    "a batch of {size} records sent while one of {s} is still unacknowledged"
+                )));
+            }
+            Some(_) => {}
+            None => {
+                self.producer.context().failed.store(0, Ordering::SeqCst);
+                self.in_progress = Some(size);
+                self.queued = 0;
+            }
+        }
+        let unavailable = |this: &Self, what: &str| {
+            TransportError::Unavailable(format!(
+                "{what} after {:?} ({} records in flight; retrying)",
+                this.timeout,
+                this.producer.in_flight_count()
+            ))
+        };
+        match self.queue(batch, deadline) {
+            Ok(true) => {
+                self.in_progress = None;
+                Ok(())
+            }
+            Ok(false) => Err(unavailable(self, "not acknowledged")),
+            Err(e) => {
+                self.in_progress = None;
+                Err(e)
+            }
+        }
     }
 }

@@ -1,34 +1,238 @@
-//! Intents in: a consumer in a consumer group.
+//! Intents in: a consumer in a consumer group, handing partitions between
+//! engine instances cleanly.
+//!
+//! # Rebalances
+//!
+//! Partitions move between the instances of a group when one joins, leaves
+//! or dies. Each partition has engine state that must move with it: its
+//! lineage chain (and its replay memory, which is rebuilt empty; see the
+//! crate README). The source does the handing over from librdkafka's
+//! rebalance callback, which runs inside [`Source::poll`] on the engine's
+//! ingest thread:
+//!
+//! - **revoked**: it waits ([`Handover::release`]) until everything the
+//!   engine read is decided, emitted and acknowledged, commits those offsets
+//!   synchronously, drops the revoked partitions' records the engine holds
+//!   but has not yet handed to its pipeline (uncommitted: the next owner
+//!   reads them again), and tells the engine to drop their state. Only
+//!   then does the group move on, so two instances never append to one
+//!   lineage log at once.
+//! - **assigned**: before any record of a partition is handed out, it reads
+//!   the end of that partition's lineage log (the last checkpoint carrying
+//!   a Merkle frontier, and the records after it), verifies it, and gives
+//!   the engine the tail to continue the chain from. A log that does not
+//!   verify stops the engine: it is never extended.
+//!
+//! A commit for a partition this instance no longer owns is dropped, never
+//! sent: not committing is always safe (the records come again).
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::{Message, Offset, TopicPartitionList};
-use warrant_engine::transport::{InRecord, Source, TransportError};
+use warrant_engine::lineage::{LineageTail, ResumeError, resume};
+use warrant_engine::transport::{Handover, InRecord, Source, TransportError};
 
 use super::{KafkaConfig, KafkaError};
 
+/// How long a revoke waits for the engine to finish what it read.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long reading a lineage tail may take.
+const TAIL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The consumer's context: rebalance callbacks and ownership.
+struct Group {
+    topic: String,
+    handover: Mutex<Option<Arc<dyn Handover>>>,
+    /// Partitions this instance owns now.
+    owned: Mutex<HashSet<u32>>,
+    /// Partitions revoked during the current consumer poll.
+    revoked: Mutex<Vec<u32>>,
+    tails: TailReader,
+    /// Told of each change of ownership (for logs).
+    observer: Mutex<Option<Observer>>,
+}
+
+/// Called with `"assigned"` or `"revoked"` and the partitions.
+type Observer = Box<dyn Fn(&str, &[u32]) + Send>;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn ours(topic: &str, tpl: &TopicPartitionList) -> Vec<u32> {
+    tpl.elements_for_topic(topic)
+        .iter()
+        .filter_map(|e| u32::try_from(e.partition()).ok())
+        .collect()
+}
+
+impl ClientContext for Group {}
+
+impl ConsumerContext for Group {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let handover = lock(&self.handover).clone();
+        match rebalance {
+            Rebalance::Revoke(tpl) => {
+                let partitions = ours(&self.topic, tpl);
+                if let Some(h) = &handover {
+                    // On error the engine has failed and stops: nothing more
+                    // is committed, and the next owner decides the rest.
+                    if let Ok(done) = h.release(RELEASE_TIMEOUT) {
+                        self.commit_now(consumer, &done);
+                    }
+                    for p in &partitions {
+                        h.revoke(*p);
+                    }
+                }
+                let mut owned = lock(&self.owned);
+                for p in &partitions {
+                    owned.remove(p);
+                }
+                self.tell("revoked", &partitions);
+                lock(&self.revoked).extend(partitions);
+            }
+            Rebalance::Assign(tpl) => {
+                let partitions = ours(&self.topic, tpl);
+                for &p in &partitions {
+                    if let Some(h) = &handover {
+                        match self.tails.read(p, &h.engine_keys()) {
+                            Ok(tail) => h.acquire(p, tail),
+                            Err(e) => {
+                                h.fail(format!("cannot take over partition {p}: {e}"));
+                                continue;
+                            }
+                        }
+                    }
+                    lock(&self.owned).insert(p);
+                }
+                self.tell("assigned", &partitions);
+            }
+            Rebalance::Error(_) => {}
+        }
+    }
+}
+
+impl Group {
+    fn tell(&self, what: &str, partitions: &[u32]) {
+        if let Some(f) = lock(&self.observer).as_ref() {
+            f(what, partitions);
+        }
+    }
+
+    /// Commits `done` (last offsets decided) synchronously, for owned
+    /// partitions only.
+    fn commit_now(&self, consumer: &BaseConsumer<Self>, done: &[(u32, u64)]) {
+        let owned = lock(&self.owned);
+        let mut tpl = TopicPartitionList::new();
+        for &(p, o) in done {
+            let (Ok(pi), Ok(next)) = (i32::try_from(p), i64::try_from(o.saturating_add(1))) else {
+                continue;
+            };
+            if owned.contains(&p) {
+                // A later entry for the same partition overrides an earlier.
+                let _added = tpl.add_partition_offset(&self.topic, pi, Offset::Offset(next));
+            }
+        }
+        if tpl.count() > 0 {
+            // Best effort: a commit lost here only means those records are
+            // decided again by the next owner, with the same verdicts.
+            let _committed = consumer.commit(&tpl, CommitMode::Sync);
+        }
+    }
+}
+
+/// Reads the end of a partition's lineage log.
+struct TailReader {
+    consumer: BaseConsumer,
+    topic: String,
+}
+
+impl TailReader {
+    /// The tail to continue partition `p`'s log from: reads back from the
+    /// end, further each time, until a checkpoint with a frontier (or the
+    /// log's start) is among the frames read.
+    fn read(&self, p: u32, engine_keys: &[[u8; 32]]) -> Result<LineageTail, String> {
+        let pi = i32::try_from(p).map_err(|_| format!("partition {p} out of range"))?;
+        let (low, high) = self
+            .consumer
+            .fetch_watermarks(&self.topic, pi, TAIL_TIMEOUT)
+            .map_err(|e| format!("lineage topic `{}`: {e} (for {TAIL_TIMEOUT:?})", self.topic))?;
+        if high <= low && low == 0 {
+            return Ok(LineageTail::empty());
+        }
+        let mut window: i64 = 1024;
+        loop {
+            let from = high.saturating_sub(window).max(low);
+            let frames = self.frames(pi, from, high)?;
+            match resume(p, &frames, from == 0, engine_keys) {
+                Ok(tail) => return Ok(tail),
+                Err(ResumeError::NeedMore) if from > low => window = window.saturating_mul(8),
+                Err(ResumeError::NeedMore) => {
+                    return Err(format!(
+                        "lineage topic `{}` partition {p}: no checkpoint to resume from in \
+                         offsets {low}..{high} (records before {low} were deleted; the lineage \
+                         topic must not expire records)",
+                        self.topic
+                    ));
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+
+    /// The payloads at offsets `from..to` of partition `p`.
+    fn frames(&self, p: i32, from: i64, to: i64) -> Result<Vec<Vec<u8>>, String> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&self.topic, p, Offset::Offset(from))
+            .map_err(|e| e.to_string())?;
+        self.consumer.assign(&tpl).map_err(|e| e.to_string())?;
+        let deadline = Instant::now() + TAIL_TIMEOUT;
+        let mut out = Vec::new();
+        let mut next = from;
+        let mut last_error = None;
+        while next < to {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(format!(
+                    "lineage topic `{}` partition {p}: read up to offset {next} of {from}..{to} \
+                     in {TAIL_TIMEOUT:?}{}",
+                    self.topic,
+                    last_error.map_or(String::new(), |e| format!(" (last error: {e})"))
+                ));
+            }
+            match self.consumer.poll(left.min(Duration::from_millis(100))) {
+                Some(Ok(m)) if m.partition() == p && m.offset() >= next => {
+                    next = m.offset() + 1;
+                    out.push(m.payload().unwrap_or_default().to_vec());
+                }
+                Some(Ok(_)) | None => {}
+                // Connection errors (left over from a broker outage, or a
+                // broker still coming back) pass; librdkafka reconnects.
+                Some(Err(e)) => last_error = Some(e),
+            }
+        }
+        self.consumer.unassign().map_err(|e| e.to_string())?;
+        Ok(out)
+    }
+}
+
 /// Reads the intents topic as a [`Source`]. Offsets are committed only
 /// through [`Source::commit`], which the engine calls once the decisions
-/// and lineage covering them are acknowledged.
+/// and lineage covering them are acknowledged, and on revocation.
 pub struct KafkaSource {
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<Group>,
     topic: String,
     partitions: u32,
 }
 
-impl std::fmt::Debug for KafkaSource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KafkaSource")
-            .field("topic", &self.topic)
-            .field("partitions", &self.partitions)
-            .finish_non_exhaustive()
-    }
-}
-
 impl KafkaSource {
     /// Joins the consumer group and subscribes to the intents topic, which
-    /// must exist (its partition count is the engine's routing rule).
+    /// must exist (its partition count is the engine's routing rule), as
+    /// must the lineage topic, with at least as many partitions.
     pub fn new(config: &KafkaConfig) -> Result<Self, KafkaError> {
         let mut client = config.client(&[
             ("group.id", config.group_id.as_str()),
@@ -48,25 +252,45 @@ impl KafkaSource {
                 client.set(key, value);
             }
         }
-        let consumer: BaseConsumer = client.create()?;
+        // Reads by assignment only: a group id librdkafka requires, never
+        // joined, never committed to.
+        let tail_group = format!("{}.lineage-tail", config.group_id);
+        let tail_consumer: BaseConsumer = config
+            .client(&[
+                ("enable.auto.commit", "false"),
+                ("group.id", tail_group.as_str()),
+            ])?
+            .set("fetch.wait.max.ms", "5")
+            .create()?;
         let topic = config.intents_topic.clone();
-        let metadata = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
-        let partitions = metadata
-            .topics()
-            .iter()
-            .find(|t| t.name() == topic)
-            .map_or(0, |t| t.partitions().len());
-        if partitions == 0 {
+        let partitions = partition_count(&tail_consumer, &topic)?;
+        let lineage_partitions = partition_count(&tail_consumer, &config.lineage_topic)?;
+        if lineage_partitions < partitions {
             return Err(KafkaError::Topic {
-                topic,
-                message: "does not exist or has no partitions".into(),
+                topic: config.lineage_topic.clone(),
+                message: format!(
+                    "has {lineage_partitions} partitions; it needs at least as many as \
+                     `{topic}` ({partitions}): lineage is kept per intents partition"
+                ),
             });
         }
+        let group = Group {
+            topic: topic.clone(),
+            handover: Mutex::new(None),
+            owned: Mutex::new(HashSet::new()),
+            revoked: Mutex::new(Vec::new()),
+            tails: TailReader {
+                consumer: tail_consumer,
+                topic: config.lineage_topic.clone(),
+            },
+            observer: Mutex::new(None),
+        };
+        let consumer: BaseConsumer<Group> = client.create_with_context(group)?;
         consumer.subscribe(&[&topic])?;
         Ok(KafkaSource {
             consumer,
             topic,
-            partitions: u32::try_from(partitions).unwrap_or(u32::MAX),
+            partitions,
         })
     }
 
@@ -74,6 +298,40 @@ impl KafkaSource {
     pub fn partitions(&self) -> u32 {
         self.partitions
     }
+
+    /// Calls `f` with `"assigned"` or `"revoked"` and the partitions after
+    /// each change of ownership (on the engine's ingest thread: keep it
+    /// short).
+    pub fn on_rebalance(&self, f: impl Fn(&str, &[u32]) + Send + 'static) {
+        *lock(&self.consumer.context().observer) = Some(Box::new(f));
+    }
+
+    /// Partitions of the intents topic this instance owns now.
+    pub fn owned(&self) -> Vec<u32> {
+        let mut v: Vec<u32> = lock(&self.consumer.context().owned)
+            .iter()
+            .copied()
+            .collect();
+        v.sort_unstable();
+        v
+    }
+}
+
+/// Partitions of `topic`; an error if it does not exist.
+fn partition_count(consumer: &BaseConsumer, topic: &str) -> Result<u32, KafkaError> {
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let n = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic && t.error().is_none())
+        .map_or(0, |t| t.partitions().len());
+    if n == 0 {
+        return Err(KafkaError::Topic {
+            topic: topic.to_owned(),
+            message: "does not exist or has no partitions".into(),
+        });
+    }
+    Ok(u32::try_from(n).unwrap_or(u32::MAX))
 }
 
 impl Source for KafkaSource {
@@ -92,7 +350,16 @@ impl Source for KafkaSource {
             } else {
                 Duration::ZERO
             };
-            match self.consumer.poll(wait) {
+            let polled = self.consumer.poll(wait);
+            // Partitions revoked during that poll: what the engine holds of
+            // them and has not handed on is the next owner's to read.
+            let revoked = std::mem::take(&mut *lock(&self.consumer.context().revoked));
+            if !revoked.is_empty() {
+                let before = out.len();
+                out.retain(|r| !revoked.contains(&r.partition));
+                taken = taken.saturating_sub(before - out.len());
+            }
+            match polled {
                 None => break,
                 Some(Ok(m)) => {
                     let (Ok(partition), Ok(offset)) =
@@ -123,6 +390,10 @@ impl Source for KafkaSource {
             offset,
             reason,
         };
+        if !lock(&self.consumer.context().owned).contains(&partition) {
+            // Revoked meanwhile: the new owner commits it.
+            return Ok(());
+        }
         let p = i32::try_from(partition).map_err(|_| bad("partition out of range".into()))?;
         let next = i64::try_from(offset)
             .ok()
@@ -136,5 +407,9 @@ impl Source for KafkaSource {
         self.consumer
             .commit(&tpl, CommitMode::Async)
             .map_err(|e| TransportError::Unavailable(e.to_string()))
+    }
+
+    fn attach(&mut self, handover: Arc<dyn Handover>) {
+        *lock(&self.consumer.context().handover) = Some(handover);
     }
 }

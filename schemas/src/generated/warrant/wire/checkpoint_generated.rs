@@ -25,6 +25,7 @@ impl<'a> Checkpoint<'a> {
   pub const VT_ISSUED_AT_US: ::flatbuffers::VOffsetT = 12;
   pub const VT_ENGINE_KEY_ID: ::flatbuffers::VOffsetT = 14;
   pub const VT_SIGNATURE: ::flatbuffers::VOffsetT = 16;
+  pub const VT_FRONTIER: ::flatbuffers::VOffsetT = 18;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -38,6 +39,7 @@ impl<'a> Checkpoint<'a> {
     let mut builder = CheckpointBuilder::new(_fbb);
     builder.add_issued_at_us(args.issued_at_us);
     builder.add_size(args.size);
+    if let Some(x) = args.frontier { builder.add_frontier(x); }
     if let Some(x) = args.signature { builder.add_signature(x); }
     if let Some(x) = args.engine_key_id { builder.add_engine_key_id(x); }
     if let Some(x) = args.root { builder.add_root(x); }
@@ -99,6 +101,17 @@ impl<'a> Checkpoint<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<Signature64>(Checkpoint::VT_SIGNATURE, None).unwrap()}
   }
+  /// The Merkle frontier at `size`: the roots of the tree's maximal perfect
+  /// subtrees, largest first (one per set bit of `size`). Not signed: a
+  /// reader recomputes `root` from it. An engine taking the partition over
+  /// resumes the log from here without re-reading the whole log.
+  #[inline]
+  pub fn frontier(&self) -> Option<::flatbuffers::Vector<'a, Hash256>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, Hash256>>>(Checkpoint::VT_FRONTIER, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Checkpoint<'_> {
@@ -114,6 +127,7 @@ impl ::flatbuffers::Verifiable for Checkpoint<'_> {
      .visit_field::<u64>("issued_at_us", Self::VT_ISSUED_AT_US, false)?
      .visit_field::<Id128>("engine_key_id", Self::VT_ENGINE_KEY_ID, true)?
      .visit_field::<Signature64>("signature", Self::VT_SIGNATURE, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, Hash256>>>("frontier", Self::VT_FRONTIER, false)?
      .finish();
     Ok(())
   }
@@ -126,6 +140,7 @@ pub struct CheckpointArgs<'a> {
     pub issued_at_us: u64,
     pub engine_key_id: Option<&'a Id128>,
     pub signature: Option<&'a Signature64>,
+    pub frontier: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, Hash256>>>,
 }
 impl<'a> Default for CheckpointArgs<'a> {
   #[inline]
@@ -138,6 +153,7 @@ impl<'a> Default for CheckpointArgs<'a> {
       issued_at_us: 0,
       engine_key_id: None, // required field
       signature: None, // required field
+      frontier: None,
     }
   }
 }
@@ -176,6 +192,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> CheckpointBuilder<'a, 'b, A> 
     self.fbb_.push_slot_always::<&Signature64>(Checkpoint::VT_SIGNATURE, signature);
   }
   #[inline]
+  pub fn add_frontier(&mut self, frontier: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , Hash256>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Checkpoint::VT_FRONTIER, frontier);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> CheckpointBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     CheckpointBuilder {
@@ -204,6 +224,7 @@ impl ::core::fmt::Debug for Checkpoint<'_> {
       ds.field("issued_at_us", &self.issued_at_us());
       ds.field("engine_key_id", &self.engine_key_id());
       ds.field("signature", &self.signature());
+      ds.field("frontier", &self.frontier());
       ds.finish()
   }
 }

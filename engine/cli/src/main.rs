@@ -1,6 +1,7 @@
 //! `warrant`: the command-line front of the engine.
 //!
-//! Subcommands: `demo` (the engine end to end on the embedded transport,
+//! Subcommands: `run` (the engine on Kafka, from `warrant.toml`), `demo`
+//! (the engine end to end on the embedded transport,
 //! checked), `selftest` (sign, open and batch-verify a generated mix of
 //! valid and forged intents, cross-checked against single verification),
 //! `verify` (an executor's offline check of a decision), `lineage verify`,
@@ -22,6 +23,8 @@ use warrant_schemas::{
 };
 
 mod policy_cli;
+#[cfg(feature = "kafka")]
+mod run;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -94,6 +97,24 @@ enum Command {
         /// and `warrant verify`.
         #[arg(long)]
         out: Option<PathBuf>,
+    },
+    /// Run the engine on Kafka: read intents in a consumer group, write
+    /// decisions and lineage, until SIGINT or SIGTERM (then decide and emit
+    /// what was read, commit, and exit). Settings come from the file, then
+    /// `WARRANT_<SECTION>_<KEY>` environment variables; every setting and
+    /// its default is documented in `engine/cli/src/config.rs`.
+    #[cfg(feature = "kafka")]
+    Run {
+        /// The configuration file.
+        #[arg(long, default_value = "warrant.toml")]
+        config: PathBuf,
+        /// Check the configuration, key, trust store and policy, connect to
+        /// the broker and check the topics, then exit (0: all good).
+        #[arg(long)]
+        check: bool,
+        /// Seconds between status lines (0: none).
+        #[arg(long, default_value_t = 10)]
+        status_every: u64,
     },
     /// Sign a mix of valid and forged intents, open them through the wire
     /// readers, batch-verify them and cross-check every verdict against
@@ -209,6 +230,12 @@ fn main() -> ExitCode {
             principals,
         } => selftest(count, forged_percent.min(100), principals.max(1)),
         Command::Keygen { out } => keygen(&out),
+        #[cfg(feature = "kafka")]
+        Command::Run {
+            config,
+            check,
+            status_every,
+        } => run::run(&config, check, Duration::from_secs(status_every)),
         Command::Backend => {
             println!("{}", backend::describe());
             Ok(())

@@ -1,0 +1,523 @@
+//! `warrant.toml`: the configuration of `warrant run`.
+//!
+//! Every setting has a default, so an empty file is a valid configuration
+//! (a broker on `127.0.0.1:9092`, the key, trust store and policy beside the
+//! file). Unknown keys are errors, never ignored. Any setting can be
+//! overridden from the environment: `WARRANT_<SECTION>_<KEY>` in upper
+//! case, e.g. `WARRANT_KAFKA_BROKERS=kafka:9092` or
+//! `WARRANT_ENGINE_MAX_BATCH=512`; librdkafka properties as
+//! `WARRANT_KAFKA_PROPERTY_<NAME>` with dots as underscores, e.g.
+//! `WARRANT_KAFKA_PROPERTY_SECURITY_PROTOCOL=SASL_SSL`.
+//!
+//! ```toml
+//! [kafka]
+//! brokers = "127.0.0.1:9092"
+//! group_id = "warrant"
+//! intents_topic = "warrant.intents"
+//! decisions_topic = "warrant.decisions"
+//! lineage_topic = "warrant.lineage"
+//! sink_timeout_ms = 5000
+//!
+//! [kafka.properties]            # any librdkafka property, passed through
+//! "security.protocol" = "SASL_SSL"
+//!
+//! [engine]
+//! key_file = "engine.key"       # relative paths: beside this file
+//! audience = "executor"
+//! max_batch = 256
+//! linger_us = 200
+//! max_clock_skew_s = 30
+//! max_intent_age_s = 300
+//! replay_capacity = 1048576
+//! shed_after_ms = 20
+//! checkpoint_interval_ms = 10
+//! pin = true
+//!
+//! [trust]
+//! file = "trust.toml"
+//!
+//! [policy]
+//! path = "policy"               # a file or a directory of *.toml
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The whole file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where intents come from and decisions go.
+    pub kafka: Kafka,
+    /// The engine's own settings.
+    pub engine: Engine,
+    /// Which keys sign for which principal.
+    pub trust: Trust,
+    /// The policy in force.
+    pub policy: PolicySource,
+}
+
+/// `[kafka]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Kafka {
+    /// `bootstrap.servers`.
+    pub brokers: String,
+    /// Consumer group of the engine instances.
+    pub group_id: String,
+    /// Topic intents are read from.
+    pub intents_topic: String,
+    /// Topic decisions are written to.
+    pub decisions_topic: String,
+    /// Topic lineage records and checkpoints are written to; at least as
+    /// many partitions as the intents topic.
+    pub lineage_topic: String,
+    /// After this long without the broker acknowledging a batch, the
+    /// engine reports itself not ready (it keeps retrying).
+    pub sink_timeout_ms: u64,
+    /// librdkafka properties passed through (SASL, TLS, timeouts, ...).
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Default for Kafka {
+    fn default() -> Self {
+        Kafka {
+            brokers: "127.0.0.1:9092".into(),
+            group_id: "warrant".into(),
+            intents_topic: "warrant.intents".into(),
+            decisions_topic: "warrant.decisions".into(),
+            lineage_topic: "warrant.lineage".into(),
+            sink_timeout_ms: 5_000,
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+/// `[engine]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Engine {
+    /// The engine's signing key (`warrant keygen` writes one).
+    pub key_file: String,
+    /// Audience written into every decision.
+    pub audience: String,
+    /// Most intents per batch.
+    pub max_batch: usize,
+    /// Longest a batch stays open, µs.
+    pub linger_us: u64,
+    /// How far in the future an intent's `issued_at` may be, s.
+    pub max_clock_skew_s: u64,
+    /// How old an intent may be when read, s.
+    pub max_intent_age_s: u64,
+    /// Nonces remembered per partition.
+    pub replay_capacity: usize,
+    /// How long a full batch waits for room before it is shed, ms.
+    pub shed_after_ms: u64,
+    /// Shortest time between two checkpoints of one partition, ms.
+    pub checkpoint_interval_ms: u64,
+    /// Pin stages to cores (from 4 cores; below that nothing is pinned).
+    pub pin: bool,
+}
+
+impl Default for Engine {
+    fn default() -> Self {
+        let d = warrant_engine::pipeline::Config::default();
+        Engine {
+            key_file: "engine.key".into(),
+            audience: d.audience,
+            max_batch: d.max_batch,
+            linger_us: u64::try_from(d.linger.as_micros()).unwrap_or(u64::MAX),
+            max_clock_skew_s: d.max_clock_skew.as_secs(),
+            max_intent_age_s: d.max_intent_age.as_secs(),
+            replay_capacity: d.replay_capacity,
+            shed_after_ms: u64::try_from(d.shed_after.as_millis()).unwrap_or(u64::MAX),
+            checkpoint_interval_ms: u64::try_from(d.checkpoint_interval.as_millis())
+                .unwrap_or(u64::MAX),
+            pin: true,
+        }
+    }
+}
+
+/// `[trust]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Trust {
+    /// Trust store file (`[[key]] principal, public_key, status`).
+    pub file: String,
+}
+
+impl Default for Trust {
+    fn default() -> Self {
+        Trust {
+            file: "trust.toml".into(),
+        }
+    }
+}
+
+/// `[policy]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PolicySource {
+    /// Policy file, or directory of `*.toml` files.
+    pub path: String,
+}
+
+impl Default for PolicySource {
+    fn default() -> Self {
+        PolicySource {
+            path: "policy".into(),
+        }
+    }
+}
+
+/// Why a configuration is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read `{path}`: {source}")]
+    Read {
+        /// File.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Not valid TOML, or not this schema.
+    #[error("{origin}: {message}")]
+    Invalid {
+        /// File name, or the environment variable at fault.
+        origin: String,
+        /// What is wrong, with the line when there is one.
+        message: String,
+    },
+}
+
+/// Prefix of the environment overrides.
+pub const ENV_PREFIX: &str = "WARRANT_";
+
+/// The sections, as they appear in environment variable names.
+const SECTIONS: [&str; 4] = ["kafka", "engine", "trust", "policy"];
+
+impl Config {
+    /// Reads `path`, applies overrides from `env` (name, value pairs;
+    /// pass `std::env::vars()`), and checks the result. Relative paths in
+    /// it are resolved against `path`'s directory.
+    pub fn load(
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut config = Config::parse(&text, &path.display().to_string(), env)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.resolve(base);
+        Ok(config)
+    }
+
+    /// Parses `text` (named `origin` in errors) and applies `env` overrides.
+    pub fn parse(
+        text: &str,
+        origin: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        // The file alone first: its errors then carry line and column.
+        let invalid = |e: toml::de::Error| ConfigError::Invalid {
+            origin: origin.to_owned(),
+            message: e.to_string(),
+        };
+        toml::from_str::<Config>(text).map_err(invalid)?;
+        let mut table: toml::Table = toml::from_str(text).map_err(invalid)?;
+        let mut applied = Vec::new();
+        for (name, value) in env {
+            if let Some(()) = apply_env(&mut table, &name, &value)? {
+                applied.push(name);
+            }
+        }
+        let config: Config =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Invalid {
+                    origin: if applied.is_empty() {
+                        origin.to_owned()
+                    } else {
+                        format!("{origin} with {}", applied.join(", "))
+                    },
+                    message: e.message().to_owned(),
+                })?;
+        config.check().map_err(|message| ConfigError::Invalid {
+            origin: origin.to_owned(),
+            message,
+        })?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot: ranges and non-empty names.
+    fn check(&self) -> Result<(), String> {
+        let k = &self.kafka;
+        for (name, v) in [
+            ("kafka.brokers", &k.brokers),
+            ("kafka.group_id", &k.group_id),
+            ("kafka.intents_topic", &k.intents_topic),
+            ("kafka.decisions_topic", &k.decisions_topic),
+            ("kafka.lineage_topic", &k.lineage_topic),
+            ("engine.key_file", &self.engine.key_file),
+            ("engine.audience", &self.engine.audience),
+            ("trust.file", &self.trust.file),
+            ("policy.path", &self.policy.path),
+        ] {
+            if v.trim().is_empty() {
+                return Err(format!("`{name}` must not be empty"));
+            }
+        }
+        if !(1..=65_536).contains(&self.engine.max_batch) {
+            return Err(format!(
+                "`engine.max_batch` must be 1 to 65536, not {}",
+                self.engine.max_batch
+            ));
+        }
+        if k.sink_timeout_ms == 0 {
+            return Err("`kafka.sink_timeout_ms` must be at least 1".into());
+        }
+        if self.engine.replay_capacity == 0 {
+            return Err("`engine.replay_capacity` must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// Makes relative file paths relative to `base`.
+    fn resolve(&mut self, base: &Path) {
+        for p in [
+            &mut self.engine.key_file,
+            &mut self.trust.file,
+            &mut self.policy.path,
+        ] {
+            if Path::new(p.as_str()).is_relative() {
+                *p = base.join(p.as_str()).display().to_string();
+            }
+        }
+    }
+
+    /// The Kafka connector settings.
+    #[cfg(feature = "kafka")]
+    pub fn kafka_config(&self) -> warrant_connectors::kafka::KafkaConfig {
+        let k = &self.kafka;
+        warrant_connectors::kafka::KafkaConfig {
+            brokers: k.brokers.clone(),
+            group_id: k.group_id.clone(),
+            intents_topic: k.intents_topic.clone(),
+            decisions_topic: k.decisions_topic.clone(),
+            lineage_topic: k.lineage_topic.clone(),
+            properties: k
+                .properties
+                .iter()
+                .map(|(a, b)| (a.clone(), b.clone()))
+                .collect(),
+        }
+    }
+
+    /// The engine pipeline settings (`partitions` is the intents topic's).
+    pub fn engine_config(&self, partitions: u32) -> warrant_engine::pipeline::Config {
+        use warrant_engine::pipeline::{Config as P, Layout};
+        let e = &self.engine;
+        P {
+            max_batch: e.max_batch,
+            linger: Duration::from_micros(e.linger_us),
+            partitions,
+            audience: e.audience.clone(),
+            max_clock_skew: Duration::from_secs(e.max_clock_skew_s),
+            max_intent_age: Duration::from_secs(e.max_intent_age_s),
+            replay_capacity: e.replay_capacity,
+            layout: if e.pin {
+                Layout::auto()
+            } else {
+                Layout::unpinned(std::thread::available_parallelism().map_or(1, |n| n.get()))
+            },
+            shed_after: Duration::from_millis(e.shed_after_ms),
+            checkpoint_interval: Duration::from_millis(e.checkpoint_interval_ms),
+            ..P::default()
+        }
+    }
+}
+
+/// Applies one environment variable to `table` if it is an override:
+/// `Some(())` if it was. Values take the type of the setting they replace.
+fn apply_env(table: &mut toml::Table, name: &str, value: &str) -> Result<Option<()>, ConfigError> {
+    let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+        return Ok(None);
+    };
+    let lower = rest.to_ascii_lowercase();
+    let Some(section) = SECTIONS
+        .iter()
+        .find(|s| lower.starts_with(&format!("{s}_")))
+    else {
+        return Ok(None);
+    };
+    let key = &lower[section.len() + 1..];
+    let invalid = |message: String| ConfigError::Invalid {
+        origin: name.to_owned(),
+        message,
+    };
+    let entry = table
+        .entry(section.to_string())
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    let toml::Value::Table(section_table) = entry else {
+        return Err(invalid(format!("`{section}` in the file is not a table")));
+    };
+    if *section == "kafka"
+        && let Some(property) = key.strip_prefix("property_")
+    {
+        let props = section_table
+            .entry("properties")
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let toml::Value::Table(props) = props else {
+            return Err(invalid(
+                "`kafka.properties` in the file is not a table".into(),
+            ));
+        };
+        props.insert(
+            property.replace('_', "."),
+            toml::Value::String(value.to_owned()),
+        );
+        return Ok(Some(()));
+    }
+    // The type of the setting replaced, from the defaults.
+    let defaults =
+        toml::Table::try_from(Config::default()).map_err(|e| invalid(format!("internal: {e}")))?;
+    let default = defaults
+        .get(*section)
+        .and_then(|s| s.as_table())
+        .and_then(|s| s.get(key))
+        .ok_or_else(|| invalid(format!("no setting `{section}.{key}`")))?;
+    let parsed = match default {
+        toml::Value::Integer(_) => value
+            .trim()
+            .parse::<i64>()
+            .map(toml::Value::Integer)
+            .map_err(|_| invalid(format!("`{value}` is not an integer")))?,
+        toml::Value::Boolean(_) => match value.trim() {
+            "true" | "1" => toml::Value::Boolean(true),
+            "false" | "0" => toml::Value::Boolean(false),
+            _ => return Err(invalid(format!("`{value}` is not true or false"))),
+        },
+        _ => toml::Value::String(value.to_owned()),
+    };
+    section_table.insert(key.to_owned(), parsed);
+    Ok(Some(()))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn an_empty_file_is_the_documented_defaults() {
+        let c = Config::parse("", "t", env(&[])).unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.kafka.brokers, "127.0.0.1:9092");
+        assert_eq!(c.engine.max_batch, 256);
+        assert_eq!(c.engine.linger_us, 200);
+        assert_eq!(c.engine.max_intent_age_s, 300);
+    }
+
+    #[test]
+    fn the_example_in_the_module_docs_parses() {
+        let doc = include_str!("config.rs");
+        let start = doc.find("//! ```toml\n").unwrap() + "//! ```toml\n".len();
+        let end = start + doc[start..].find("//! ```\n").unwrap();
+        let text: String = doc[start..end]
+            .lines()
+            .map(|l| l.trim_start_matches("//!").trim_start())
+            .collect::<Vec<_>>()
+            .join("\n");
+        let c = Config::parse(&text, "docs", env(&[])).unwrap();
+        let mut expected = Config::default();
+        expected
+            .kafka
+            .properties
+            .insert("security.protocol".into(), "SASL_SSL".into());
+        assert_eq!(c, expected, "the documented defaults drifted from the code");
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_with_their_line() {
+        let e = Config::parse("[engine]\nmax_bach = 3\n", "w.toml", env(&[])).unwrap_err();
+        let m = e.to_string();
+        assert!(m.contains("w.toml") && m.contains("max_bach"), "{m}");
+        assert!(m.contains("line 2"), "{m}");
+        let e = Config::parse("[enigne]\n", "w.toml", env(&[])).unwrap_err();
+        assert!(e.to_string().contains("enigne"), "{e}");
+    }
+
+    #[test]
+    fn environment_overrides_take_the_setting_type() {
+        let c = Config::parse(
+            "[kafka]\nbrokers = \"a:1\"\n",
+            "t",
+            env(&[
+                ("WARRANT_KAFKA_BROKERS", "b:2"),
+                ("WARRANT_KAFKA_GROUP_ID", "123"),
+                ("WARRANT_ENGINE_MAX_BATCH", "512"),
+                ("WARRANT_ENGINE_PIN", "false"),
+                ("WARRANT_KAFKA_PROPERTY_SASL_MECHANISMS", "PLAIN"),
+                ("WARRANT_BROKER_PORT", "9"),
+                ("PATH", "/bin"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.kafka.brokers, "b:2");
+        assert_eq!(c.kafka.group_id, "123");
+        assert_eq!(c.engine.max_batch, 512);
+        assert!(!c.engine.pin);
+        assert_eq!(c.kafka.properties["sasl.mechanisms"], "PLAIN");
+    }
+
+    #[test]
+    fn bad_overrides_name_the_variable() {
+        for (name, value, want) in [
+            ("WARRANT_ENGINE_MAX_BATCH", "many", "not an integer"),
+            ("WARRANT_ENGINE_NOPE", "1", "no setting `engine.nope`"),
+            ("WARRANT_ENGINE_PIN", "maybe", "not true or false"),
+        ] {
+            let e = Config::parse("", "t", env(&[(name, value)])).unwrap_err();
+            let m = e.to_string();
+            assert!(m.contains(name) && m.contains(want), "{m}");
+        }
+    }
+
+    #[test]
+    fn ranges_are_checked() {
+        for text in [
+            "[engine]\nmax_batch = 0",
+            "[engine]\nmax_batch = 70000",
+            "[kafka]\nbrokers = \"\"",
+            "[kafka]\nsink_timeout_ms = 0",
+        ] {
+            assert!(Config::parse(text, "t", env(&[])).is_err(), "{text}");
+        }
+    }
+
+    #[test]
+    fn relative_paths_are_beside_the_file() {
+        let dir = std::env::temp_dir().join(format!("warrant-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("warrant.toml");
+        std::fs::write(&path, "[trust]\nfile = \"/etc/trust.toml\"\n").unwrap();
+        let c = Config::load(&path, env(&[])).unwrap();
+        assert_eq!(c.trust.file, "/etc/trust.toml");
+        assert_eq!(Path::new(&c.engine.key_file), dir.join("engine.key"));
+        assert_eq!(Path::new(&c.policy.path), dir.join("policy"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

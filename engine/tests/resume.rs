@@ -1,0 +1,185 @@
+//! An engine taking a partition over resumes its lineage log from the end
+//! of what the previous owner wrote (`lineage::resume`): the log it goes on
+//! writing is the one the previous owner would have written, a broken log
+//! is refused, and too short a read asks for more.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "a test fails by panicking"
+)]
+
+use warrant_engine::lineage::{
+    Entry, LineageError, LineageTail, LineageWriter, ResumeError, resume, verify_log,
+};
+use warrant_engine::seal::EngineKey;
+use warrant_schemas::wire::{Reason, Verdict};
+
+fn entry(i: u64) -> Entry {
+    Entry {
+        decision_digest: [i as u8; 32],
+        intent_id: u128::from(i).to_le_bytes(),
+        parent_id: None,
+        verdict: Verdict::Authorize,
+        reason: Reason::Authorized,
+        issued_at_us: 1_000 + i,
+    }
+}
+
+/// Frames of partition 2 in log order: `n` records, a checkpoint after
+/// every `every` of them (none at the end: a killed writer's tail).
+fn frames(key: &EngineKey, n: u64, every: u64) -> Vec<Vec<u8>> {
+    let mut w = LineageWriter::new(2);
+    let mut out = Vec::new();
+    for i in 0..n {
+        out.push(w.append(&entry(i)));
+        if (i + 1) % every == 0 {
+            out.push(w.checkpoint(key, 5_000 + i));
+        }
+    }
+    out
+}
+
+fn is_checkpoint(f: &[u8]) -> bool {
+    f.get(4..8) == Some(warrant_schemas::CHECKPOINT_IDENTIFIER.as_bytes())
+}
+
+#[test]
+fn a_resumed_writer_writes_exactly_what_the_first_would_have() {
+    let key = EngineKey::from_seed([9; 32]);
+    let keys = [key.public_key()];
+    // Sizes at and around powers of two, with and without an unsigned tail.
+    for n in [1u64, 2, 3, 7, 8, 9, 31, 32, 33, 64, 100] {
+        let all = frames(&key, n, 5);
+        // The reference: one writer that never stopped.
+        let mut reference = LineageWriter::new(2);
+        for i in 0..n {
+            reference.append(&entry(i));
+        }
+        // From any starting frame whose window holds a usable checkpoint.
+        for start in 0..all.len() {
+            let window = &all[start..];
+            let tail = match resume(2, window, start == 0, &keys) {
+                Ok(t) => t,
+                Err(ResumeError::NeedMore) => {
+                    assert!(start > 0, "n {n}: the whole log always suffices");
+                    continue;
+                }
+                Err(e) => panic!("n {n} start {start}: {e}"),
+            };
+            assert_eq!(tail.size(), n, "n {n} start {start}");
+            let mut resumed = LineageWriter::resume(2, tail);
+            let mut expected = LineageWriter::new(2);
+            for i in 0..n {
+                expected.append(&entry(i));
+            }
+            for i in n..n + 5 {
+                assert_eq!(resumed.append(&entry(i)), expected.append(&entry(i)));
+            }
+            // Checkpoints agree too (same size, root, frontier).
+            assert_eq!(resumed.checkpoint(&key, 1), expected.checkpoint(&key, 1));
+        }
+        // And the log the two writers make together verifies.
+        let mut joined = all.clone();
+        let mut resumed = LineageWriter::resume(2, resume(2, &all, true, &keys).unwrap());
+        for i in n..n + 3 {
+            joined.push(resumed.append(&entry(i)));
+        }
+        joined.push(resumed.checkpoint(&key, 9_999));
+        let (records, checkpoints): (Vec<_>, Vec<_>) =
+            joined.into_iter().partition(|f| !is_checkpoint(f));
+        let report = verify_log(2, &records, &checkpoints, &keys).unwrap();
+        assert_eq!(report.records, n + 3);
+        let _ = reference;
+    }
+}
+
+#[test]
+fn the_tail_says_what_is_signed() {
+    let key = EngineKey::from_seed([9; 32]);
+    let all = frames(&key, 23, 10);
+    let tail = resume(2, &all, true, &[key.public_key()]).unwrap();
+    assert_eq!((tail.size(), tail.checkpointed()), (23, 20));
+    let empty = resume(2, &[], true, &[key.public_key()]).unwrap();
+    assert_eq!((empty.size(), empty.checkpointed()), (0, 0));
+    assert_eq!(LineageTail::empty().size(), 0);
+}
+
+#[test]
+fn a_window_without_a_checkpoint_asks_for_more() {
+    let key = EngineKey::from_seed([9; 32]);
+    let all = frames(&key, 30, 10);
+    // Frames after the last checkpoint only (records 20..30, no checkpoint).
+    let last_cp = all.iter().rposition(|f| is_checkpoint(f)).unwrap();
+    assert_eq!(
+        resume(2, &all[last_cp + 1..], false, &[key.public_key()]).unwrap_err(),
+        ResumeError::NeedMore
+    );
+    // The checkpoint without the record it ends with: more needed too.
+    assert_eq!(
+        resume(2, &all[last_cp..], false, &[key.public_key()]).unwrap_err(),
+        ResumeError::NeedMore
+    );
+}
+
+#[test]
+fn a_broken_log_is_refused_never_extended() {
+    let key = EngineKey::from_seed([9; 32]);
+    let keys = [key.public_key()];
+    let all = frames(&key, 30, 10);
+    let broken = |frames: &[Vec<u8>]| match resume(2, frames, true, &keys) {
+        Err(ResumeError::Broken {
+            partition: 2,
+            error,
+        }) => error,
+        other => panic!("expected a broken log, got {other:?}"),
+    };
+    // A record dropped.
+    let mut dropped = all.clone();
+    dropped.remove(all.len() - 3);
+    assert!(matches!(broken(&dropped), LineageError::Sequence { .. }));
+    // A record edited (one byte), in the middle of the tail or the last
+    // one a checkpoint covers (what the next record would chain from),
+    // read from the log's start or from a window.
+    for from_start in [true, false] {
+        for back in [3, 2] {
+            let mut edited = all.clone();
+            let i = all.len() - back;
+            assert!(!is_checkpoint(&edited[i]));
+            let len = edited[i].len();
+            edited[i][len - 40] ^= 1;
+            let window = if from_start {
+                &edited[..]
+            } else {
+                &edited[12..]
+            };
+            let e = match resume(2, window, from_start, &keys) {
+                Err(ResumeError::Broken { error, .. }) => error,
+                other => panic!("from start {from_start}, back {back}: {other:?}"),
+            };
+            assert!(
+                matches!(
+                    e,
+                    LineageError::Chain { .. }
+                        | LineageError::Malformed { .. }
+                        | LineageError::RootMismatch { .. }
+                ),
+                "{e}"
+            );
+        }
+    }
+    // A checkpoint signed by another key.
+    let other = EngineKey::from_seed([1; 32]);
+    let mut forged = all.clone();
+    let mut w = LineageWriter::new(2);
+    for i in 0..30 {
+        w.append(&entry(i));
+    }
+    forged.push(w.checkpoint(&other, 1));
+    assert!(matches!(broken(&forged), LineageError::Checkpoint { .. }));
+    // Another partition's log.
+    assert!(matches!(
+        resume(7, &all, true, &keys),
+        Err(ResumeError::Broken { .. })
+    ));
+}
