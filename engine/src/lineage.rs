@@ -128,6 +128,9 @@ pub struct Entry {
     pub reason: Reason,
     /// Decision time, µs since the epoch.
     pub issued_at_us: u64,
+    /// The replay memory the decision left (nonce key bytes, remembered
+    /// until, µs), if its verdict was remembered.
+    pub replay: Option<([u8; 16], u64)>,
 }
 
 impl LineageWriter {
@@ -159,6 +162,7 @@ impl LineageWriter {
             verdict: e.verdict,
             reason: e.reason,
             issued_at_us: e.issued_at_us,
+            replay: e.replay,
         });
         let leaf = merkle::leaf_hash(&bytes);
         self.prev_hash = leaf;
@@ -196,12 +200,50 @@ impl LineageWriter {
 }
 
 /// Where a partition's log ends, as an engine taking the partition over
-/// found it: enough to append the next record and sign the next checkpoint.
+/// found it: enough to append the next record and sign the next checkpoint,
+/// and the replay memory the log's recent decisions left.
 #[derive(Debug, Clone, Default)]
 pub struct LineageTail {
     frontier: Frontier,
     prev_hash: Hash,
     checkpointed: u64,
+    replay: Vec<ReplayEntry>,
+}
+
+/// One remembered nonce, as a lineage record carries it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplayEntry {
+    /// Key of (principal, nonce) (`replay::NonceKey` bytes).
+    pub nonce_key: [u8; 16],
+    /// The intent that used it.
+    pub intent_id: [u8; 16],
+    /// The verdict remembered.
+    pub verdict: Verdict,
+    /// Its reason.
+    pub reason: Reason,
+    /// Remembered until, µs since the epoch.
+    pub until_us: u64,
+}
+
+/// Which replay memory [`resume`] must recover.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplayWindow {
+    /// Entries remembered until after this instant are kept (µs).
+    pub now_us: u64,
+    /// Every record decided at or after this instant must be read (µs):
+    /// decisions older than the engine's replay horizon (maximum intent age
+    /// plus clock skew) cannot have left memory that is still live.
+    pub since_us: u64,
+}
+
+impl ReplayWindow {
+    /// No replay memory needed (the lineage chain only).
+    pub fn none() -> Self {
+        ReplayWindow {
+            now_us: u64::MAX,
+            since_us: u64::MAX,
+        }
+    }
 }
 
 impl LineageTail {
@@ -213,6 +255,16 @@ impl LineageTail {
     /// Records in the log.
     pub fn size(&self) -> u64 {
         self.frontier.size
+    }
+
+    /// The replay memory recovered (see [`ReplayWindow`]), in log order.
+    pub fn replay(&self) -> &[ReplayEntry] {
+        &self.replay
+    }
+
+    /// Takes the replay memory out of the tail.
+    pub fn take_replay(&mut self) -> Vec<ReplayEntry> {
+        std::mem::take(&mut self.replay)
     }
 
     /// Records the largest checkpoint read covers; less than [`size`]
@@ -257,6 +309,7 @@ pub fn resume(
     frames: &[Vec<u8>],
     from_start: bool,
     engine_keys: &[[u8; 32]],
+    window: ReplayWindow,
 ) -> Result<LineageTail, ResumeError> {
     let limits = Limits::default();
     let broken = |error: LineageError| ResumeError::Broken { partition, error };
@@ -264,6 +317,8 @@ pub fn resume(
     let mut best: Option<(u64, Hash, Vec<Hash>)> = None; // (size, root, frontier)
     let mut signed: Vec<(u64, Hash)> = Vec::new(); // every checkpoint's (size, root)
     let mut record_index = 0usize;
+    let mut replay = Vec::new();
+    let mut oldest_us: Option<u64> = None;
     for (index, bytes) in frames.iter().enumerate() {
         if bytes.get(4..8) == Some(warrant_schemas::CHECKPOINT_IDENTIFIER.as_bytes()) {
             let bad = |message: String| broken(LineageError::Checkpoint { index, message });
@@ -318,6 +373,18 @@ pub fn resume(
         }
         records.push((r.sequence(), r.prev_hash().0, merkle::leaf_hash(bytes)));
         record_index += 1;
+        oldest_us.get_or_insert(r.issued_at_us());
+        if let Some(k) = r.nonce_key()
+            && r.remember_until_us() > window.now_us
+        {
+            replay.push(ReplayEntry {
+                nonce_key: k.0,
+                intent_id: r.intent_id().0,
+                verdict: r.verdict(),
+                reason: r.reason(),
+                until_us: r.remember_until_us(),
+            });
+        }
     }
     let first = records.first().map(|r| r.0);
     // From the log's start: rebuild everything from record 0.
@@ -352,7 +419,12 @@ pub fn resume(
             frontier,
             prev_hash: prev,
             checkpointed,
+            replay,
         });
+    }
+    // Everything decided within the replay horizon must have been read.
+    if oldest_us.is_none_or(|t| t > window.since_us) {
+        return Err(ResumeError::NeedMore);
     }
     let (size, root, roots) = best.ok_or(ResumeError::NeedMore)?;
     let (Some(first), Some(&(last, _, last_leaf))) = (first, records.last()) else {
@@ -405,6 +477,7 @@ pub fn resume(
         frontier,
         prev_hash: last_leaf,
         checkpointed: size,
+        replay,
     })
 }
 

@@ -96,7 +96,7 @@ use warrant_schemas::{
     sha256,
 };
 
-use crate::lineage::{Entry, LineageTail, LineageWriter};
+use crate::lineage::{Entry, LineageTail, LineageWriter, ReplayEntry};
 use crate::replay::{NonceKey, ReplayCache, Seen};
 use crate::seal::{DecisionCore, EngineKey, seal_with_leaves};
 use crate::transport::{Handover, InRecord, OutBatch, Sink, Source, TransportError, partition_for};
@@ -267,6 +267,8 @@ pub struct Stats {
     /// Set while the sink refuses or has not acknowledged a batch within
     /// its timeout (broker down): the engine is not ready.
     sink_stalled: AtomicBool,
+    /// Successful `Sink::send` calls.
+    sink_sends: AtomicU64,
 }
 
 impl Stats {
@@ -280,6 +282,7 @@ impl Stats {
             busy_ns: std::array::from_fn(|_| AtomicU64::new(0)),
             latency_us: Mutex::new(new_histogram()),
             sink_stalled: AtomicBool::new(false),
+            sink_sends: AtomicU64::new(0),
         }
     }
 
@@ -301,6 +304,7 @@ impl Stats {
             }),
             lineage_records: self.lineage_records.load(Ordering::Relaxed),
             sink_stalled: self.sink_stalled.load(Ordering::Relaxed),
+            sink_sends: self.sink_sends.load(Ordering::Relaxed),
             stage_busy: std::array::from_fn(|i| {
                 let ns = self.busy_ns.get(i).map_or(0, |c| c.load(Ordering::Relaxed));
                 (
@@ -358,6 +362,9 @@ pub struct StatsSnapshot {
     /// Whether the sink is failing to acknowledge right now (retrying;
     /// nothing is committed meanwhile).
     pub sink_stalled: bool,
+    /// Successful sends to the sink (each carries one or more sealed
+    /// groups: emit merges what is waiting).
+    pub sink_sends: u64,
     /// Engine latency per intent, µs: first poll of its batch to sink ack.
     pub latency_us: Histogram<u64>,
 }
@@ -431,6 +438,9 @@ struct Item {
     evaluated: Done,
     /// `None` while undecided.
     done: Option<Done>,
+    /// Set when the policy stage remembered this verdict: (nonce key,
+    /// until), logged with the lineage record for the next owner.
+    remembered: Option<([u8; 16], u64)>,
 }
 
 impl Item {
@@ -451,6 +461,7 @@ impl Item {
             signature: [0; 64],
             evaluated: Done::deny(Reason::NoPolicy),
             done: Some(Done::deny(Reason::Malformed)),
+            remembered: None,
         }
     }
 }
@@ -671,11 +682,21 @@ struct Ownership {
     /// Changes for the seal stage (lineage writers).
     seal: Mutex<Vec<Change>>,
     seal_pending: AtomicBool,
-    /// Revoked partitions for the policy stage (replay caches).
-    policy: Mutex<Vec<u32>>,
+    /// Changes for the policy stage (replay caches).
+    policy: Mutex<Vec<PolicyChange>>,
     policy_pending: AtomicBool,
     shared: Shared,
     engine_public: [u8; 32],
+    /// How far back decisions can have left live replay memory.
+    replay_horizon: Duration,
+}
+
+/// A partition change for the policy stage.
+enum PolicyChange {
+    /// The partition's replay memory, as its lineage log recorded it.
+    Acquire(u32, Vec<ReplayEntry>),
+    /// The partition is gone: drop its cache.
+    Revoke(u32),
 }
 
 impl Ownership {
@@ -691,7 +712,12 @@ impl Ownership {
         std::mem::take(&mut *lock(&self.seal))
     }
 
-    fn take_policy(&self) -> Vec<u32> {
+    fn push_policy(&self, c: PolicyChange) {
+        lock(&self.policy).push(c);
+        self.policy_pending.store(true, Ordering::SeqCst);
+    }
+
+    fn take_policy(&self) -> Vec<PolicyChange> {
         if !self.policy_pending.swap(false, Ordering::SeqCst) {
             return Vec::new();
         }
@@ -722,15 +748,20 @@ impl Handover for Ownership {
         Ok(self.commits.try_iter().collect())
     }
 
-    fn acquire(&self, partition: u32, tail: LineageTail) {
+    fn acquire(&self, partition: u32, mut tail: LineageTail) {
         self.managed.store(true, Ordering::SeqCst);
+        let replay = tail.take_replay();
+        self.push_policy(PolicyChange::Acquire(partition, replay));
         self.push_seal(Change::Acquire(partition, tail));
     }
 
     fn revoke(&self, partition: u32) {
         self.push_seal(Change::Revoke(partition));
-        lock(&self.policy).push(partition);
-        self.policy_pending.store(true, Ordering::SeqCst);
+        self.push_policy(PolicyChange::Revoke(partition));
+    }
+
+    fn replay_horizon(&self) -> Duration {
+        self.replay_horizon
     }
 
     fn engine_keys(&self) -> Vec<[u8; 32]> {
@@ -804,7 +835,12 @@ impl Engine {
         let (policy_tx, policy_rx) = bounded::<Batch>(depth);
         let (seal_tx, seal_rx) = bounded::<Batch>(depth);
         let (shed_tx, shed_rx) = bounded::<Batch>(depth);
-        let (emit_tx, emit_rx) = bounded::<Sealed>(depth);
+        // Deeper than the others: while the sink waits for a broker's
+        // acknowledgement, sealed groups (however small) pile up here and
+        // go out merged in the next send, instead of stalling the stages
+        // behind a queue of a few small groups. Still bounded: at most
+        // `EMIT_DEPTH_FACTOR * depth` groups of at most GROUP_MAX intents.
+        let (emit_tx, emit_rx) = bounded::<Sealed>(depth * EMIT_DEPTH_FACTOR);
         // Unbounded, but never longer than the batches in flight: one entry
         // per partition per acknowledged batch.
         let (commit_tx, commit_rx) = unbounded::<(u32, u64)>();
@@ -819,6 +855,7 @@ impl Engine {
             policy_pending: AtomicBool::new(false),
             shared: shared.clone(),
             engine_public: key.public_key(),
+            replay_horizon: config.max_intent_age.saturating_add(config.max_clock_skew),
         });
         let mut source = source;
         source.attach(owner.clone());
@@ -911,10 +948,29 @@ impl Engine {
         handles.push(spawn("policy", config.layout.policy, move || {
             let mut caches: HashMap<u32, ReplayCache> = HashMap::new();
             for mut batch in policy_rx.iter() {
-                for p in o.take_policy() {
-                    caches.remove(&p);
-                }
                 let now = now_us();
+                for change in o.take_policy() {
+                    match change {
+                        PolicyChange::Revoke(p) => {
+                            caches.remove(&p);
+                        }
+                        // The replay memory the previous owner left: a
+                        // nonce it remembered stays used here.
+                        PolicyChange::Acquire(p, entries) => {
+                            let mut cache = ReplayCache::new(capacity);
+                            for e in entries {
+                                cache.record(
+                                    &NonceKey::from_bytes(e.nonce_key),
+                                    &e.intent_id,
+                                    (e.verdict, e.reason),
+                                    now,
+                                    e.until_us,
+                                );
+                            }
+                            caches.insert(p, cache);
+                        }
+                    }
+                }
                 batch.check_deadlines(now);
                 s.stats.time(2, || {
                     policy_stage(&mut batch, &mut caches, capacity, now);
@@ -1338,6 +1394,9 @@ fn policy_stage(
         } else {
             Done::deny(Reason::Overloaded)
         });
+        if recorded {
+            item.remembered = Some((nonce.to_bytes(), item.remember_until_us));
+        }
     }
 }
 
@@ -1360,6 +1419,9 @@ struct Sealer {
     policy: Arc<PolicyStore>,
     owner: Arc<Ownership>,
 }
+
+/// How much deeper the emit queue is than the others.
+const EMIT_DEPTH_FACTOR: usize = 16;
 
 /// Most decisions the emit stage merges into one send.
 const EMIT_MAX: usize = 16_384;
@@ -1540,7 +1602,7 @@ impl Sealer {
                     lineage_partition: rec.partition,
                     lineage_sequence: *seq,
                 });
-                parents.push(item.parent);
+                parents.push((item.parent, item.remembered));
                 *seq += 1;
             }
         }
@@ -1564,7 +1626,7 @@ impl Sealer {
             lineage: Vec::with_capacity(decisions.len() + next.len()),
         };
         let mut counts = [0u64; 16];
-        for (((bytes, leaf), core), parent) in
+        for (((bytes, leaf), core), (parent, remembered)) in
             decisions.into_iter().zip(leaves).zip(&cores).zip(parents)
         {
             let writer = self
@@ -1578,6 +1640,7 @@ impl Sealer {
                 verdict: core.verdict,
                 reason: core.reason,
                 issued_at_us: now,
+                replay: remembered,
             });
             if let Some(c) = counts.get_mut(usize::from(core.reason.0)) {
                 *c += 1;
@@ -1643,6 +1706,7 @@ fn emit<K: Sink>(
             match sink.send(&out) {
                 Ok(()) => {
                     shared.stats.sink_stalled.store(false, Ordering::Relaxed);
+                    shared.stats.sink_sends.fetch_add(1, Ordering::Relaxed);
                     break;
                 }
                 Err(e) if e.retryable() => {

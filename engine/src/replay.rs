@@ -79,6 +79,16 @@ impl NonceKey {
     pub fn new(principal: &str, nonce: &[u8; 16]) -> Self {
         NonceKey(key(principal, nonce))
     }
+
+    /// The key's bytes (as a lineage record carries them).
+    pub fn to_bytes(self) -> [u8; 16] {
+        self.0
+    }
+
+    /// A key from its bytes.
+    pub fn from_bytes(bytes: [u8; 16]) -> Self {
+        NonceKey(bytes)
+    }
 }
 
 fn key(principal: &str, nonce: &[u8; 16]) -> [u8; 16] {

@@ -124,6 +124,12 @@ pub trait Handover: Send + Sync {
     /// memory are dropped.
     fn revoke(&self, partition: u32);
 
+    /// How far back (before now) decisions can have left replay memory
+    /// that is still live: the lineage tail handed to
+    /// [`Handover::acquire`] must cover at least that much, so that a nonce
+    /// the previous owner remembered stays used.
+    fn replay_horizon(&self) -> Duration;
+
     /// Public keys whose checkpoints a lineage tail may be resumed from
     /// (the engine's own).
     fn engine_keys(&self) -> Vec<[u8; 32]>;

@@ -40,6 +40,7 @@ fn log() -> Log {
                 Reason::Authorized
             },
             issued_at_us: 1_000 + u64::from(i),
+            replay: (i % 3 != 0).then_some(([i; 16], 9_000)),
         }));
         if (i + 1) % 8 == 0 || i == 49 {
             checkpoints.push(w.checkpoint(&key, 2_000 + u64::from(i)));
@@ -69,6 +70,7 @@ fn edit(l: &mut Log, i: usize, f: impl FnOnce(&mut LineageFields)) {
         verdict: r.verdict(),
         reason: r.reason(),
         issued_at_us: r.issued_at_us(),
+        replay: r.nonce_key().map(|k| (k.0, r.remember_until_us())),
     };
     f(&mut fields);
     l.records[i] = encode_lineage_record(&fields);
@@ -170,6 +172,7 @@ fn a_forged_checkpoint_is_found() {
             verdict: Verdict::Authorize,
             reason: Reason::Authorized,
             issued_at_us: 1,
+            replay: None,
         }));
     }
     l.checkpoints

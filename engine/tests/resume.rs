@@ -10,7 +10,7 @@
 )]
 
 use warrant_engine::lineage::{
-    Entry, LineageError, LineageTail, LineageWriter, ResumeError, resume, verify_log,
+    Entry, LineageError, LineageTail, LineageWriter, ReplayWindow, ResumeError, resume, verify_log,
 };
 use warrant_engine::seal::EngineKey;
 use warrant_schemas::wire::{Reason, Verdict};
@@ -23,6 +23,7 @@ fn entry(i: u64) -> Entry {
         verdict: Verdict::Authorize,
         reason: Reason::Authorized,
         issued_at_us: 1_000 + i,
+        replay: Some(([i as u8; 16], 10_000 + i)),
     }
 }
 
@@ -59,7 +60,7 @@ fn a_resumed_writer_writes_exactly_what_the_first_would_have() {
         // From any starting frame whose window holds a usable checkpoint.
         for start in 0..all.len() {
             let window = &all[start..];
-            let tail = match resume(2, window, start == 0, &keys) {
+            let tail = match resume(2, window, start == 0, &keys, ReplayWindow::none()) {
                 Ok(t) => t,
                 Err(ResumeError::NeedMore) => {
                     assert!(start > 0, "n {n}: the whole log always suffices");
@@ -81,7 +82,10 @@ fn a_resumed_writer_writes_exactly_what_the_first_would_have() {
         }
         // And the log the two writers make together verifies.
         let mut joined = all.clone();
-        let mut resumed = LineageWriter::resume(2, resume(2, &all, true, &keys).unwrap());
+        let mut resumed = LineageWriter::resume(
+            2,
+            resume(2, &all, true, &keys, ReplayWindow::none()).unwrap(),
+        );
         for i in n..n + 3 {
             joined.push(resumed.append(&entry(i)));
         }
@@ -98,9 +102,9 @@ fn a_resumed_writer_writes_exactly_what_the_first_would_have() {
 fn the_tail_says_what_is_signed() {
     let key = EngineKey::from_seed([9; 32]);
     let all = frames(&key, 23, 10);
-    let tail = resume(2, &all, true, &[key.public_key()]).unwrap();
+    let tail = resume(2, &all, true, &[key.public_key()], ReplayWindow::none()).unwrap();
     assert_eq!((tail.size(), tail.checkpointed()), (23, 20));
-    let empty = resume(2, &[], true, &[key.public_key()]).unwrap();
+    let empty = resume(2, &[], true, &[key.public_key()], ReplayWindow::none()).unwrap();
     assert_eq!((empty.size(), empty.checkpointed()), (0, 0));
     assert_eq!(LineageTail::empty().size(), 0);
 }
@@ -112,12 +116,26 @@ fn a_window_without_a_checkpoint_asks_for_more() {
     // Frames after the last checkpoint only (records 20..30, no checkpoint).
     let last_cp = all.iter().rposition(|f| is_checkpoint(f)).unwrap();
     assert_eq!(
-        resume(2, &all[last_cp + 1..], false, &[key.public_key()]).unwrap_err(),
+        resume(
+            2,
+            &all[last_cp + 1..],
+            false,
+            &[key.public_key()],
+            ReplayWindow::none()
+        )
+        .unwrap_err(),
         ResumeError::NeedMore
     );
     // The checkpoint without the record it ends with: more needed too.
     assert_eq!(
-        resume(2, &all[last_cp..], false, &[key.public_key()]).unwrap_err(),
+        resume(
+            2,
+            &all[last_cp..],
+            false,
+            &[key.public_key()],
+            ReplayWindow::none()
+        )
+        .unwrap_err(),
         ResumeError::NeedMore
     );
 }
@@ -127,7 +145,7 @@ fn a_broken_log_is_refused_never_extended() {
     let key = EngineKey::from_seed([9; 32]);
     let keys = [key.public_key()];
     let all = frames(&key, 30, 10);
-    let broken = |frames: &[Vec<u8>]| match resume(2, frames, true, &keys) {
+    let broken = |frames: &[Vec<u8>]| match resume(2, frames, true, &keys, ReplayWindow::none()) {
         Err(ResumeError::Broken {
             partition: 2,
             error,
@@ -153,7 +171,7 @@ fn a_broken_log_is_refused_never_extended() {
             } else {
                 &edited[12..]
             };
-            let e = match resume(2, window, from_start, &keys) {
+            let e = match resume(2, window, from_start, &keys, ReplayWindow::none()) {
                 Err(ResumeError::Broken { error, .. }) => error,
                 other => panic!("from start {from_start}, back {back}: {other:?}"),
             };
@@ -179,7 +197,52 @@ fn a_broken_log_is_refused_never_extended() {
     assert!(matches!(broken(&forged), LineageError::Checkpoint { .. }));
     // Another partition's log.
     assert!(matches!(
-        resume(7, &all, true, &keys),
+        resume(7, &all, true, &keys, ReplayWindow::none()),
         Err(ResumeError::Broken { .. })
     ));
+}
+
+#[test]
+fn the_replay_memory_within_the_horizon_comes_back() {
+    let key = EngineKey::from_seed([9; 32]);
+    let keys = [key.public_key()];
+    // Records i decided at 1_000 + i, remembered until 10_000 + i.
+    let all = frames(&key, 40, 10);
+    let at = |seq: u64| {
+        let mut n = 0;
+        all.iter()
+            .position(|f| {
+                let hit = !is_checkpoint(f) && n == seq;
+                n += u64::from(!is_checkpoint(f));
+                hit
+            })
+            .unwrap()
+    };
+    let window = ReplayWindow {
+        now_us: 10_020,
+        since_us: 1_030,
+    };
+    // Records 35.. only: decisions since 1_030 are missing.
+    assert_eq!(
+        resume(2, &all[at(35)..], false, &keys, window).unwrap_err(),
+        ResumeError::NeedMore
+    );
+    // From record 25: everything since 1_030 is there; what is remembered
+    // past 10_020 (records 21 and later, so 25 to 39 here) comes back.
+    let tail = resume(2, &all[at(25)..], false, &keys, window).unwrap();
+    let ids: Vec<u64> = tail
+        .replay()
+        .iter()
+        .map(|e| u64::try_from(u128::from_le_bytes(e.intent_id)).unwrap())
+        .collect();
+    assert_eq!(ids, (25..40).collect::<Vec<_>>());
+    assert!(
+        tail.replay()
+            .iter()
+            .all(|e| e.nonce_key[0] as u64
+                == u64::try_from(u128::from_le_bytes(e.intent_id)).unwrap())
+    );
+    // From the start: all of them, whatever the window.
+    let tail = resume(2, &all, true, &keys, window).unwrap();
+    assert_eq!(tail.replay().len(), 19);
 }

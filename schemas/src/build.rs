@@ -336,6 +336,9 @@ pub struct LineageFields {
     pub reason: Reason,
     /// Decision time, µs since the epoch.
     pub issued_at_us: u64,
+    /// The replay memory the decision left: nonce key and until when it is
+    /// remembered (µs), if its verdict was remembered.
+    pub replay: Option<([u8; 16], u64)>,
 }
 
 impl LineageFields {
@@ -346,6 +349,7 @@ impl LineageFields {
         let decision_digest = Hash256(self.decision_digest);
         let intent_id = Id128(self.intent_id);
         let parent = self.parent_id.map(Id128);
+        let nonce_key = self.replay.map(|(k, _)| Id128(k));
         let root = wire::LineageRecord::create(
             fbb,
             &wire::LineageRecordArgs {
@@ -359,6 +363,8 @@ impl LineageFields {
                 verdict: self.verdict,
                 reason: self.reason,
                 issued_at_us: self.issued_at_us,
+                nonce_key: nonce_key.as_ref(),
+                remember_until_us: self.replay.map_or(0, |(_, u)| u),
             },
         );
         fbb.finish(root, Some(LINEAGE_RECORD_IDENTIFIER));

@@ -120,12 +120,23 @@ fn decision_lineage_checkpoint_round_trip() {
         verdict: Verdict::Deny,
         reason: Reason::ReplayedNonce,
         issued_at_us: 10,
+        replay: None,
     };
     let lb = encode_lineage_record(&l);
     let lo = open_lineage_record(&lb, &Limits::default()).unwrap();
     assert_eq!(lo.decision_digest().0, sha256(&buf));
     assert_eq!(lo.reason(), Reason::ReplayedNonce);
     assert!(lo.parent_id().is_none());
+    assert!(lo.nonce_key().is_none());
+    let kept = encode_lineage_record(&LineageFields {
+        replay: Some(([3; 16], 77)),
+        ..l
+    });
+    let ko = open_lineage_record(&kept, &Limits::default()).unwrap();
+    assert_eq!(
+        (ko.nonce_key().map(|k| k.0), ko.remember_until_us()),
+        (Some([3; 16]), 77)
+    );
 
     let c = CheckpointFields {
         origin: "warrant.lineage/3",

@@ -72,13 +72,19 @@ impl KafkaSink {
     /// topics. `send` reports the broker unavailable after `timeout`
     /// without acknowledgement (and keeps retrying).
     pub fn new(config: &KafkaConfig, timeout: Duration) -> Result<Self, KafkaError> {
-        let producer = config
-            .client(&[
-                ("enable.idempotence", "true"),
-                ("acks", "all"),
-                ("message.timeout.ms", "0"),
-            ])?
-            .create_with_context(Deliveries::default())?;
+        let mut client = config.client(&[
+            ("enable.idempotence", "true"),
+            ("acks", "all"),
+            ("message.timeout.ms", "0"),
+        ])?;
+        // A default a user may override: send at once. The engine already
+        // hands over whole batches, so librdkafka's own wait (5 ms by
+        // default) would only add to every batch's latency, twice (lineage,
+        // then decisions).
+        if !config.properties.iter().any(|(k, _)| k == "linger.ms") {
+            client.set("linger.ms", "0");
+        }
+        let producer = client.create_with_context(Deliveries::default())?;
         Ok(KafkaSink {
             producer,
             decisions: config.decisions_topic.clone(),

@@ -33,7 +33,8 @@ use std::time::{Duration, Instant};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::{Message, Offset, TopicPartitionList};
-use warrant_engine::lineage::{LineageTail, ResumeError, resume};
+use warrant_engine::lineage::{LineageTail, ReplayWindow, ResumeError, resume};
+use warrant_engine::pipeline::now_us;
 use warrant_engine::transport::{Handover, InRecord, Source, TransportError};
 
 use super::{KafkaConfig, KafkaError};
@@ -99,7 +100,7 @@ impl ConsumerContext for Group {
                 let partitions = ours(&self.topic, tpl);
                 for &p in &partitions {
                     if let Some(h) = &handover {
-                        match self.tails.read(p, &h.engine_keys()) {
+                        match self.tails.read(p, &h.engine_keys(), h.replay_horizon()) {
                             Ok(tail) => h.acquire(p, tail),
                             Err(e) => {
                                 h.fail(format!("cannot take over partition {p}: {e}"));
@@ -154,8 +155,19 @@ struct TailReader {
 impl TailReader {
     /// The tail to continue partition `p`'s log from: reads back from the
     /// end, further each time, until a checkpoint with a frontier (or the
-    /// log's start) is among the frames read.
-    fn read(&self, p: u32, engine_keys: &[[u8; 32]]) -> Result<LineageTail, String> {
+    /// log's start) is among the frames read, and every decision of the
+    /// last `horizon` (whose replay memory may still be live).
+    fn read(
+        &self,
+        p: u32,
+        engine_keys: &[[u8; 32]],
+        horizon: Duration,
+    ) -> Result<LineageTail, String> {
+        let now = now_us();
+        let replay = ReplayWindow {
+            now_us: now,
+            since_us: now.saturating_sub(u64::try_from(horizon.as_micros()).unwrap_or(u64::MAX)),
+        };
         let pi = i32::try_from(p).map_err(|_| format!("partition {p} out of range"))?;
         let (low, high) = self
             .consumer
@@ -168,7 +180,7 @@ impl TailReader {
         loop {
             let from = high.saturating_sub(window).max(low);
             let frames = self.frames(pi, from, high)?;
-            match resume(p, &frames, from == 0, engine_keys) {
+            match resume(p, &frames, from == 0, engine_keys, replay) {
                 Ok(tail) => return Ok(tail),
                 Err(ResumeError::NeedMore) if from > low => window = window.saturating_mul(8),
                 Err(ResumeError::NeedMore) => {

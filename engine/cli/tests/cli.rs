@@ -288,6 +288,7 @@ fn lineage_verify_passes_a_whole_log_and_names_the_first_bad_record() {
             verdict: Verdict::Authorize,
             reason: Reason::Authorized,
             issued_at_us: u64::from(i),
+            replay: Some(([i; 16], 1_000)),
         });
         push_frame(&mut log, &rec);
         frames.push(rec);

@@ -166,11 +166,21 @@ impl Rig {
     /// Signs intent `i` (ids `i`, principal `i % 6`); refunds (every 7th)
     /// are denied by policy.
     fn intent(&self, i: u64, deadline_us: u64) -> (&'static str, Vec<u8>) {
+        self.intent_with_nonce(i, i, deadline_us)
+    }
+
+    /// Intent `i` with the nonce of intent `nonce_of`.
+    fn intent_with_nonce(
+        &self,
+        i: u64,
+        nonce_of: u64,
+        deadline_us: u64,
+    ) -> (&'static str, Vec<u8>) {
         let p = (i as usize) % PRINCIPALS.len();
         let now = now_us();
         let bytes = self.signers[p].sign_intent(&IntentFields {
             id: u128::from(i).to_le_bytes(),
-            nonce: u128::from(i).to_le_bytes(),
+            nonce: u128::from(nonce_of).to_le_bytes(),
             principal: PRINCIPALS[p],
             action: if i.is_multiple_of(7) {
                 "refund"
@@ -490,7 +500,16 @@ fn kill_9_mid_stream_then_restart_leaves_nothing_undecided() {
             l.starts_with("assigned partitions [0")
         });
         producing.join().unwrap();
-        let by_id = rig.decisions(0..N, Duration::from_secs(120));
+        // A different intent reusing the nonce of intent 4 (same
+        // principal), which the killed instance decided: the new instance
+        // remembers it from the lineage log, so it is a replay.
+        assert_eq!(N % 6, 4);
+        let (key, bytes) = rig.intent_with_nonce(N, 4, now_us() + 300_000_000);
+        let producer = rig.producer();
+        send(&producer, &rig.intents, key, &bytes);
+        producer.flush(Duration::from_secs(30)).unwrap();
+        let mut by_id = rig.decisions(0..N + 1, Duration::from_secs(120));
+        assert_eq!(by_id.remove(&N), Some(vec![Reason::ReplayedNonce]));
         let again = check_decisions(&by_id, 0..N);
         let log = second.terminate();
         let records = rig.verify_lineage(&by_id);

@@ -28,6 +28,8 @@ impl<'a> LineageRecord<'a> {
   pub const VT_VERDICT: ::flatbuffers::VOffsetT = 18;
   pub const VT_REASON: ::flatbuffers::VOffsetT = 20;
   pub const VT_ISSUED_AT_US: ::flatbuffers::VOffsetT = 22;
+  pub const VT_NONCE_KEY: ::flatbuffers::VOffsetT = 24;
+  pub const VT_REMEMBER_UNTIL_US: ::flatbuffers::VOffsetT = 26;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -39,8 +41,10 @@ impl<'a> LineageRecord<'a> {
     args: &'args LineageRecordArgs<'args>
   ) -> ::flatbuffers::WIPOffset<LineageRecord<'bldr>> {
     let mut builder = LineageRecordBuilder::new(_fbb);
+    builder.add_remember_until_us(args.remember_until_us);
     builder.add_issued_at_us(args.issued_at_us);
     builder.add_sequence(args.sequence);
+    if let Some(x) = args.nonce_key { builder.add_nonce_key(x); }
     if let Some(x) = args.parent_id { builder.add_parent_id(x); }
     if let Some(x) = args.intent_id { builder.add_intent_id(x); }
     if let Some(x) = args.decision_digest { builder.add_decision_digest(x); }
@@ -126,6 +130,26 @@ impl<'a> LineageRecord<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(LineageRecord::VT_ISSUED_AT_US, Some(0)).unwrap()}
   }
+  /// The replay memory this decision left, absent when its verdict was not
+  /// remembered (transient denies, and denies before verification): the
+  /// key of (principal, nonce), the first 16 bytes of
+  /// SHA-256(principal || 0x00 || nonce), and until when it is remembered.
+  /// An engine taking the partition over rebuilds its replay memory from
+  /// these.
+  #[inline]
+  pub fn nonce_key(&self) -> Option<&'a Id128> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Id128>(LineageRecord::VT_NONCE_KEY, None)}
+  }
+  #[inline]
+  pub fn remember_until_us(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(LineageRecord::VT_REMEMBER_UNTIL_US, Some(0)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for LineageRecord<'_> {
@@ -144,6 +168,8 @@ impl ::flatbuffers::Verifiable for LineageRecord<'_> {
      .visit_field::<Verdict>("verdict", Self::VT_VERDICT, false)?
      .visit_field::<Reason>("reason", Self::VT_REASON, false)?
      .visit_field::<u64>("issued_at_us", Self::VT_ISSUED_AT_US, false)?
+     .visit_field::<Id128>("nonce_key", Self::VT_NONCE_KEY, false)?
+     .visit_field::<u64>("remember_until_us", Self::VT_REMEMBER_UNTIL_US, false)?
      .finish();
     Ok(())
   }
@@ -159,6 +185,8 @@ pub struct LineageRecordArgs<'a> {
     pub verdict: Verdict,
     pub reason: Reason,
     pub issued_at_us: u64,
+    pub nonce_key: Option<&'a Id128>,
+    pub remember_until_us: u64,
 }
 impl<'a> Default for LineageRecordArgs<'a> {
   #[inline]
@@ -174,6 +202,8 @@ impl<'a> Default for LineageRecordArgs<'a> {
       verdict: Verdict::Deny,
       reason: Reason::Unspecified,
       issued_at_us: 0,
+      nonce_key: None,
+      remember_until_us: 0,
     }
   }
 }
@@ -224,6 +254,14 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LineageRecordBuilder<'a, 'b, 
     self.fbb_.push_slot::<u64>(LineageRecord::VT_ISSUED_AT_US, issued_at_us, 0);
   }
   #[inline]
+  pub fn add_nonce_key(&mut self, nonce_key: &Id128) {
+    self.fbb_.push_slot_always::<&Id128>(LineageRecord::VT_NONCE_KEY, nonce_key);
+  }
+  #[inline]
+  pub fn add_remember_until_us(&mut self, remember_until_us: u64) {
+    self.fbb_.push_slot::<u64>(LineageRecord::VT_REMEMBER_UNTIL_US, remember_until_us, 0);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> LineageRecordBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     LineageRecordBuilder {
@@ -254,6 +292,8 @@ impl ::core::fmt::Debug for LineageRecord<'_> {
       ds.field("verdict", &self.verdict());
       ds.field("reason", &self.reason());
       ds.field("issued_at_us", &self.issued_at_us());
+      ds.field("nonce_key", &self.nonce_key());
+      ds.field("remember_until_us", &self.remember_until_us());
       ds.finish()
   }
 }
