@@ -18,7 +18,7 @@
 //!
 //! Run: `cargo bench -p warrant-bench --bench kafka` against
 //! `WARRANT_KAFKA_BROKERS` (or the broker `scripts/broker.sh start` gives).
-//! `WARRANT_KAFKA_BENCH_RATE` (default 300), `_SECONDS` (10), `_INTENTS`
+//! `WARRANT_BENCH_KAFKA_RATE` (default 300), `_SECONDS` (10), `_INTENTS`
 //! (20000) and `_LINGER_MS` (the load producer's `linger.ms`, 5) change
 //! the load. Without `--bench` (as `cargo test` runs it)
 //! it is a quick smoke run of the same code.
@@ -327,9 +327,9 @@ fn main() {
     let brokers = brokers();
     let (rate, seconds, intents, trips) = if full {
         (
-            env_or("WARRANT_KAFKA_BENCH_RATE", 300),
-            env_or("WARRANT_KAFKA_BENCH_SECONDS", 10),
-            env_or("WARRANT_KAFKA_BENCH_INTENTS", 20_000),
+            env_or("WARRANT_BENCH_KAFKA_RATE", 300),
+            env_or("WARRANT_BENCH_KAFKA_SECONDS", 10),
+            env_or("WARRANT_BENCH_KAFKA_INTENTS", 20_000),
             200,
         )
     } else {
@@ -344,7 +344,7 @@ fn main() {
         "broker round trip (produce -> consume, {trips} messages): {}",
         ms(&rt)
     );
-    let linger = u32::try_from(env_or("WARRANT_KAFKA_BENCH_LINGER_MS", 5)).unwrap_or(5);
+    let linger = u32::try_from(env_or("WARRANT_BENCH_KAFKA_LINGER_MS", 5)).unwrap_or(5);
     let (e2e, engine) = latency_at_rate(&brokers, rate, seconds, linger);
     println!(
         "intent -> decision at {rate}/s for {seconds} s ({} intents, open loop, \

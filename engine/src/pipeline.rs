@@ -216,6 +216,11 @@ pub struct Config {
     /// Test hook: the verify stage sleeps this long per batch (default 0).
     /// Used to prove deadline checks and latency measurement under a stall.
     pub verify_stall: Duration,
+    /// Other engine public keys whose checkpoints a partition's lineage
+    /// log may be resumed from (previous keys, or the keys of other
+    /// instances of the group); the engine's own key always is (default
+    /// none).
+    pub peer_engine_keys: Vec<[u8; 32]>,
 }
 
 impl Default for Config {
@@ -233,6 +238,7 @@ impl Default for Config {
             checkpoint_interval: Duration::from_millis(10),
             layout: Layout::auto(),
             verify_stall: Duration::ZERO,
+            peer_engine_keys: Vec::new(),
         }
     }
 }
@@ -686,7 +692,8 @@ struct Ownership {
     policy: Mutex<Vec<PolicyChange>>,
     policy_pending: AtomicBool,
     shared: Shared,
-    engine_public: [u8; 32],
+    /// The engine's own public key, then `Config::peer_engine_keys`.
+    engine_keys: Vec<[u8; 32]>,
     /// How far back decisions can have left live replay memory.
     replay_horizon: Duration,
 }
@@ -738,7 +745,8 @@ impl Handover for Ownership {
             }
             if Instant::now() >= until {
                 let message = format!(
-                    "partitions revoked, but what was read of them is not acknowledged                      after {timeout:?}: stopping rather than hand them over half done"
+                    "partitions revoked, but what was read of them is not acknowledged \
+                     after {timeout:?}: stopping rather than hand them over half done"
                 );
                 self.shared.fail(message.clone());
                 return Err(message);
@@ -765,10 +773,13 @@ impl Handover for Ownership {
     }
 
     fn engine_keys(&self) -> Vec<[u8; 32]> {
-        vec![self.engine_public]
+        self.engine_keys.clone()
     }
 
     fn fail(&self, message: String) {
+        // A source that hands partitions over is managed even if its first
+        // acquire failed: nothing may be sealed on a fresh chain.
+        self.managed.store(true, Ordering::SeqCst);
         self.shared.fail(message);
     }
 }
@@ -781,14 +792,36 @@ fn pin(core: Option<usize>) {
     }
 }
 
+/// Stops the engine if its stage thread unwinds: the other stages then
+/// drain and `join` reports it, instead of waiting on a stage that is gone.
+struct StageGuard {
+    name: String,
+    shared: Shared,
+}
+
+impl Drop for StageGuard {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.shared
+                .fail(format!("the {} stage panicked", self.name));
+        }
+    }
+}
+
 fn spawn(
     name: &str,
     core: Option<usize>,
+    shared: &Shared,
     f: impl FnOnce() + Send + 'static,
 ) -> Result<JoinHandle<()>, EngineError> {
+    let guard = StageGuard {
+        name: name.to_owned(),
+        shared: shared.clone(),
+    };
     Ok(std::thread::Builder::new()
         .name(format!("warrant-{name}"))
         .spawn(move || {
+            let _guard = guard;
             pin(core);
             f();
         })?)
@@ -854,7 +887,9 @@ impl Engine {
             policy: Mutex::new(Vec::new()),
             policy_pending: AtomicBool::new(false),
             shared: shared.clone(),
-            engine_public: key.public_key(),
+            engine_keys: std::iter::once(key.public_key())
+                .chain(config.peer_engine_keys.iter().copied())
+                .collect(),
             replay_horizon: config.max_intent_age.saturating_add(config.max_clock_skew),
         });
         let mut source = source;
@@ -874,7 +909,7 @@ impl Engine {
         let s = shared.clone();
         let o = owner.clone();
         let backlog = emit_rx.clone();
-        handles.push(spawn("ingest", c.layout.ingest, move || {
+        handles.push(spawn("ingest", c.layout.ingest, &shared, move || {
             let links = IngestLinks {
                 decode_tx,
                 shed_tx,
@@ -893,7 +928,7 @@ impl Engine {
         let t = trust.clone();
         let s = shared.clone();
         let p = policy.clone();
-        handles.push(spawn("decode", config.layout.decode, move || {
+        handles.push(spawn("decode", config.layout.decode, &shared, move || {
             for mut batch in decode_rx.iter() {
                 s.stats
                     .intents_in
@@ -919,7 +954,7 @@ impl Engine {
 
         let stall = config.verify_stall;
         let s = shared.clone();
-        handles.push(spawn("verify", None, move || {
+        handles.push(spawn("verify", None, &shared, move || {
             for first in verify_rx.iter() {
                 // Batches already waiting are verified together: larger
                 // batch equations when the stage is behind.
@@ -945,7 +980,7 @@ impl Engine {
         let capacity = config.replay_capacity;
         let s = shared.clone();
         let o = owner.clone();
-        handles.push(spawn("policy", config.layout.policy, move || {
+        handles.push(spawn("policy", config.layout.policy, &shared, move || {
             let mut caches: HashMap<u32, ReplayCache> = HashMap::new();
             for mut batch in policy_rx.iter() {
                 let now = now_us();
@@ -958,14 +993,24 @@ impl Engine {
                         // nonce it remembered stays used here.
                         PolicyChange::Acquire(p, entries) => {
                             let mut cache = ReplayCache::new(capacity);
-                            for e in entries {
+                            let remembered = entries.iter().all(|e| {
                                 cache.record(
                                     &NonceKey::from_bytes(e.nonce_key),
                                     &e.intent_id,
                                     (e.verdict, e.reason),
                                     now,
                                     e.until_us,
-                                );
+                                )
+                            });
+                            if !remembered {
+                                // Forgetting one would let its nonce be
+                                // used again: fail closed.
+                                s.fail(format!(
+                                    "partition {p}: {} remembered nonces do not fit a replay \
+                                     cache of {capacity}; raise replay_capacity",
+                                    entries.len()
+                                ));
+                                return;
                             }
                             caches.insert(p, cache);
                         }
@@ -985,7 +1030,7 @@ impl Engine {
         let checkpoint_interval = config.checkpoint_interval;
         let s = shared.clone();
         let o = owner.clone();
-        handles.push(spawn("seal", config.layout.seal, move || {
+        handles.push(spawn("seal", config.layout.seal, &shared, move || {
             let mut sealer = Sealer {
                 key,
                 audience,
@@ -1039,7 +1084,7 @@ impl Engine {
         })?);
 
         let s = shared.clone();
-        handles.push(spawn("emit", config.layout.emit, move || {
+        handles.push(spawn("emit", config.layout.emit, &shared, move || {
             emit(sink, &emit_rx, &commit_tx, &s, &owner);
         })?);
 
@@ -1213,6 +1258,8 @@ fn ingest<S: Source>(
                         Err(SendTimeoutError::Disconnected(_)) => break 'outer,
                     };
                     if emit_backlog.is_full() && !shared.stop.load(Ordering::SeqCst) {
+                        // (A stage that died sets `stop` through its guard,
+                        // so this never waits on a sink that is gone.)
                         // The sink is the bottleneck (a broker slow to
                         // acknowledge): shed batches are emitted too, so
                         // shedding would not relieve it. Wait instead; the

@@ -131,7 +131,7 @@ pub trait Handover: Send + Sync {
     fn replay_horizon(&self) -> Duration;
 
     /// Public keys whose checkpoints a lineage tail may be resumed from
-    /// (the engine's own).
+    /// (the engine's own, and the peers' it was configured with).
     fn engine_keys(&self) -> Vec<[u8; 32]>;
 
     /// A partition cannot be taken over (its lineage log cannot be read or

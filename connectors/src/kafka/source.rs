@@ -5,8 +5,8 @@
 //!
 //! Partitions move between the instances of a group when one joins, leaves
 //! or dies. Each partition has engine state that must move with it: its
-//! lineage chain (and its replay memory, which is rebuilt empty; see the
-//! crate README). The source does the handing over from librdkafka's
+//! lineage chain and its replay memory, both recovered from the lineage
+//! topic. The source does the handing over from librdkafka's
 //! rebalance callback, which runs inside [`Source::poll`] on the engine's
 //! ingest thread:
 //!
@@ -16,12 +16,16 @@
 //!   but has not yet handed to its pipeline (uncommitted: the next owner
 //!   reads them again), and tells the engine to drop their state. Only
 //!   then does the group move on, so two instances never append to one
-//!   lineage log at once.
+//!   lineage log at once. If the engine cannot finish in time (the broker
+//!   does not acknowledge), the process aborts: its queued records must
+//!   not land after the next owner has started (without Kafka
+//!   transactions nothing else can fence them).
 //! - **assigned**: before any record of a partition is handed out, it reads
 //!   the end of that partition's lineage log (the last checkpoint carrying
-//!   a Merkle frontier, and the records after it), verifies it, and gives
-//!   the engine the tail to continue the chain from. A log that does not
-//!   verify stops the engine: it is never extended.
+//!   a Merkle frontier, and the records after it, and every record within
+//!   the replay horizon), verifies it, and gives the engine the tail to
+//!   continue the chain from and the nonces still remembered. A log that
+//!   does not verify stops the engine: it is never extended.
 //!
 //! A commit for a partition this instance no longer owns is dropped, never
 //! sent: not committing is always safe (the records come again).
@@ -39,8 +43,10 @@ use warrant_engine::transport::{Handover, InRecord, Source, TransportError};
 
 use super::{KafkaConfig, KafkaError};
 
-/// How long a revoke waits for the engine to finish what it read.
-const RELEASE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a revoke waits for the engine to finish what it read: under
+/// librdkafka's default `max.poll.interval.ms` (300 s), the longest the
+/// group waits for a member to rejoin.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(240);
 /// How long reading a lineage tail may take.
 const TAIL_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -80,10 +86,23 @@ impl ConsumerContext for Group {
             Rebalance::Revoke(tpl) => {
                 let partitions = ours(&self.topic, tpl);
                 if let Some(h) = &handover {
-                    // On error the engine has failed and stops: nothing more
-                    // is committed, and the next owner decides the rest.
-                    if let Ok(done) = h.release(RELEASE_TIMEOUT) {
-                        self.commit_now(consumer, &done);
+                    match h.release(RELEASE_TIMEOUT) {
+                        Ok(done) => self.commit_now(consumer, &done),
+                        // Records of these partitions are still queued in
+                        // the producer. Once this callback returns, another
+                        // instance reads the lineage tail and appends; if
+                        // ours landed after that, the log would fork. Without
+                        // Kafka transactions nothing can fence them but
+                        // ending the process now (a supervisor restarts it;
+                        // nothing uncommitted is lost: it is read again).
+                        Err(e) => {
+                            eprintln!(
+                                "warrant: cannot hand partitions {partitions:?} back cleanly \
+                                 ({e}); stopping the process so that no record of theirs \
+                                 is written after the next owner starts"
+                            );
+                            std::process::abort();
+                        }
                     }
                     for p in &partitions {
                         h.revoke(*p);
@@ -185,9 +204,9 @@ impl TailReader {
                 Err(ResumeError::NeedMore) if from > low => window = window.saturating_mul(8),
                 Err(ResumeError::NeedMore) => {
                     return Err(format!(
-                        "lineage topic `{}` partition {p}: no checkpoint to resume from in \
-                         offsets {low}..{high} (records before {low} were deleted; the lineage \
-                         topic must not expire records)",
+                        "lineage topic `{}` partition {p}: offsets {low}..{high} hold no \
+                         checkpoint to resume from, or not the whole replay horizon (records \
+                         before {low} were deleted; the lineage topic must not expire records)",
                         self.topic
                     ));
                 }

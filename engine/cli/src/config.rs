@@ -32,6 +32,8 @@
 //! shed_after_ms = 20
 //! checkpoint_interval_ms = 10
 //! pin = true
+//! peer_keys = []                # other engines' public keys (hex) whose
+//!                               # lineage this one may continue
 //!
 //! [trust]
 //! file = "trust.toml"
@@ -120,6 +122,11 @@ pub struct Engine {
     pub checkpoint_interval_ms: u64,
     /// Pin stages to cores (from 4 cores; below that nothing is pinned).
     pub pin: bool,
+    /// Public keys (64 hex digits) of other engines whose lineage this one
+    /// may continue: the other instances of the group if they do not share
+    /// this key file, and previous keys after a rotation. Empty: only this
+    /// engine's own key.
+    pub peer_keys: Vec<String>,
 }
 
 impl Default for Engine {
@@ -137,6 +144,7 @@ impl Default for Engine {
             checkpoint_interval_ms: u64::try_from(d.checkpoint_interval.as_millis())
                 .unwrap_or(u64::MAX),
             pin: true,
+            peer_keys: Vec::new(),
         }
     }
 }
@@ -285,7 +293,22 @@ impl Config {
         if self.engine.replay_capacity == 0 {
             return Err("`engine.replay_capacity` must be at least 1".into());
         }
+        self.peer_keys()?;
         Ok(())
+    }
+
+    /// `engine.peer_keys`, decoded.
+    pub fn peer_keys(&self) -> Result<Vec<[u8; 32]>, String> {
+        self.engine
+            .peer_keys
+            .iter()
+            .map(|k| {
+                hex::decode(k.trim())
+                    .ok()
+                    .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                    .ok_or_else(|| format!("`engine.peer_keys`: `{k}` is not 64 hex digits"))
+            })
+            .collect()
     }
 
     /// Makes relative file paths relative to `base`.
@@ -338,6 +361,7 @@ impl Config {
             },
             shed_after: Duration::from_millis(e.shed_after_ms),
             checkpoint_interval: Duration::from_millis(e.checkpoint_interval_ms),
+            peer_engine_keys: self.peer_keys().unwrap_or_default(),
             ..P::default()
         }
     }
@@ -403,6 +427,15 @@ fn apply_env(table: &mut toml::Table, name: &str, value: &str) -> Result<Option<
             "false" | "0" => toml::Value::Boolean(false),
             _ => return Err(invalid(format!("`{value}` is not true or false"))),
         },
+        // Lists: comma-separated.
+        toml::Value::Array(_) => toml::Value::Array(
+            value
+                .split(',')
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(|v| toml::Value::String(v.to_owned()))
+                .collect(),
+        ),
         _ => toml::Value::String(value.to_owned()),
     };
     section_table.insert(key.to_owned(), parsed);
@@ -481,6 +514,17 @@ mod tests {
         assert_eq!(c.engine.max_batch, 512);
         assert!(!c.engine.pin);
         assert_eq!(c.kafka.properties["sasl.mechanisms"], "PLAIN");
+        let key = "ab".repeat(32);
+        let c = Config::parse(
+            "",
+            "t",
+            env(&[("WARRANT_ENGINE_PEER_KEYS", &format!("{key}, {key}"))]),
+        )
+        .unwrap();
+        assert_eq!(c.peer_keys().unwrap(), vec![[0xab; 32]; 2]);
+        assert_eq!(c.engine_config(4).peer_engine_keys, vec![[0xab; 32]; 2]);
+        let e = Config::parse("[engine]\npeer_keys = [\"abc\"]", "t", env(&[])).unwrap_err();
+        assert!(e.to_string().contains("`abc` is not 64 hex digits"), "{e}");
     }
 
     #[test]
