@@ -29,7 +29,25 @@
 //! since the first one: small batches at low load (latency), full ones at
 //! high load (throughput). Every later stage works on the whole batch; per
 //! batch, not per intent, it loads the trust store and the policy (`ArcSwap`,
-//! no lock), allocates, and signs once (one Merkle root).
+//! no lock), allocates, and signs once (one Merkle root). Verify and seal
+//! group the batches already waiting; emit merges the sealed groups already
+//! waiting into one sink send.
+//!
+//! A full batch that finds the pipeline full waits up to
+//! [`Config::shed_after`], then is shed (denied "overloaded") — unless the
+//! emit queue is full too: then the sink is the bottleneck, shedding could
+//! not relieve it (shed batches are emitted as well), and ingest waits
+//! instead, leaving the records with the source (on Kafka: consumer lag).
+//!
+//! # Partitions that move
+//!
+//! A source whose partitions move between engine instances (a Kafka
+//! consumer group) calls the engine's [`Handover`]: `release` before it
+//! gives partitions away (everything read is emitted and acknowledged
+//! first), `acquire` with the lineage tail and replay memory it read back
+//! before it hands out a partition's records, `revoke` to drop a
+//! partition's state. Once a source does this, a record of a partition not
+//! acquired stops the engine: a lineage chain is never restarted.
 //!
 //! # Fail closed
 //!
@@ -203,7 +221,8 @@ pub struct Config {
     /// How long a full batch may wait for room in a full pipeline before
     /// it is shed, denied "overloaded" (default 20 ms). A backlog (say, a
     /// consumer catching up on Kafka) drains at full speed with no sheds;
-    /// a pipeline stalled for longer answers fast denies instead.
+    /// a pipeline stalled for longer answers fast denies instead (unless
+    /// the sink is what is slow: then ingest waits, see the module docs).
     pub shed_after: Duration,
     /// Shortest time between two lineage checkpoints of one partition
     /// (default 10 ms; zero: one per sealed group). Every decision is

@@ -195,7 +195,15 @@ impl TailReader {
         if high <= low && low == 0 {
             return Ok(LineageTail::empty());
         }
-        let mut window: i64 = 1024;
+        // Start where the replay horizon begins, if the broker can say
+        // (ListOffsets by timestamp; a minute early for clock differences
+        // between instances), so that a long horizon is read once; else,
+        // and for an old last checkpoint, grow the window back from the end.
+        let horizon_start = i64::try_from(replay.since_us / 1_000)
+            .ok()
+            .and_then(|ms| self.offset_at(pi, ms.saturating_sub(60_000)))
+            .filter(|o| (low..=high).contains(o));
+        let mut window: i64 = 1024.max(horizon_start.map_or(0, |o| high - o));
         loop {
             let from = high.saturating_sub(window).max(low);
             let frames = self.frames(pi, from, high)?;
@@ -215,13 +223,28 @@ impl TailReader {
         }
     }
 
+    /// The first offset of partition `p` whose timestamp is at or after
+    /// `ms`, if the broker answers with one.
+    fn offset_at(&self, p: i32, ms: i64) -> Option<i64> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&self.topic, p, Offset::Offset(ms))
+            .ok()?;
+        let found = self.consumer.offsets_for_times(tpl, TAIL_TIMEOUT).ok()?;
+        match found.find_partition(&self.topic, p)?.offset() {
+            Offset::Offset(o) => Some(o),
+            _ => None,
+        }
+    }
+
     /// The payloads at offsets `from..to` of partition `p`.
     fn frames(&self, p: i32, from: i64, to: i64) -> Result<Vec<Vec<u8>>, String> {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(&self.topic, p, Offset::Offset(from))
             .map_err(|e| e.to_string())?;
         self.consumer.assign(&tpl).map_err(|e| e.to_string())?;
-        let deadline = Instant::now() + TAIL_TIMEOUT;
+        // A long read is fine; a stalled one is not: the deadline moves
+        // with every record read.
+        let mut deadline = Instant::now() + TAIL_TIMEOUT;
         let mut out = Vec::new();
         let mut next = from;
         let mut last_error = None;
@@ -229,8 +252,8 @@ impl TailReader {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(format!(
-                    "lineage topic `{}` partition {p}: read up to offset {next} of {from}..{to} \
-                     in {TAIL_TIMEOUT:?}{}",
+                    "lineage topic `{}` partition {p}: read up to offset {next} of {from}..{to}, \
+                     then nothing for {TAIL_TIMEOUT:?}{}",
                     self.topic,
                     last_error.map_or(String::new(), |e| format!(" (last error: {e})"))
                 ));
@@ -239,6 +262,7 @@ impl TailReader {
                 Some(Ok(m)) if m.partition() == p && m.offset() >= next => {
                     next = m.offset() + 1;
                     out.push(m.payload().unwrap_or_default().to_vec());
+                    deadline = Instant::now() + TAIL_TIMEOUT;
                 }
                 Some(Ok(_)) | None => {}
                 // Connection errors (left over from a broker outage, or a
