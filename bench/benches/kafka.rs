@@ -222,6 +222,8 @@ impl Setup {
             Config {
                 partitions: source.partitions(),
                 layout: Layout::auto(),
+                // As `warrant run` sets it: groups wait for the broker here.
+                emit_queue_batches: 64,
                 ..Config::default()
             },
             source,

@@ -203,6 +203,13 @@ pub struct Config {
     pub linger: Duration,
     /// Depth of each queue between stages, in batches (default 4).
     pub queue_batches: usize,
+    /// Depth of the queue in front of the sink, in sealed groups (default
+    /// 0: `queue_batches`). A sink whose every send waits for a remote
+    /// acknowledgement (Kafka) wants it deeper (`warrant run`: 64): groups
+    /// wait there and leave merged in one send instead of stalling the
+    /// stages. On a fast sink a shallow queue keeps seal grouping more
+    /// (fewer signatures), which is what 2 cores need.
+    pub emit_queue_batches: usize,
     /// Partitions of the intents topic: an intent must come from
     /// `partition_for(principal, partitions)`.
     pub partitions: u32,
@@ -248,6 +255,7 @@ impl Default for Config {
             max_batch: 256,
             linger: Duration::from_micros(200),
             queue_batches: 4,
+            emit_queue_batches: 0,
             partitions: 1,
             audience: "executor".into(),
             max_clock_skew: Duration::from_secs(30),
@@ -887,12 +895,17 @@ impl Engine {
         let (policy_tx, policy_rx) = bounded::<Batch>(depth);
         let (seal_tx, seal_rx) = bounded::<Batch>(depth);
         let (shed_tx, shed_rx) = bounded::<Batch>(depth);
-        // Deeper than the others: while the sink waits for a broker's
-        // acknowledgement, sealed groups (however small) pile up here and
-        // go out merged in the next send, instead of stalling the stages
-        // behind a queue of a few small groups. Still bounded: at most
-        // `EMIT_DEPTH_FACTOR * depth` groups of at most GROUP_MAX intents.
-        let (emit_tx, emit_rx) = bounded::<Sealed>(depth * EMIT_DEPTH_FACTOR);
+        // In front of a remote sink this queue is deeper (see
+        // `Config::emit_queue_batches`): while the sink waits for a
+        // broker's acknowledgement, sealed groups (however small) pile up
+        // here and leave merged in the next send, instead of stalling the
+        // stages behind a few small groups. Bounded either way.
+        let emit_depth = if config.emit_queue_batches == 0 {
+            depth
+        } else {
+            config.emit_queue_batches
+        };
+        let (emit_tx, emit_rx) = bounded::<Sealed>(emit_depth);
         // Unbounded, but never longer than the batches in flight: one entry
         // per partition per acknowledged batch.
         let (commit_tx, commit_rx) = unbounded::<(u32, u64)>();
@@ -1485,9 +1498,6 @@ struct Sealer {
     policy: Arc<PolicyStore>,
     owner: Arc<Ownership>,
 }
-
-/// How much deeper the emit queue is than the others.
-const EMIT_DEPTH_FACTOR: usize = 16;
 
 /// Most decisions the emit stage merges into one send.
 const EMIT_MAX: usize = 16_384;

@@ -32,6 +32,7 @@
 //! shed_after_ms = 20
 //! checkpoint_interval_ms = 10
 //! pin = true
+//! emit_queue_batches = 64       # sealed groups waiting for the broker
 //! peer_keys = []                # other engines' public keys (hex) whose
 //!                               # lineage this one may continue
 //!
@@ -122,6 +123,9 @@ pub struct Engine {
     pub checkpoint_interval_ms: u64,
     /// Pin stages to cores (from 4 cores; below that nothing is pinned).
     pub pin: bool,
+    /// Sealed groups that may wait for the broker: while it acknowledges
+    /// one send, later groups queue here and leave merged in the next.
+    pub emit_queue_batches: usize,
     /// Public keys (64 hex digits) of other engines whose lineage this one
     /// may continue: the other instances of the group if they do not share
     /// this key file, and previous keys after a rotation. Empty: only this
@@ -144,6 +148,7 @@ impl Default for Engine {
             checkpoint_interval_ms: u64::try_from(d.checkpoint_interval.as_millis())
                 .unwrap_or(u64::MAX),
             pin: true,
+            emit_queue_batches: 64,
             peer_keys: Vec::new(),
         }
     }
@@ -362,6 +367,7 @@ impl Config {
             shed_after: Duration::from_millis(e.shed_after_ms),
             checkpoint_interval: Duration::from_millis(e.checkpoint_interval_ms),
             peer_engine_keys: self.peer_keys().unwrap_or_default(),
+            emit_queue_batches: e.emit_queue_batches,
             ..P::default()
         }
     }
