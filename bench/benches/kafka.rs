@@ -41,7 +41,7 @@ use rdkafka::Message;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use warrant_connectors::kafka::{KafkaConfig, KafkaSink, KafkaSource, create_topics};
+use warrant_connectors::kafka::{KafkaConfig, KafkaSink, KafkaSource, create_topics, fresh_topics};
 use warrant_engine::pipeline::{Config, Engine, Layout, now_us};
 use warrant_engine::seal::EngineKey;
 use warrant_engine::trust::{KeyState, TrustStore};
@@ -162,22 +162,7 @@ struct Setup {
 
 impl Setup {
     fn new(brokers: &str, name: &str) -> Setup {
-        let unique = format!("{name}-{}", now_us());
-        let mut config = KafkaConfig::new(brokers);
-        config.group_id = format!("bench-{unique}");
-        config.intents_topic = format!("bench-intents-{unique}");
-        config.decisions_topic = format!("bench-decisions-{unique}");
-        config.lineage_topic = format!("bench-lineage-{unique}");
-        create_topics(
-            brokers,
-            &[
-                &config.intents_topic,
-                &config.decisions_topic,
-                &config.lineage_topic,
-            ],
-            4,
-        )
-        .unwrap();
+        let config = fresh_topics(brokers, name, 4).unwrap();
         let principals: Vec<String> = (0..PRINCIPALS).map(|i| format!("svc-{i:02}")).collect();
         let signers: Vec<IntentSigner> = (0..PRINCIPALS as u8)
             .map(|i| IntentSigner::from_seed([i + 1; 32]))

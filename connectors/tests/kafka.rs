@@ -22,7 +22,7 @@ use rdkafka::Message;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use warrant_connectors::kafka::{KafkaConfig, KafkaSink, KafkaSource, create_topics};
+use warrant_connectors::kafka::{KafkaSink, KafkaSource, fresh_topics};
 use warrant_engine::lineage::file::by_partition;
 use warrant_engine::lineage::verify_log;
 use warrant_engine::pipeline::{Config, Engine, Layout, now_us};
@@ -57,27 +57,6 @@ fn brokers() -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
-/// Fresh topics for one test.
-fn topics(brokers: &str, name: &str) -> KafkaConfig {
-    let unique = format!("{name}-{}-{}", std::process::id(), now_us() % 1_000_000_000);
-    let mut config = KafkaConfig::new(brokers);
-    config.group_id = format!("g-{unique}");
-    config.intents_topic = format!("intents-{unique}");
-    config.decisions_topic = format!("decisions-{unique}");
-    config.lineage_topic = format!("lineage-{unique}");
-    create_topics(
-        brokers,
-        &[
-            &config.intents_topic,
-            &config.decisions_topic,
-            &config.lineage_topic,
-        ],
-        PARTITIONS,
-    )
-    .unwrap();
-    config
-}
-
 /// Everything on `topic` now, by partition, in offset order.
 fn read_all(brokers: &str, topic: &str, want: usize) -> Vec<(i32, Vec<u8>, Vec<u8>)> {
     let consumer: BaseConsumer = ClientConfig::new()
@@ -109,7 +88,7 @@ fn read_all(brokers: &str, topic: &str, want: usize) -> Vec<(i32, Vec<u8>, Vec<u
 #[test]
 fn every_intent_produced_gets_one_decision_and_one_lineage_record() {
     let brokers = brokers();
-    let config = topics(&brokers, "once");
+    let config = fresh_topics(&brokers, "once", PARTITIONS).unwrap();
     let mut trust = TrustStore::new();
     let principals = ["svc-a", "svc-b", "svc-c", "svc-d", "svc-e"];
     let signers: Vec<IntentSigner> = (0..principals.len())

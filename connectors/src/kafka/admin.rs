@@ -95,3 +95,33 @@ pub fn check(config: &super::KafkaConfig, timeout: Duration) -> Result<TopicsRep
     }
     Ok(TopicsReport { topics })
 }
+
+/// A configuration with a fresh consumer group and fresh intents,
+/// decisions and lineage topics (`intents-<name>-<pid>-<µs>` and so on),
+/// created with `partitions` partitions each: one isolated run of the
+/// engine on a shared broker, as the tests and benchmarks need.
+pub fn fresh_topics(
+    brokers: &str,
+    name: &str,
+    partitions: i32,
+) -> Result<super::KafkaConfig, KafkaError> {
+    let micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() % 1_000_000_000_000);
+    let unique = format!("{name}-{}-{micros}", std::process::id());
+    let mut config = super::KafkaConfig::new(brokers);
+    config.group_id = format!("g-{unique}");
+    config.intents_topic = format!("intents-{unique}");
+    config.decisions_topic = format!("decisions-{unique}");
+    config.lineage_topic = format!("lineage-{unique}");
+    create_topics(
+        brokers,
+        &[
+            &config.intents_topic,
+            &config.decisions_topic,
+            &config.lineage_topic,
+        ],
+        partitions,
+    )?;
+    Ok(config)
+}

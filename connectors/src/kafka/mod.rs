@@ -21,7 +21,7 @@ mod config;
 mod sink;
 mod source;
 
-pub use admin::{TopicsReport, check, create_topics};
+pub use admin::{TopicsReport, check, create_topics, fresh_topics};
 pub use config::{KafkaConfig, KafkaError};
 pub use sink::KafkaSink;
 pub use source::KafkaSource;

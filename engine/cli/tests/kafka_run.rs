@@ -30,7 +30,7 @@ use rdkafka::Message;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use warrant_connectors::kafka::create_topics;
+use warrant_connectors::kafka::fresh_topics;
 use warrant_engine::lineage::file::by_partition;
 use warrant_engine::lineage::verify_log;
 use warrant_engine::pipeline::now_us;
@@ -85,13 +85,15 @@ struct Rig {
 
 impl Rig {
     fn new(name: &str, brokers: &str) -> Rig {
-        let unique = format!("{name}-{}-{}", std::process::id(), now_us() % 1_000_000_000);
+        let topics = fresh_topics(brokers, name, PARTITIONS).unwrap();
+        let unique = topics.group_id.trim_start_matches("g-").to_owned();
         let dir = std::env::temp_dir().join(format!("warrant-run-{unique}"));
         std::fs::create_dir_all(&dir).unwrap();
-        let intents = format!("intents-{unique}");
-        let decisions = format!("decisions-{unique}");
-        let lineage = format!("lineage-{unique}");
-        create_topics(brokers, &[&intents, &decisions, &lineage], PARTITIONS).unwrap();
+        let (intents, decisions, lineage) = (
+            topics.intents_topic,
+            topics.decisions_topic,
+            topics.lineage_topic,
+        );
 
         let key = EngineKey::generate(&dir.join("engine.key")).unwrap();
         let signers: Vec<IntentSigner> = (0..PRINCIPALS.len())
