@@ -28,7 +28,7 @@ use arc_swap::ArcSwap;
 use hdrhistogram::Histogram;
 use warrant_policy::{Policy, PolicyStore};
 use warrant_schemas::wire::Reason;
-use warrant_schemas::{Attr, AttrValue, IntentFields, IntentSigner, Limits, open_decision, sha256};
+use warrant_schemas::{Limits, open_decision, sha256};
 
 use crate::lineage::file::{by_partition, push_frame};
 use crate::lineage::verify_log;
@@ -36,43 +36,11 @@ use crate::pipeline::{Config, Engine, new_histogram, now_us};
 use crate::seal::{DecisionError, EngineKey, EngineKeys, SingleUse, verify_decision};
 use crate::transport::embedded::Topic;
 use crate::transport::{OutBatch, Sink, TransportError};
-use crate::trust::{KeyState, TrustStore};
+use crate::workload::{self, Shape, Workload};
+pub use crate::workload::{Kind, Mix, reason_name};
 
 /// The example policy the demo runs.
 pub const POLICY: &str = include_str!("../../examples/policy/payments.toml");
-
-/// Percentages of each kind of intent; the rest are valid.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Mix {
-    /// Signature with one bit of S flipped.
-    pub forged: u8,
-    /// Issued long before the engine's maximum age.
-    pub expired: u8,
-    /// A new intent reusing an earlier intent's nonce.
-    pub replayed: u8,
-    /// Validly signed, denied by a policy deny rule.
-    pub denied: u8,
-    /// Signed by a key the trust store does not hold.
-    pub unknown_key: u8,
-    /// A truncated buffer.
-    pub malformed: u8,
-    /// A valid child of an earlier valid intent (lineage link).
-    pub chained: u8,
-}
-
-impl Default for Mix {
-    fn default() -> Self {
-        Mix {
-            forged: 5,
-            expired: 2,
-            replayed: 2,
-            denied: 5,
-            unknown_key: 1,
-            malformed: 1,
-            chained: 10,
-        }
-    }
-}
 
 /// Demo settings.
 #[derive(Debug, Clone)]
@@ -107,60 +75,6 @@ impl Default for Options {
     }
 }
 
-/// The kind of a generated intent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Kind {
-    /// Should be authorized.
-    Valid,
-    /// Valid, with a parent.
-    Chained,
-    /// Bad signature.
-    Forged,
-    /// Expired.
-    Expired,
-    /// Reuses a nonce.
-    Replayed,
-    /// Denied by a rule.
-    Denied,
-    /// Unknown key.
-    UnknownKey,
-    /// Malformed.
-    Malformed,
-}
-
-impl Kind {
-    /// The reason an intent of this kind must get.
-    pub fn expected(self) -> Reason {
-        match self {
-            Kind::Valid | Kind::Chained => Reason::Authorized,
-            Kind::Forged => Reason::BadSignature,
-            Kind::Expired => Reason::Expired,
-            Kind::Replayed => Reason::ReplayedNonce,
-            Kind::Denied => Reason::DenyRule,
-            Kind::UnknownKey => Reason::UnknownKey,
-            Kind::Malformed => Reason::Malformed,
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Kind::Valid => "valid",
-            Kind::Chained => "chained",
-            Kind::Forged => "forged",
-            Kind::Expired => "expired",
-            Kind::Replayed => "replayed",
-            Kind::Denied => "policy-denied",
-            Kind::UnknownKey => "unknown key",
-            Kind::Malformed => "malformed",
-        }
-    }
-}
-
-/// The name of a reason, for reports.
-pub fn reason_name(r: Reason) -> &'static str {
-    r.variant_name().unwrap_or("unknown")
-}
-
 /// What one generated intent was.
 #[derive(Debug, Clone)]
 struct Sent {
@@ -172,30 +86,8 @@ struct Sent {
     bytes: Option<Vec<u8>>,
 }
 
-/// A principal's last valid intent: id, nonce, index.
-type Prior = ([u8; 16], [u8; 16], usize);
-
 /// Intents whose bytes are kept for the sample files.
 const KEPT: usize = 256;
-
-fn intent_id(i: usize, tag: &[u8; 8]) -> [u8; 16] {
-    let mut id = [0u8; 16];
-    for (d, s) in id
-        .iter_mut()
-        .zip((i as u64).to_le_bytes().iter().chain(tag))
-    {
-        *d = *s;
-    }
-    id
-}
-
-fn first16(digest: &[u8; 32]) -> [u8; 16] {
-    let mut out = [0u8; 16];
-    for (d, s) in out.iter_mut().zip(digest) {
-        *d = *s;
-    }
-    out
-}
 
 /// What a demo run measured and checked.
 #[derive(Debug, Clone)]
@@ -320,10 +212,8 @@ struct DemoSink {
 
 impl DemoSink {
     fn index(&self, id: &[u8; 16]) -> Option<usize> {
-        if id.get(8..) == Some(&self.tag[..]) {
-            let mut n = [0u8; 8];
-            n.copy_from_slice(id.get(..8)?);
-            return usize::try_from(u64::from_le_bytes(n)).ok();
+        if let Some(i) = workload::index_of(id, &self.tag) {
+            return usize::try_from(i).ok();
         }
         self.unreadable.lock().ok()?.get(id).copied()
     }
@@ -352,61 +242,9 @@ impl Sink for DemoSink {
     }
 }
 
-fn principal_name(p: usize) -> String {
-    match p {
-        0 => "svc-treasury".into(),
-        1 => "svc-payouts".into(),
-        n => format!("agent-{n:04}"),
-    }
-}
-
-fn signer_for(p: usize) -> IntentSigner {
-    let mut seed = [0x5e; 32];
-    for (d, s) in seed.iter_mut().zip((p as u64).to_le_bytes()) {
-        *d = s;
-    }
-    IntentSigner::from_seed(seed)
-}
-
-/// Picks intent `i`'s kind: a fixed spread of the percentages.
-fn kind_of(i: u64, mix: &Mix) -> Kind {
-    let bucket = (i.wrapping_mul(7919).wrapping_add(13) % 100) as u8;
-    let mut edge = 0u8;
-    for (pct, kind) in [
-        (mix.forged, Kind::Forged),
-        (mix.expired, Kind::Expired),
-        (mix.replayed, Kind::Replayed),
-        (mix.denied, Kind::Denied),
-        (mix.unknown_key, Kind::UnknownKey),
-        (mix.malformed, Kind::Malformed),
-        (mix.chained, Kind::Chained),
-    ] {
-        edge = edge.saturating_add(pct);
-        if bucket < edge {
-            return kind;
-        }
-    }
-    Kind::Valid
-}
-
 /// Runs the demo; `progress` gets a line about once a second.
 pub fn run(opts: &Options, mut progress: impl FnMut(&str)) -> Result<Report, String> {
-    let mix = &opts.mix;
-    let total_pct = [
-        mix.forged,
-        mix.expired,
-        mix.replayed,
-        mix.denied,
-        mix.unknown_key,
-        mix.malformed,
-        mix.chained,
-    ]
-    .iter()
-    .map(|&p| u32::from(p))
-    .sum::<u32>();
-    if total_pct > 100 {
-        return Err(format!("the mix adds up to {total_pct}%, over 100%"));
-    }
+    opts.mix.check()?;
     if opts.rate == 0 || opts.duration.is_zero() {
         return Err("rate and duration must be above zero".into());
     }
@@ -420,16 +258,7 @@ pub fn run(opts: &Options, mut progress: impl FnMut(&str)) -> Result<Report, Str
 
     let policy = Policy::from_sources(&[("payments.toml", POLICY)])
         .map_err(|e| format!("the example policy does not compile: {e}"))?;
-    let mut trust = TrustStore::new();
-    for p in 0..principals {
-        trust
-            .add(
-                &principal_name(p),
-                signer_for(p).public_key(),
-                KeyState::Active,
-            )
-            .map_err(|e| e.to_string())?;
-    }
+    let trust = workload::trust_store(principals).map_err(|e| e.to_string())?;
     let mut seed = [0u8; 32];
     getrandom::fill(&mut seed).map_err(|e| format!("no randomness for the engine key: {e}"))?;
     let engine_key = EngineKey::from_seed(seed);
@@ -466,118 +295,34 @@ pub fn run(opts: &Options, mut progress: impl FnMut(&str)) -> Result<Report, Str
 
     // Generator: signs ahead of the schedule into a bounded queue.
     let (tx, rx) = crossbeam_channel::bounded::<(usize, String, Vec<u8>)>(4_096);
-    let gen_mix = *mix;
+    let shape = Shape {
+        principals,
+        mix: opts.mix,
+        ..Shape::default()
+    };
+    let mut workload = Workload::new(shape, tag)?;
     let start_wall = now_us();
     let interval_ns = 1e9 / opts.rate as f64;
     let unreadable = sink.unreadable.clone();
     let generator = std::thread::Builder::new()
         .name("demo-generator".into())
         .spawn(move || -> Vec<Sent> {
-            let signers: Vec<IntentSigner> = (0..principals).map(signer_for).collect();
-            let stranger = IntentSigner::from_seed([0xee; 32]);
-            let names: Vec<String> = (0..principals).map(principal_name).collect();
-            // Last valid intent (id, nonce, index) per principal.
-            let mut last: Vec<Option<Prior>> = vec![None; principals];
             let mut sent = Vec::with_capacity(total);
             for i in 0..total {
-                let p = i % principals;
-                let (Some(name), Some(signer)) = (names.get(p), signers.get(p)) else {
-                    break;
-                };
-                let mut kind = kind_of(i as u64, &gen_mix);
-                let prior = last.get(p).copied().flatten();
-                if matches!(kind, Kind::Replayed | Kind::Chained) && prior.is_none() {
-                    kind = Kind::Valid;
-                }
-                let id = intent_id(i, &tag);
-                let mut nonce = first16(&sha256(&id));
                 let scheduled_us = start_wall + (i as f64 * interval_ns / 1000.0) as u64;
-                let agent = p >= 2;
-                let amount = if kind == Kind::Denied && !agent {
-                    20_000_000
-                } else {
-                    1_250
-                };
-                let attrs = [
-                    Attr {
-                        key: "amount",
-                        value: AttrValue::Int(amount),
-                    },
-                    Attr {
-                        key: "currency",
-                        value: AttrValue::Str("EUR"),
-                    },
-                ];
-                let (action, resource) = match (agent, kind == Kind::Denied) {
-                    (true, false) => ("reports.daily", "reports/eu"),
-                    _ => ("payments.transfer", "accounts/eu/1234"),
-                };
-                let mut parent = None;
-                let mut original = None;
-                if let Some((pid, pnonce, pindex)) = prior {
-                    if kind == Kind::Chained {
-                        parent = Some(pid);
-                    }
-                    if kind == Kind::Replayed {
-                        nonce = pnonce;
-                        original = Some(pindex);
-                    }
-                }
-                let issued = if kind == Kind::Expired {
-                    scheduled_us.saturating_sub(3_600_000_000)
-                } else {
-                    scheduled_us
-                };
-                let fields = IntentFields {
-                    id,
-                    principal: name,
-                    action,
-                    resource,
-                    attributes: &attrs,
-                    issued_at_us: issued,
-                    deadline_us: scheduled_us + 1_000_000,
-                    requested_validity_us: 60_000_000,
-                    nonce,
-                    parent_id: parent,
-                    ..IntentFields::example()
-                };
-                let mut bytes = if kind == Kind::UnknownKey {
-                    stranger.sign_intent(&fields)
-                } else {
-                    signer.sign_intent(&fields)
-                };
-                match kind {
-                    Kind::Forged => {
-                        if let Ok(s) =
-                            warrant_schemas::open_signed_intent(&bytes, &Limits::default())
-                        {
-                            let mut sig = *s.signature;
-                            if let Some(b) = sig.get_mut(40) {
-                                *b ^= 1;
-                            }
-                            bytes = warrant_schemas::encode_signed_intent(s.intent_bytes, &sig);
-                        }
-                    }
-                    Kind::Malformed => {
-                        bytes.truncate(bytes.len() / 2);
-                        if let Ok(mut u) = unreadable.lock() {
-                            u.insert(first16(&sha256(&bytes)), i);
-                        }
-                    }
-                    Kind::Valid | Kind::Chained => {
-                        if let Some(slot) = last.get_mut(p) {
-                            *slot = Some((id, nonce, i));
-                        }
-                    }
-                    _ => {}
+                let g = workload.generate(i as u64, scheduled_us);
+                if g.kind == Kind::Malformed
+                    && let Ok(mut u) = unreadable.lock()
+                {
+                    u.insert(g.decision_id(&tag), i);
                 }
                 sent.push(Sent {
-                    kind,
-                    digest: sha256(&bytes),
-                    original,
-                    bytes: (i < KEPT).then(|| bytes.clone()),
+                    kind: g.kind,
+                    digest: sha256(&g.bytes),
+                    original: g.original.and_then(|o| usize::try_from(o).ok()),
+                    bytes: (i < KEPT).then(|| g.bytes.clone()),
                 });
-                if tx.send((i, name.clone(), bytes)).is_err() {
+                if tx.send((i, g.key, g.bytes)).is_err() {
                     break;
                 }
             }

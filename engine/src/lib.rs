@@ -19,6 +19,7 @@
 //!   revoked);
 //! - [`pipeline`]: the engine itself, joining all of the above into stages
 //!   that fail closed;
+//! - [`workload`]: the signed intents `warrant demo` and `loadgen` publish;
 //! - [`demo`]: `warrant demo`, the whole lifecycle checked end to end.
 //!
 //! Wire formats and intent signing live in `warrant-schemas`.
@@ -34,3 +35,4 @@ pub mod seal;
 pub mod transport;
 pub mod trust;
 pub mod verify;
+pub mod workload;

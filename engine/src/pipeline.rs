@@ -242,6 +242,11 @@ pub struct Config {
     /// Test hook: the verify stage sleeps this long per batch (default 0).
     /// Used to prove deadline checks and latency measurement under a stall.
     pub verify_stall: Duration,
+    /// Test hook: the verify stage pauses once, for the given time, when
+    /// it has verified at least the given number of intents (default
+    /// none). A one-off stall, for the coordinated-omission test: the
+    /// load generator must see it in its percentiles.
+    pub verify_pause: Option<(u64, Duration)>,
     /// Other engine public keys whose checkpoints a partition's lineage
     /// log may be resumed from (previous keys, or the keys of other
     /// instances of the group); the engine's own key always is (default
@@ -265,6 +270,7 @@ impl Default for Config {
             checkpoint_interval: Duration::from_millis(10),
             layout: Layout::auto(),
             verify_stall: Duration::ZERO,
+            verify_pause: None,
             peer_engine_keys: Vec::new(),
         }
     }
@@ -985,6 +991,8 @@ impl Engine {
         })?);
 
         let stall = config.verify_stall;
+        let mut pause = config.verify_pause;
+        let mut verified = 0u64;
         let s = shared.clone();
         handles.push(spawn("verify", None, &shared, move || {
             for first in verify_rx.iter() {
@@ -994,6 +1002,13 @@ impl Engine {
                 if !stall.is_zero() {
                     let batches = u32::try_from(group.len()).unwrap_or(u32::MAX);
                     std::thread::sleep(stall.saturating_mul(batches));
+                }
+                verified += group.iter().map(|b| b.items.len() as u64).sum::<u64>();
+                if let Some((after, time)) = pause
+                    && verified >= after
+                {
+                    std::thread::sleep(time);
+                    pause = None;
                 }
                 let now = now_us();
                 for batch in &mut group {

@@ -1,0 +1,210 @@
+//! The Kafka target: intents produced to a Warrant deployment's intents
+//! topic, decisions read back from its decisions topic.
+//!
+//! The reader is assigned every partition of the decisions topic at its
+//! end before the first intent is sent, so it sees exactly the decisions
+//! that come after; it matches them to this run's intents by intent id,
+//! which carries the run's random tag (decisions of other traffic are
+//! counted as strays and otherwise ignored).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+use crate::collect::Collector;
+use crate::target::{Finished, Target};
+
+/// Where the deployment is.
+#[derive(Debug, Clone)]
+pub struct KafkaOptions {
+    /// `bootstrap.servers`.
+    pub brokers: String,
+    /// The engine's intents topic.
+    pub intents_topic: String,
+    /// The engine's decisions topic.
+    pub decisions_topic: String,
+    /// The producer's `linger.ms` (default 5): fewer, larger produce
+    /// requests; part of the measured latency.
+    pub linger_ms: u32,
+    /// Further librdkafka properties for the producer and the reader
+    /// (SASL, TLS, ...).
+    pub properties: Vec<(String, String)>,
+}
+
+impl KafkaOptions {
+    /// The default topic names (`warrant.intents`, `warrant.decisions`).
+    pub fn new(brokers: &str) -> KafkaOptions {
+        KafkaOptions {
+            brokers: brokers.to_owned(),
+            intents_topic: "warrant.intents".into(),
+            decisions_topic: "warrant.decisions".into(),
+            linger_ms: 5,
+            properties: Vec::new(),
+        }
+    }
+
+    fn client(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers);
+        for (k, v) in &self.properties {
+            c.set(k, v);
+        }
+        c
+    }
+}
+
+/// Counts failed deliveries as errors.
+struct Deliveries(Arc<Collector>);
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if result.is_err() {
+            self.0.error();
+        }
+    }
+}
+
+/// A producer and a decisions reader.
+pub struct KafkaTarget {
+    options: KafkaOptions,
+    producer: BaseProducer<Deliveries>,
+    stop: Arc<AtomicBool>,
+    reader: Option<JoinHandle<()>>,
+}
+
+fn kafka(what: &str, e: KafkaError) -> String {
+    format!("{what}: {e}")
+}
+
+impl KafkaTarget {
+    /// Connects, and starts reading decisions from the end of the
+    /// decisions topic.
+    pub fn start(options: &KafkaOptions, collector: Arc<Collector>) -> Result<KafkaTarget, String> {
+        let tag = hex::encode(collector.tag());
+        let consumer: BaseConsumer = options
+            .client()
+            .set("group.id", format!("loadgen-{tag}"))
+            .set("enable.auto.commit", "false")
+            .set("fetch.wait.max.ms", "5")
+            .create()
+            .map_err(|e| kafka("cannot create the decisions reader", e))?;
+        let timeout = Duration::from_secs(10);
+        let metadata = consumer
+            .fetch_metadata(Some(&options.decisions_topic), timeout)
+            .map_err(|e| kafka(&format!("broker {}", options.brokers), e))?;
+        let partitions = metadata
+            .topics()
+            .first()
+            .filter(|t| t.error().is_none())
+            .map(|t| t.partitions().len())
+            .unwrap_or(0);
+        if partitions == 0 {
+            return Err(format!(
+                "topic `{}` does not exist on {}",
+                options.decisions_topic, options.brokers
+            ));
+        }
+        let mut assignment = TopicPartitionList::new();
+        for p in 0..i32::try_from(partitions).unwrap_or(i32::MAX) {
+            let (_, high) = consumer
+                .fetch_watermarks(&options.decisions_topic, p, timeout)
+                .map_err(|e| kafka("cannot read the decisions topic's end", e))?;
+            assignment
+                .add_partition_offset(&options.decisions_topic, p, Offset::Offset(high))
+                .map_err(|e| kafka("cannot assign", e))?;
+        }
+        consumer
+            .assign(&assignment)
+            .map_err(|e| kafka("cannot assign", e))?;
+
+        let producer: BaseProducer<Deliveries> = options
+            .client()
+            .set("partitioner", "murmur2_random")
+            .set("linger.ms", options.linger_ms.to_string())
+            .set("enable.idempotence", "true")
+            .create_with_context(Deliveries(collector.clone()))
+            .map_err(|e| kafka("cannot create the producer", e))?;
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let reader = std::thread::Builder::new()
+            .name("loadgen-reader".into())
+            .spawn(move || {
+                while !s.load(Ordering::Relaxed) {
+                    match consumer.poll(Duration::from_millis(50)) {
+                        Some(Ok(m)) => {
+                            let at = Instant::now();
+                            if let Some(bytes) = m.payload() {
+                                collector.decision(bytes, at);
+                            }
+                        }
+                        Some(Err(_)) => collector.error(),
+                        None => {}
+                    }
+                }
+            })
+            .map_err(|e| format!("cannot start the reader: {e}"))?;
+        Ok(KafkaTarget {
+            options: options.clone(),
+            producer,
+            stop,
+            reader: Some(reader),
+        })
+    }
+}
+
+impl Target for KafkaTarget {
+    fn publish(&mut self, key: &str, bytes: Vec<u8>) -> Result<(), String> {
+        let mut record = BaseRecord::to(&self.options.intents_topic)
+            .key(key)
+            .payload(&bytes);
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => {
+                    self.producer.poll(Duration::ZERO);
+                    return Ok(());
+                }
+                // The local queue is full: the broker is behind. Wait; the
+                // time is charged to the intent as latency.
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    self.producer.poll(Duration::from_millis(1));
+                    record = r;
+                }
+                Err((e, _)) => return Err(kafka("cannot produce", e)),
+            }
+        }
+    }
+
+    fn flush(&mut self) -> Result<(), String> {
+        self.producer
+            .flush(Duration::from_secs(60))
+            .map_err(|e| kafka("cannot flush the producer", e))
+    }
+
+    fn finish(mut self: Box<Self>) -> Result<Finished, String> {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(r) = self.reader.take() {
+            r.join().map_err(|_| "the reader panicked".to_string())?;
+        }
+        Ok(Finished::default())
+    }
+}
+
+impl Drop for KafkaTarget {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
