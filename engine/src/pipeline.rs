@@ -97,7 +97,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -308,6 +308,91 @@ pub struct Stats {
     sink_stalled: AtomicBool,
     /// Successful `Sink::send` calls.
     sink_sends: AtomicU64,
+    /// Intents per batch entering decode (shed batches included).
+    batch_sizes: Buckets,
+    /// Time per batch (per group: verify, seal; per send: emit) in each
+    /// stage, µs.
+    stage_us: [Buckets; 5],
+    /// Batches waiting in each queue ([`QUEUES`]) as last seen by either
+    /// end (each end stores the length after it sends or receives, so a
+    /// stalled stage's input still shows full).
+    queue_len: [AtomicUsize; 6],
+}
+
+/// The queues between stages, named by the stage they feed, in the order
+/// of [`StatsSnapshot::queues`] (`shed` carries shed batches past verify
+/// and policy to seal).
+pub const QUEUES: [&str; 6] = ["decode", "verify", "policy", "seal", "shed", "emit"];
+
+/// Bounds of [`StatsSnapshot::batch_sizes`], intents.
+pub const BATCH_SIZE_BOUNDS: &[u64] = &[
+    1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1_024, 4_096, 16_384, 65_536,
+];
+
+/// Bounds of [`StatsSnapshot::stage_us`], µs.
+pub const STAGE_US_BOUNDS: &[u64] = &[
+    10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000,
+    1_000_000, 5_000_000,
+];
+
+/// A fixed-bucket histogram that any thread records into with one atomic
+/// add (Prometheus-style: the count per upper bound, plus a sum).
+#[derive(Debug)]
+struct Buckets {
+    bounds: &'static [u64],
+    /// One per bound, and one past the last (+Inf).
+    counts: Vec<AtomicU64>,
+    sum: AtomicU64,
+}
+
+impl Buckets {
+    fn new(bounds: &'static [u64]) -> Buckets {
+        Buckets {
+            bounds,
+            counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum: AtomicU64::new(0),
+        }
+    }
+
+    fn record(&self, v: u64) {
+        let i = self.bounds.partition_point(|&b| b < v);
+        if let Some(c) = self.counts.get(i) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        self.sum.fetch_add(v, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> BucketCounts {
+        let mut cumulative = Vec::with_capacity(self.counts.len());
+        let mut total = 0;
+        for c in &self.counts {
+            total += c.load(Ordering::Relaxed);
+            cumulative.push(total);
+        }
+        BucketCounts {
+            bounds: self.bounds,
+            cumulative,
+            sum: self.sum.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A fixed-bucket histogram's counts at one moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BucketCounts {
+    /// Upper bounds (inclusive).
+    pub bounds: &'static [u64],
+    /// Values at most each bound, then the total (the +Inf bucket).
+    pub cumulative: Vec<u64>,
+    /// Sum of the values recorded.
+    pub sum: u64,
+}
+
+impl BucketCounts {
+    /// Values recorded.
+    pub fn count(&self) -> u64 {
+        self.cumulative.last().copied().unwrap_or(0)
+    }
 }
 
 impl Stats {
@@ -322,6 +407,9 @@ impl Stats {
             latency_us: Mutex::new(new_histogram()),
             sink_stalled: AtomicBool::new(false),
             sink_sends: AtomicU64::new(0),
+            batch_sizes: Buckets::new(BATCH_SIZE_BOUNDS),
+            stage_us: std::array::from_fn(|_| Buckets::new(STAGE_US_BOUNDS)),
+            queue_len: std::array::from_fn(|_| AtomicUsize::new(0)),
         }
     }
 
@@ -352,6 +440,18 @@ impl Stats {
                 )
             }),
             latency_us: latency,
+            batch_sizes: self.batch_sizes.snapshot(),
+            queues: std::array::from_fn(|i| {
+                self.queue_len
+                    .get(i)
+                    .map_or(0, |q| q.load(Ordering::Relaxed))
+            }),
+            stage_us: std::array::from_fn(|i| {
+                self.stage_us.get(i).map_or_else(
+                    || Buckets::new(STAGE_US_BOUNDS).snapshot(),
+                    Buckets::snapshot,
+                )
+            }),
         }
     }
 }
@@ -360,16 +460,31 @@ impl Stats {
 pub const STAGES: [&str; 5] = ["decode", "verify", "policy", "seal", "emit"];
 
 impl Stats {
+    /// Records the length of queue `q` ([`QUEUES`]).
+    fn depth(&self, q: usize, len: usize) {
+        if let Some(a) = self.queue_len.get(q) {
+            a.store(len, Ordering::Relaxed);
+        }
+    }
+
+    /// Adds `d` to stage `i`'s busy time and duration histogram.
+    fn busy(&self, i: usize, d: Duration) {
+        if let Some(c) = self.busy_ns.get(i) {
+            c.fetch_add(
+                u64::try_from(d.as_nanos()).unwrap_or(u64::MAX),
+                Ordering::Relaxed,
+            );
+        }
+        if let Some(b) = self.stage_us.get(i) {
+            b.record(u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+        }
+    }
+
     /// Runs `f`, adding its duration to stage `i`'s busy time.
     fn time<T>(&self, i: usize, f: impl FnOnce() -> T) -> T {
         let t = Instant::now();
         let r = f();
-        if let Some(c) = self.busy_ns.get(i) {
-            c.fetch_add(
-                u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX),
-                Ordering::Relaxed,
-            );
-        }
+        self.busy(i, t.elapsed());
         r
     }
 }
@@ -406,6 +521,13 @@ pub struct StatsSnapshot {
     pub sink_sends: u64,
     /// Engine latency per intent, µs: first poll of its batch to sink ack.
     pub latency_us: Histogram<u64>,
+    /// Intents per batch read ([`BATCH_SIZE_BOUNDS`]).
+    pub batch_sizes: BucketCounts,
+    /// Time per batch or group in each stage, µs ([`STAGE_US_BOUNDS`]),
+    /// in the order of [`STAGES`].
+    pub stage_us: [BucketCounts; 5],
+    /// Batches waiting in each queue between stages ([`QUEUES`]).
+    pub queues: [usize; 6],
 }
 
 impl StatsSnapshot {
@@ -652,6 +774,28 @@ fn evaluate<'a>(
         reason: p.reason(&outcome),
         rule: outcome.rule,
         validity_us: p.granted_validity_us(&outcome, item.requested_validity_us),
+    }
+}
+
+/// Reads a running engine's counters from any thread.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    stats: Arc<Stats>,
+    failure: Arc<Mutex<Option<String>>>,
+}
+
+impl Probe {
+    /// Live counters.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.stats.snapshot()
+    }
+
+    /// The fatal error that stopped the engine, if one did.
+    pub fn failure(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .map(|f| f.clone())
+            .unwrap_or_else(|e| e.into_inner().clone())
     }
 }
 
@@ -968,9 +1112,10 @@ impl Engine {
         let p = policy.clone();
         handles.push(spawn("decode", config.layout.decode, &shared, move || {
             for mut batch in decode_rx.iter() {
-                s.stats
-                    .intents_in
-                    .fetch_add(batch.records.len() as u64, Ordering::Relaxed);
+                s.stats.depth(0, decode_rx.len());
+                let n = batch.records.len() as u64;
+                s.stats.intents_in.fetch_add(n, Ordering::Relaxed);
+                s.stats.batch_sizes.record(n);
                 let now = now_us();
                 let store = t.load_full();
                 let policy = p.current();
@@ -987,6 +1132,7 @@ impl Engine {
                 if verify_tx.send(batch).is_err() {
                     return;
                 }
+                s.stats.depth(1, verify_tx.len());
             }
         })?);
 
@@ -999,6 +1145,7 @@ impl Engine {
                 // Batches already waiting are verified together: larger
                 // batch equations when the stage is behind.
                 let mut group = gather(first, GROUP_MAX, |_| verify_rx.try_recv().ok());
+                s.stats.depth(1, verify_rx.len());
                 if !stall.is_zero() {
                     let batches = u32::try_from(group.len()).unwrap_or(u32::MAX);
                     std::thread::sleep(stall.saturating_mul(batches));
@@ -1020,6 +1167,7 @@ impl Engine {
                     if policy_tx.send(batch).is_err() {
                         return;
                     }
+                    s.stats.depth(2, policy_tx.len());
                 }
             }
         })?);
@@ -1030,6 +1178,7 @@ impl Engine {
         handles.push(spawn("policy", config.layout.policy, &shared, move || {
             let mut caches: HashMap<u32, ReplayCache> = HashMap::new();
             for mut batch in policy_rx.iter() {
+                s.stats.depth(2, policy_rx.len());
                 let now = now_us();
                 for change in o.take_policy() {
                     match change {
@@ -1070,6 +1219,7 @@ impl Engine {
                 if seal_tx.send(batch).is_err() {
                     return;
                 }
+                s.stats.depth(3, seal_tx.len());
             }
         })?);
 
@@ -1098,6 +1248,8 @@ impl Engine {
                     recv(b) -> m => m.map_err(|_| shed_open = false).ok(),
                     default(tick) => None,
                 };
+                s.stats.depth(3, seal_rx.len());
+                s.stats.depth(4, shed_rx.len());
                 let sealed = match first {
                     // Group commit: whatever else is already waiting is
                     // sealed under the same signature and checkpoints.
@@ -1116,6 +1268,7 @@ impl Engine {
                         if emit_tx.send(out).is_err() {
                             return;
                         }
+                        s.stats.depth(5, emit_tx.len());
                     }
                     Err(e) => {
                         s.fail(e);
@@ -1146,6 +1299,15 @@ impl Engine {
     /// Live counters.
     pub fn stats(&self) -> StatsSnapshot {
         self.stats.snapshot()
+    }
+
+    /// A handle that reads the counters and the failure from another
+    /// thread (an admin endpoint), for as long as it is kept.
+    pub fn probe(&self) -> Probe {
+        Probe {
+            stats: Arc::clone(&self.stats),
+            failure: Arc::clone(&self.failure),
+        }
     }
 
     /// The fatal error that stopped the engine, if one did.
@@ -1270,6 +1432,7 @@ fn ingest<S: Source>(
             match decode_tx.try_send(batch) {
                 Ok(()) => {
                     owner.handed.store(seq, Ordering::SeqCst);
+                    shared.stats.depth(0, decode_tx.len());
                     break;
                 }
                 // The pipeline is busy: rather than queue another small
@@ -1299,6 +1462,7 @@ fn ingest<S: Source>(
                     let mut b = match decode_tx.send_timeout(b, left) {
                         Ok(()) => {
                             owner.handed.store(seq, Ordering::SeqCst);
+                            shared.stats.depth(0, decode_tx.len());
                             break;
                         }
                         Err(SendTimeoutError::Timeout(b)) => b,
@@ -1322,9 +1486,11 @@ fn ingest<S: Source>(
                     if shed_tx.send(b).is_err() {
                         break 'outer;
                     }
+                    shared.stats.depth(4, shed_tx.len());
                     owner.handed.store(seq, Ordering::SeqCst);
                     shared.stats.shed_intents.fetch_add(n, Ordering::Relaxed);
                     shared.stats.intents_in.fetch_add(n, Ordering::Relaxed);
+                    shared.stats.batch_sizes.record(n);
                     if closed {
                         break 'outer;
                     }
@@ -1784,6 +1950,7 @@ fn emit<K: Sink>(
                 Err(_) => break,
             }
         }
+        shared.stats.depth(5, rx.len());
         let Sealed {
             commits,
             out,
@@ -1824,12 +1991,7 @@ fn emit<K: Sink>(
         }
         let n = out.decisions.len() as u64;
         let stats = &shared.stats;
-        if let Some(c) = stats.busy_ns.get(4) {
-            c.fetch_add(
-                u64::try_from(sending.elapsed().as_nanos()).unwrap_or(u64::MAX),
-                Ordering::Relaxed,
-            );
-        }
+        stats.busy(4, sending.elapsed());
         stats
             .batches
             .fetch_add(commits.len() as u64, Ordering::Relaxed);

@@ -540,7 +540,11 @@ fn live_reload_swaps_good_policies_and_keeps_the_last_good_one() {
     assert!(store.last_error().unwrap().contains("effect `maybe`"));
 
     // The watcher picks up a fixed version by itself.
-    let watcher = store.watch(file.clone(), Duration::from_millis(20));
+    let heard = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let h = heard.clone();
+    let watcher = store.watch(file.clone(), Duration::from_millis(20), move |r| {
+        h.lock().unwrap().push(r.is_ok());
+    });
     std::fs::write(
         &file,
         "[policy]\nversion = 3\n[[rule]]\nid = \"a\"\neffect = \"deny\"\n",
@@ -554,10 +558,35 @@ fn live_reload_swaps_good_policies_and_keeps_the_last_good_one() {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    drop(watcher);
     assert_eq!(version, 3, "watcher did not reload within 5 s");
     assert!(store.last_error().is_none());
     assert!(!store.evaluate(&REQ).clone_outcome_is_allow());
+
+    // The policy removed: none in force (deny all, "no policy") until it
+    // is back.
+    let wait = |what: &str, f: &dyn Fn() -> bool| {
+        for _ in 0..250 {
+            if f() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("the watcher did not see {what} within 5 s");
+    };
+    std::fs::remove_file(&file).unwrap();
+    wait("the removal", &|| store.current().is_none());
+    assert!(matches!(store.evaluate(&REQ), Decided::NoPolicy));
+    assert!(store.last_error().unwrap().contains("is gone"));
+    std::fs::write(
+        &file,
+        "[policy]\nversion = 4\n[[rule]]\nid = \"a\"\neffect = \"allow\"\n",
+    )
+    .unwrap();
+    wait("the restore", &|| store.current().is_some());
+    assert_eq!(store.current().unwrap().version(), 4);
+    assert!(store.last_error().is_none());
+    drop(watcher);
+    assert_eq!(*heard.lock().unwrap(), [true, false, true]);
     store.clear();
     assert!(matches!(store.evaluate(&REQ), Decided::NoPolicy));
     let _ = std::fs::remove_dir_all(&dir);

@@ -24,4 +24,4 @@ mod source;
 pub use admin::{TopicsReport, check, create_topics, fresh_topics};
 pub use config::{KafkaConfig, KafkaError};
 pub use sink::KafkaSink;
-pub use source::KafkaSource;
+pub use source::{KafkaSource, Lag};

@@ -30,7 +30,7 @@
 //! A commit for a partition this instance no longer owns is dropped, never
 //! sent: not committing is always safe (the records come again).
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -61,6 +61,21 @@ struct Group {
     tails: TailReader,
     /// Told of each change of ownership (for logs).
     observer: Mutex<Option<Observer>>,
+    /// Consumer lag per owned partition, from librdkafka's statistics.
+    lag: Lag,
+}
+
+/// Consumer lag of the intents partitions this instance owns: records
+/// behind the partition's end, as librdkafka last reported it (every
+/// `statistics.interval.ms`, 5 s unless configured).
+#[derive(Debug, Clone, Default)]
+pub struct Lag(Arc<Mutex<BTreeMap<u32, i64>>>);
+
+impl Lag {
+    /// (partition, records behind), by partition.
+    pub fn get(&self) -> Vec<(u32, i64)> {
+        lock(&self.0).iter().map(|(p, l)| (*p, *l)).collect()
+    }
 }
 
 /// Called with `"assigned"` or `"revoked"` and the partitions.
@@ -77,7 +92,24 @@ fn ours(topic: &str, tpl: &TopicPartitionList) -> Vec<u32> {
         .collect()
 }
 
-impl ClientContext for Group {}
+impl ClientContext for Group {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let owned = lock(&self.owned).clone();
+        let mut lag = BTreeMap::new();
+        if let Some(t) = statistics.topics.get(&self.topic) {
+            for (p, s) in &t.partitions {
+                // -1: not known yet (no position, or not fetched).
+                if let Ok(p) = u32::try_from(*p)
+                    && owned.contains(&p)
+                    && s.consumer_lag >= 0
+                {
+                    lag.insert(p, s.consumer_lag);
+                }
+            }
+        }
+        *lock(&self.lag.0) = lag;
+    }
+}
 
 impl ConsumerContext for Group {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -302,6 +334,8 @@ impl KafkaSource {
         for (key, value) in [
             ("auto.offset.reset", "earliest"),
             ("fetch.wait.max.ms", "5"),
+            // Consumer lag for the metrics endpoint.
+            ("statistics.interval.ms", "5000"),
         ] {
             if !config.properties.iter().any(|(k, _)| k == key) {
                 client.set(key, value);
@@ -339,6 +373,7 @@ impl KafkaSource {
                 topic: config.lineage_topic.clone(),
             },
             observer: Mutex::new(None),
+            lag: Lag::default(),
         };
         let consumer: BaseConsumer<Group> = client.create_with_context(group)?;
         consumer.subscribe(&[&topic])?;
@@ -359,6 +394,12 @@ impl KafkaSource {
     /// short).
     pub fn on_rebalance(&self, f: impl Fn(&str, &[u32]) + Send + 'static) {
         *lock(&self.consumer.context().observer) = Some(Box::new(f));
+    }
+
+    /// Consumer lag of the partitions this instance owns (a handle that
+    /// stays valid after the source moves into the engine).
+    pub fn lag(&self) -> Lag {
+        self.consumer.context().lag.clone()
     }
 
     /// Partitions of the intents topic this instance owns now.

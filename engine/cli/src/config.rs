@@ -41,6 +41,13 @@
 //!
 //! [policy]
 //! path = "policy"               # a file or a directory of *.toml
+//! watch_ms = 1000               # reload on change; 0: never. A policy
+//!                               # removed means deny all, not ready
+//!
+//! [admin]
+//! listen = "127.0.0.1:9464"     # /metrics, /healthz, /readyz; "" = off
+//! log_format = "text"           # or "json" (one object per line)
+//! log_level = "info"            # or a tracing filter: "warrant=debug"
 //! ```
 
 use std::collections::BTreeMap;
@@ -61,6 +68,8 @@ pub struct Config {
     pub trust: Trust,
     /// The policy in force.
     pub policy: PolicySource,
+    /// The admin HTTP port and the logs.
+    pub admin: Admin,
 }
 
 /// `[kafka]`.
@@ -176,12 +185,43 @@ impl Default for Trust {
 pub struct PolicySource {
     /// Policy file, or directory of `*.toml` files.
     pub path: String,
+    /// How often to look for changes, ms (0: never). A changed policy
+    /// that compiles replaces the running one; one that does not is
+    /// logged and the running one stays. A policy removed leaves the
+    /// engine with none: every intent is denied "no policy" and the
+    /// engine reports not ready until it is back.
+    pub watch_ms: u64,
 }
 
 impl Default for PolicySource {
     fn default() -> Self {
         PolicySource {
             path: "policy".into(),
+            watch_ms: 1_000,
+        }
+    }
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Admin {
+    /// Address of the admin HTTP port (`/metrics`, `/healthz`,
+    /// `/readyz`); empty: no port. Port 0 picks a free one (logged).
+    pub listen: String,
+    /// `text` or `json`.
+    pub log_format: String,
+    /// `error`, `warn`, `info`, `debug`, `trace`, or a `tracing` filter
+    /// (`warrant=debug,rdkafka=warn`). `WARRANT_LOG` overrides it too.
+    pub log_level: String,
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Admin {
+            listen: "127.0.0.1:9464".into(),
+            log_format: "text".into(),
+            log_level: "info".into(),
         }
     }
 }
@@ -211,7 +251,7 @@ pub enum ConfigError {
 pub const ENV_PREFIX: &str = "WARRANT_";
 
 /// The sections, as they appear in environment variable names.
-const SECTIONS: [&str; 4] = ["kafka", "engine", "trust", "policy"];
+const SECTIONS: [&str; 5] = ["kafka", "engine", "trust", "policy", "admin"];
 
 impl Config {
     /// Reads `path`, applies overrides from `env` (name, value pairs;
@@ -299,6 +339,19 @@ impl Config {
             return Err("`engine.replay_capacity` must be at least 1".into());
         }
         self.peer_keys()?;
+        let a = &self.admin;
+        if !a.listen.trim().is_empty() && a.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(format!(
+                "`admin.listen` must be an address like 127.0.0.1:9464 (or empty), not `{}`",
+                a.listen
+            ));
+        }
+        if !["text", "json"].contains(&a.log_format.as_str()) {
+            return Err(format!(
+                "`admin.log_format` must be `text` or `json`, not `{}`",
+                a.log_format
+            ));
+        }
         Ok(())
     }
 

@@ -8,7 +8,12 @@
 //! - two instances in one consumer group share the partitions; when one is
 //!   killed the other takes them all over and nothing is left undecided;
 //! - the broker stopped and restarted mid-stream: the engine recovers by
-//!   itself, and intents whose deadline passed meanwhile are denied.
+//!   itself, `/readyz` says not ready meanwhile, and intents whose deadline
+//!   passed meanwhile are denied;
+//! - loadgen drives the engine over Kafka: `/metrics` parses as Prometheus
+//!   text and its counters match loadgen's counts; removing the policy
+//!   makes `/readyz` not ready and every intent denied "no policy", and
+//!   restoring it makes it ready again.
 //!
 //! The tests run one at a time (they share the machine's two cores and, but
 //! for the broker-restart test, which has its own, one broker).
@@ -85,6 +90,32 @@ struct Rig {
 
 impl Rig {
     fn new(name: &str, brokers: &str) -> Rig {
+        let signers: Vec<IntentSigner> = (0..PRINCIPALS.len())
+            .map(|i| IntentSigner::from_seed([i as u8 + 1; 32]))
+            .collect();
+        let mut trust = TrustStore::new();
+        for (p, s) in PRINCIPALS.iter().zip(&signers) {
+            trust.add(p, s.public_key(), KeyState::Active).unwrap();
+        }
+        Rig::with(
+            name,
+            brokers,
+            signers,
+            &trust.to_toml(),
+            "[policy]\nname = \"test\"\nversion = 1\n\
+             [[rule]]\nid = \"no-refunds\"\neffect = \"deny\"\naction = \"refund\"\n\
+             [[rule]]\nid = \"allow\"\neffect = \"allow\"\n",
+        )
+    }
+
+    /// A rig whose engine trusts `trust` (TOML) and runs `policy` (TOML).
+    fn with(
+        name: &str,
+        brokers: &str,
+        signers: Vec<IntentSigner>,
+        trust: &str,
+        policy: &str,
+    ) -> Rig {
         let topics = fresh_topics(brokers, name, PARTITIONS).unwrap();
         let unique = topics.group_id.trim_start_matches("g-").to_owned();
         let dir = std::env::temp_dir().join(format!("warrant-run-{unique}"));
@@ -96,21 +127,8 @@ impl Rig {
         );
 
         let key = EngineKey::generate(&dir.join("engine.key")).unwrap();
-        let signers: Vec<IntentSigner> = (0..PRINCIPALS.len())
-            .map(|i| IntentSigner::from_seed([i as u8 + 1; 32]))
-            .collect();
-        let mut trust = TrustStore::new();
-        for (p, s) in PRINCIPALS.iter().zip(&signers) {
-            trust.add(p, s.public_key(), KeyState::Active).unwrap();
-        }
-        std::fs::write(dir.join("trust.toml"), trust.to_toml()).unwrap();
-        std::fs::write(
-            dir.join("policy.toml"),
-            "[policy]\nname = \"test\"\nversion = 1\n\
-             [[rule]]\nid = \"no-refunds\"\neffect = \"deny\"\naction = \"refund\"\n\
-             [[rule]]\nid = \"allow\"\neffect = \"allow\"\n",
-        )
-        .unwrap();
+        std::fs::write(dir.join("trust.toml"), trust).unwrap();
+        std::fs::write(dir.join("policy.toml"), policy).unwrap();
         // Brokers come from the environment (WARRANT_KAFKA_BROKERS), as a
         // deployment would set them.
         std::fs::write(
@@ -128,7 +146,10 @@ impl Rig {
                  [engine]\n\
                  pin = false\n\
                  [policy]\n\
-                 path = \"policy.toml\"\n"
+                 path = \"policy.toml\"\n\
+                 watch_ms = 100\n\
+                 [admin]\n\
+                 listen = \"127.0.0.1:0\"\n"
             ),
         )
         .unwrap();
@@ -360,14 +381,28 @@ impl Instance {
         };
         let mut owned = Vec::new();
         for line in self.log().lines() {
-            if let Some(l) = line.strip_prefix("assigned partitions ") {
+            // Log lines start with a timestamp and a level.
+            let after = |what: &str| line.find(what).map(|i| &line[i + what.len()..]);
+            if let Some(l) = after("assigned partitions ") {
                 owned = parse(l);
-            } else if let Some(l) = line.strip_prefix("revoked partitions ") {
+            } else if let Some(l) = after("revoked partitions ") {
                 let gone = parse(l);
                 owned.retain(|p| !gone.contains(p));
             }
         }
         owned
+    }
+
+    /// The admin port's address, from the log.
+    fn admin(&mut self) -> String {
+        const AT: &str = "admin: listening on ";
+        self.wait_for("the admin port", Duration::from_secs(60), |l| {
+            l.contains(AT)
+        });
+        let log = self.log();
+        let line = log.lines().find(|l| l.contains(AT)).unwrap();
+        let rest = &line[line.find(AT).unwrap() + AT.len()..];
+        rest.split_whitespace().next().unwrap().to_owned()
     }
 
     fn kill9(mut self) {
@@ -405,6 +440,38 @@ impl Drop for Instance {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// `GET path` on the admin port: status code and body.
+fn get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: warrant\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let code = out.get(9..12).unwrap().parse().unwrap();
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap();
+    (code, body)
+}
+
+/// Polls `GET path` until its status is `code`; returns the body.
+fn wait_status(addr: &str, path: &str, code: u16, timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let (c, body) = get(addr, path);
+        if c == code {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{path} still {c} after {timeout:?}, not {code}: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -486,20 +553,20 @@ fn kill_9_mid_stream_then_restart_leaves_nothing_undecided() {
     const N: u64 = 4_000;
     let mut first = rig.spawn("first");
     first.wait_for("an assignment", Duration::from_secs(60), |l| {
-        l.starts_with("assigned partitions [0")
+        l.contains("assigned partitions [0")
     });
     std::thread::scope(|s| {
         let producing = s.spawn(|| rig.produce(0..N, 1_000));
         // Mid-stream: some decided, more still coming.
         first.wait_for("decisions", Duration::from_secs(60), |l| {
-            l.starts_with("status:") && !l.contains("decisions 0 ")
+            l.contains("status:") && !l.contains("decisions 0 ")
         });
         std::thread::sleep(Duration::from_millis(500));
         assert!(!producing.is_finished(), "the kill must come mid-stream");
         first.kill9();
         let mut second = rig.spawn("second");
         second.wait_for("an assignment", Duration::from_secs(60), |l| {
-            l.starts_with("assigned partitions [0")
+            l.contains("assigned partitions [0")
         });
         producing.join().unwrap();
         // A different intent reusing the nonce of intent 4 (same
@@ -531,7 +598,7 @@ fn two_instances_share_the_partitions_and_one_takes_over_from_the_other() {
     const N: u64 = 6_000;
     let mut a = rig.spawn("a");
     a.wait_for("an assignment", Duration::from_secs(60), |l| {
-        l.starts_with("assigned partitions [0")
+        l.contains("assigned partitions [0")
     });
     std::thread::scope(|s| {
         let producing = s.spawn(|| rig.produce(0..N, 1_000));
@@ -606,11 +673,13 @@ fn the_engine_recovers_by_itself_from_a_broker_restart() {
     let rig = Rig::new("restart", &brokers);
     let mut engine = rig.spawn("engine");
     engine.wait_for("an assignment", Duration::from_secs(60), |l| {
-        l.starts_with("assigned partitions [0")
+        l.contains("assigned partitions [0")
     });
+    let admin = engine.admin();
     rig.produce(0..500, 2_000);
     let before = rig.decisions(0..500, Duration::from_secs(60));
     check_decisions(&before, 0..500);
+    wait_status(&admin, "/readyz", 200, Duration::from_secs(30));
 
     // Broker down. A producer queues intents meanwhile: some whose
     // deadline passes before the broker is back, some that can wait.
@@ -625,13 +694,19 @@ fn the_engine_recovers_by_itself_from_a_broker_restart() {
         let (key, bytes) = rig.intent(i, now_us() + 300_000_000);
         send(&producer, &rig.intents, key, &bytes);
     }
+    // Past the short deadline before the broker is back.
     std::thread::sleep(Duration::from_secs(4));
+    // Not ready while the broker is away; healthy all along.
+    let why = wait_status(&admin, "/readyz", 503, Duration::from_secs(30));
+    assert!(why.contains("broker"), "{why}");
+    assert_eq!(get(&admin, "/healthz").0, 200);
     assert!(
         engine.child.try_wait().unwrap().is_none(),
         "{}",
         engine.log()
     );
     broker("start", Some(PORT));
+    wait_status(&admin, "/readyz", 200, Duration::from_secs(60));
     producer.flush(Duration::from_secs(120)).unwrap();
     rig.produce(1_000..1_500, 2_000);
 
@@ -653,4 +728,177 @@ fn the_engine_recovers_by_itself_from_a_broker_restart() {
         "broker restart: 1500 intents decided, 300 past their deadline denied; engine log:\n{log}"
     );
     broker("stop", Some(PORT));
+}
+
+/// A sample's value from a scrape: the named metric with these labels (a
+/// histogram gives its +Inf bucket, the count).
+fn sample(scrape: &prometheus_parse::Scrape, metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    use prometheus_parse::Value;
+    scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match &s.value {
+            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => *v,
+            Value::Histogram(b) => b.last().map_or(0.0, |b| b.count),
+            Value::Summary(_) => f64::NAN,
+        })
+}
+
+fn scrape(admin: &str) -> prometheus_parse::Scrape {
+    let (code, body) = get(admin, "/metrics");
+    assert_eq!(code, 200, "{body}");
+    prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned()))).unwrap()
+}
+
+#[test]
+fn metrics_match_loadgen_and_readiness_follows_the_policy() {
+    use warrant_engine::workload::{Mix, Shape};
+    use warrant_loadgen::drive::Load;
+    use warrant_loadgen::kafka::KafkaOptions;
+    use warrant_loadgen::target::TargetSpec;
+
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let brokers = broker("start", None);
+    // The engine trusts loadgen's principals and runs the example policy
+    // loadgen's mix is built for.
+    let principals = 8;
+    let trust = warrant_engine::workload::trust_store(principals)
+        .unwrap()
+        .to_toml();
+    let policy = std::fs::read_to_string(repo().join("examples/policy/payments.toml")).unwrap();
+    let rig = Rig::with("metrics", &brokers, Vec::new(), &trust, &policy);
+    let mut engine = rig.spawn("engine");
+    engine.wait_for("an assignment", Duration::from_secs(60), |l| {
+        l.contains("assigned partitions [0")
+    });
+    let admin = engine.admin();
+    wait_status(&admin, "/readyz", 200, Duration::from_secs(60));
+    assert_eq!(get(&admin, "/healthz"), (200, "ok\n".to_owned()));
+
+    let mut options = KafkaOptions::new(&brokers);
+    options.intents_topic.clone_from(&rig.intents);
+    options.decisions_topic.clone_from(&rig.decisions);
+    let target = TargetSpec::Kafka(options);
+    let load = |rate: f64, secs: u64, mix: Mix| Load {
+        rate,
+        duration: Duration::from_secs(secs),
+        shape: Shape {
+            principals,
+            mix,
+            deadline: Duration::from_secs(60),
+            ..Shape::default()
+        },
+        drain_timeout: Duration::from_secs(120),
+        ..Load::default()
+    };
+
+    // Every kind of intent, through Kafka.
+    let o = warrant_loadgen::run(&target, &load(300.0, 5, Mix::default()), &mut |_| {}).unwrap();
+    println!("{}", warrant_loadgen::report::summary(&o));
+    assert!(o.violations().is_empty(), "{:?}", o.violations());
+    assert_eq!(o.decided, o.sent);
+    assert_eq!(o.sent, 1_500);
+
+    // The engine counts a decision once the broker acknowledged it, which
+    // can be just after loadgen read it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let m = loop {
+        let m = scrape(&admin);
+        let decided: f64 = m
+            .samples
+            .iter()
+            .filter(|s| s.metric == "warrant_decisions_total")
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v) => v,
+                _ => 0.0,
+            })
+            .sum();
+        if decided as u64 >= o.decided || Instant::now() > deadline {
+            break m;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let n = |metric: &str, labels: &[(&str, &str)]| {
+        sample(&m, metric, labels).unwrap_or_else(|| panic!("no {metric} {labels:?}"))
+    };
+    assert_eq!(n("warrant_intents_total", &[]) as u64, o.sent);
+    let mut total = 0;
+    for r in warrant_schemas::wire::Reason::ENUM_VALUES {
+        let name = r.variant_name().unwrap();
+        let got = n("warrant_decisions_total", &[("reason", name)]) as u64;
+        assert_eq!(got, o.by_reason.get(name).copied().unwrap_or(0), "{name}");
+        total += got;
+    }
+    assert_eq!(total, o.decided);
+    assert_eq!(
+        n("warrant_decisions_total", &[("verdict", "authorize")]) as u64,
+        o.by_reason["Authorized"]
+    );
+    assert_eq!(
+        n("warrant_fail_closed_total", &[("reason", "Malformed")]) as u64,
+        o.by_reason["Malformed"]
+    );
+    assert_eq!(n("warrant_lineage_records_total", &[]) as u64, o.decided);
+    assert_eq!(n("warrant_decision_latency_seconds", &[]) as u64, o.decided);
+    assert_eq!(
+        n("warrant_decision_latency_seconds_count", &[]) as u64,
+        o.decided
+    );
+    assert_eq!(n("warrant_batch_size_sum", &[]) as u64, o.sent);
+    assert!(n("warrant_stage_duration_seconds", &[("stage", "verify")]) >= 1.0);
+    assert_eq!(n("warrant_ready", &[]), 1.0);
+    assert_eq!(n("warrant_policy_loaded", &[]), 1.0);
+    for q in warrant_engine::pipeline::QUEUES {
+        assert!(n("warrant_queue_capacity", &[("queue", q)]) >= 1.0);
+        n("warrant_queue_depth", &[("queue", q)]);
+    }
+    // Consumer lag comes from librdkafka's statistics every 5 s: once
+    // everything is read, every owned partition with a known position is
+    // 0 behind (a partition no principal maps to has none).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let m = scrape(&admin);
+        let lags: Vec<f64> = m
+            .samples
+            .iter()
+            .filter(|s| s.metric == "warrant_consumer_lag")
+            .map(|s| match s.value {
+                prometheus_parse::Value::Gauge(v) => v,
+                _ => -1.0,
+            })
+            .collect();
+        if !lags.is_empty() && lags.iter().all(|l| *l == 0.0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "consumer lag {lags:?}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    // The policy removed: not ready, and every intent denied "no policy".
+    let file = rig.dir.join("policy.toml");
+    let aside = rig.dir.join("policy.toml.off");
+    std::fs::rename(&file, &aside).unwrap();
+    let why = wait_status(&admin, "/readyz", 503, Duration::from_secs(30));
+    assert!(why.contains("no policy"), "{why}");
+    assert_eq!(
+        sample(&scrape(&admin), "warrant_policy_loaded", &[]),
+        Some(0.0)
+    );
+    let denied =
+        warrant_loadgen::run(&target, &load(100.0, 2, Mix::valid_only()), &mut |_| {}).unwrap();
+    assert_eq!(denied.decided, denied.sent);
+    assert_eq!(denied.by_reason.get("NoPolicy"), Some(&denied.sent));
+    assert_eq!(denied.hostile_authorized, 0);
+
+    // Back: ready, and valid intents authorized again.
+    std::fs::rename(&aside, &file).unwrap();
+    wait_status(&admin, "/readyz", 200, Duration::from_secs(30));
+    let back =
+        warrant_loadgen::run(&target, &load(100.0, 2, Mix::valid_only()), &mut |_| {}).unwrap();
+    assert!(back.violations().is_empty(), "{:?}", back.violations());
+    assert_eq!(back.by_reason.get("Authorized"), Some(&back.sent));
+    let log = engine.terminate();
+    assert!(log.contains("not ready: no policy loaded"), "{log}");
+    assert!(log.contains("policy reloaded"), "{log}");
 }

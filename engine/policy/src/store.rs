@@ -104,8 +104,17 @@ impl PolicyStore {
 
     /// Watches `path` (file or directory) and reloads when any file's
     /// content changes (compared by SHA-256, so same-size edits within one
-    /// mtime tick are seen), checking every `interval`.
-    pub fn watch(self: &Arc<Self>, path: PathBuf, interval: Duration) -> Watcher {
+    /// mtime tick are seen), checking every `interval`. A policy that does
+    /// not compile leaves the running one in force (its error in
+    /// [`PolicyStore::last_error`]); a path that is gone, or holds no
+    /// file, removes the policy: every request is then denied "no policy"
+    /// until it comes back. `on_change` hears of every change.
+    pub fn watch(
+        self: &Arc<Self>,
+        path: PathBuf,
+        interval: Duration,
+        on_change: impl Fn(&Result<Arc<Policy>, String>) + Send + 'static,
+    ) -> Watcher {
         let stop = Arc::new(AtomicBool::new(false));
         let store = Arc::clone(self);
         let flag = Arc::clone(&stop);
@@ -120,8 +129,19 @@ impl PolicyStore {
                     let now = fingerprint(&path);
                     if now != seen {
                         seen = now;
-                        // The error, if any, is kept in last_error.
-                        let _ = store.reload(&path);
+                        let result = if seen.is_empty() {
+                            store.clear();
+                            let e = format!(
+                                "policy `{}` is gone: every intent is denied \"no policy\"",
+                                path.display()
+                            );
+                            store.set_error(Some(e.clone()));
+                            Err(e)
+                        } else {
+                            // The error, if any, is kept in last_error.
+                            store.reload(&path).map_err(|e| e.to_string())
+                        };
+                        on_change(&result);
                     }
                 }
             })

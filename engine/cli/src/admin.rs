@@ -1,0 +1,544 @@
+//! The admin HTTP port of `warrant run`: `/metrics` (Prometheus text
+//! format 0.0.4), `/healthz` and `/readyz`.
+//!
+//! - `/healthz`: 200 while the engine runs; 503 once a stage failed.
+//! - `/readyz`: 200 when the engine should be sent traffic; otherwise 503
+//!   with one reason per line: no policy loaded, the broker unreachable,
+//!   the broker not acknowledging decisions, the engine stopped or
+//!   stopping.
+//! - `/metrics`: the counters, gauges and histograms listed in
+//!   ARCHITECTURE.md ("Observability"); every series has the `warrant_`
+//!   prefix.
+//!
+//! It is a minimal HTTP/1.1 server (GET and HEAD, one request per
+//! connection, 8 KiB request head, 5 s to send it) on a tokio runtime of
+//! its own thread: nothing on it can slow the pipeline, which it only
+//! reads through lock-free counters.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use warrant_engine::pipeline::{BucketCounts, Probe, QUEUES, STAGES, StatsSnapshot};
+use warrant_policy::PolicyStore;
+use warrant_schemas::wire::Reason;
+
+/// Consumer lag per partition, when the source reports it.
+pub type LagFn = Box<dyn Fn() -> Vec<(u32, i64)> + Send + Sync>;
+
+/// What the endpoints read.
+pub struct Admin {
+    /// The engine's counters.
+    pub probe: Probe,
+    /// The policy in force.
+    pub policy: Arc<PolicyStore>,
+    /// Whether the last broker probe succeeded.
+    pub broker_reachable: Arc<AtomicBool>,
+    /// Set once shutdown began.
+    pub stopping: Arc<AtomicBool>,
+    /// Consumer lag of the owned partitions.
+    pub lag: Option<LagFn>,
+    /// Capacity of each queue between stages, in batches ([`QUEUES`]).
+    pub queue_capacity: [usize; 6],
+    /// When the process started.
+    pub started: SystemTime,
+}
+
+/// Reasons whose denies are the engine failing closed (bad input, time
+/// out, overload, missing policy, internal error) rather than a verdict
+/// on a well-formed intent.
+pub const FAIL_CLOSED: [Reason; 5] = [
+    Reason::Malformed,
+    Reason::DeadlineExceeded,
+    Reason::Overloaded,
+    Reason::NoPolicy,
+    Reason::InternalError,
+];
+
+/// Upper bounds of `warrant_decision_latency_seconds`, µs.
+const LATENCY_BOUNDS_US: [u64; 16] = [
+    250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
+    2_500_000, 5_000_000, 10_000_000, 30_000_000,
+];
+
+fn reason_label(r: Reason) -> &'static str {
+    r.variant_name().unwrap_or("Unknown")
+}
+
+impl Admin {
+    /// Why the engine should not get traffic now; empty: ready.
+    pub fn not_ready(&self) -> Vec<String> {
+        let mut why = Vec::new();
+        if let Some(f) = self.probe.failure() {
+            why.push(format!("the engine stopped: {f}"));
+        }
+        if self.stopping.load(Ordering::Relaxed) {
+            why.push("shutting down".into());
+        }
+        if self.policy.current().is_none() {
+            why.push(match self.policy.last_error() {
+                Some(e) => format!("no policy loaded: {e}"),
+                None => "no policy loaded: every intent is denied \"no policy\"".into(),
+            });
+        }
+        if !self.broker_reachable.load(Ordering::Relaxed) {
+            why.push("the broker is unreachable".into());
+        }
+        if self.probe.stats().sink_stalled {
+            why.push(
+                "the broker does not acknowledge decisions (retrying, committing nothing)".into(),
+            );
+        }
+        why
+    }
+
+    /// The Prometheus exposition.
+    pub fn metrics(&self) -> String {
+        let s = self.probe.stats();
+        let ready = self.not_ready().is_empty();
+        let mut m = String::with_capacity(16 * 1024);
+        let started = self
+            .started
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        gauge(
+            &mut m,
+            "warrant_start_time_seconds",
+            "When the process started, Unix time.",
+            started,
+        );
+        gauge(
+            &mut m,
+            "warrant_ready",
+            "1 when /readyz answers 200.",
+            f64::from(u8::from(ready)),
+        );
+        gauge(
+            &mut m,
+            "warrant_policy_loaded",
+            "1 while a policy is in force (0: every intent is denied \"no policy\").",
+            f64::from(u8::from(self.policy.current().is_some())),
+        );
+        gauge(
+            &mut m,
+            "warrant_broker_reachable",
+            "1 when the last broker probe succeeded.",
+            f64::from(u8::from(self.broker_reachable.load(Ordering::Relaxed))),
+        );
+        gauge(
+            &mut m,
+            "warrant_sink_stalled",
+            "1 while the broker does not acknowledge decisions within the sink timeout.",
+            f64::from(u8::from(s.sink_stalled)),
+        );
+        if let Some(p) = self.policy.current() {
+            header(
+                &mut m,
+                "warrant_policy_info",
+                "The policy in force.",
+                "gauge",
+            );
+            let _ = writeln!(
+                m,
+                "warrant_policy_info{{name=\"{}\",version=\"{}\",hash=\"{}\"}} 1",
+                escape(p.name().unwrap_or("")),
+                p.version(),
+                hex::encode(p.hash())
+            );
+        }
+        counter(
+            &mut m,
+            "warrant_intents_total",
+            "Records read from the intents topic.",
+            s.intents_in,
+        );
+        header(
+            &mut m,
+            "warrant_decisions_total",
+            "Decisions emitted and acknowledged, by verdict and reason.",
+            "counter",
+        );
+        for r in Reason::ENUM_VALUES {
+            let verdict = if *r == Reason::Authorized {
+                "authorize"
+            } else {
+                "deny"
+            };
+            let _ = writeln!(
+                m,
+                "warrant_decisions_total{{verdict=\"{verdict}\",reason=\"{}\"}} {}",
+                reason_label(*r),
+                s.count(*r)
+            );
+        }
+        header(
+            &mut m,
+            "warrant_fail_closed_total",
+            "Denies that are the engine failing closed (bad input, timeout, overload, no policy, internal error).",
+            "counter",
+        );
+        for r in FAIL_CLOSED {
+            let _ = writeln!(
+                m,
+                "warrant_fail_closed_total{{reason=\"{}\"}} {}",
+                reason_label(r),
+                s.count(r)
+            );
+        }
+        counter(
+            &mut m,
+            "warrant_shed_intents_total",
+            "Intents shed at ingest (denied \"overloaded\").",
+            s.shed_intents,
+        );
+        counter(
+            &mut m,
+            "warrant_lineage_records_total",
+            "Lineage records emitted (one per decision).",
+            s.lineage_records,
+        );
+        counter(
+            &mut m,
+            "warrant_batches_total",
+            "Ingest batches decided and acknowledged.",
+            s.batches,
+        );
+        counter(
+            &mut m,
+            "warrant_sink_sends_total",
+            "Acknowledged sends to the broker.",
+            s.sink_sends,
+        );
+        header(
+            &mut m,
+            "warrant_stage_busy_seconds_total",
+            "Time each stage spent working (not waiting).",
+            "counter",
+        );
+        for (stage, busy) in &s.stage_busy {
+            let _ = writeln!(
+                m,
+                "warrant_stage_busy_seconds_total{{stage=\"{stage}\"}} {}",
+                busy.as_secs_f64()
+            );
+        }
+        header(
+            &mut m,
+            "warrant_stage_duration_seconds",
+            "Time per batch in each stage (per group in verify and seal, per send in emit).",
+            "histogram",
+        );
+        for (stage, b) in STAGES.iter().zip(&s.stage_us) {
+            buckets(
+                &mut m,
+                "warrant_stage_duration_seconds",
+                &format!("stage=\"{stage}\""),
+                b,
+                1e-6,
+            );
+        }
+        header(
+            &mut m,
+            "warrant_batch_size",
+            "Intents per batch read.",
+            "histogram",
+        );
+        buckets(&mut m, "warrant_batch_size", "", &s.batch_sizes, 1.0);
+        latency(&mut m, &s);
+        header(
+            &mut m,
+            "warrant_queue_depth",
+            "Batches waiting in each queue between stages.",
+            "gauge",
+        );
+        for (q, n) in QUEUES.iter().zip(&s.queues) {
+            let _ = writeln!(m, "warrant_queue_depth{{queue=\"{q}\"}} {n}");
+        }
+        header(
+            &mut m,
+            "warrant_queue_capacity",
+            "Capacity of each queue between stages, in batches.",
+            "gauge",
+        );
+        for (q, n) in QUEUES.iter().zip(&self.queue_capacity) {
+            let _ = writeln!(m, "warrant_queue_capacity{{queue=\"{q}\"}} {n}");
+        }
+        if let Some(lag) = &self.lag {
+            let lag = lag();
+            header(
+                &mut m,
+                "warrant_consumer_lag",
+                "Records behind the end of each owned intents partition (librdkafka statistics, every 5 s).",
+                "gauge",
+            );
+            for (p, n) in &lag {
+                let _ = writeln!(m, "warrant_consumer_lag{{partition=\"{p}\"}} {n}");
+            }
+            gauge(
+                &mut m,
+                "warrant_consumer_lag_sum",
+                "Records behind, over all owned intents partitions.",
+                lag.iter().map(|(_, n)| *n as f64).sum(),
+            );
+        }
+        m
+    }
+}
+
+fn header(m: &mut String, name: &str, help: &str, kind: &str) {
+    let _ = writeln!(m, "# HELP {name} {help}");
+    let _ = writeln!(m, "# TYPE {name} {kind}");
+}
+
+fn gauge(m: &mut String, name: &str, help: &str, v: f64) {
+    header(m, name, help, "gauge");
+    let _ = writeln!(m, "{name} {v}");
+}
+
+fn counter(m: &mut String, name: &str, help: &str, v: u64) {
+    header(m, name, help, "counter");
+    let _ = writeln!(m, "{name} {v}");
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// A histogram's series from fixed buckets; `scale` turns bound units
+/// into the metric's (µs → s: 1e-6).
+fn buckets(m: &mut String, name: &str, labels: &str, b: &BucketCounts, scale: f64) {
+    let sep = if labels.is_empty() { "" } else { "," };
+    for (bound, n) in b.bounds.iter().zip(&b.cumulative) {
+        let le = *bound as f64 * scale;
+        let _ = writeln!(m, "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {n}");
+    }
+    let _ = writeln!(m, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}", b.count());
+    let braces = if labels.is_empty() {
+        String::new()
+    } else {
+        format!("{{{labels}}}")
+    };
+    let _ = writeln!(m, "{name}_sum{braces} {}", b.sum as f64 * scale);
+    let _ = writeln!(m, "{name}_count{braces} {}", b.count());
+}
+
+/// The engine's per-intent latency (first poll of its batch → broker
+/// acknowledgement), from its HDR histogram, in fixed buckets.
+fn latency(m: &mut String, s: &StatsSnapshot) {
+    let name = "warrant_decision_latency_seconds";
+    header(
+        m,
+        name,
+        "Per intent: first poll of its batch to the broker's acknowledgement of its decision and lineage.",
+        "histogram",
+    );
+    let h = &s.latency_us;
+    for bound in LATENCY_BOUNDS_US {
+        let n = h.count_between(0, bound);
+        let _ = writeln!(m, "{name}_bucket{{le=\"{}\"}} {n}", bound as f64 * 1e-6);
+    }
+    let _ = writeln!(m, "{name}_bucket{{le=\"+Inf\"}} {}", h.len());
+    let _ = writeln!(m, "{name}_sum {}", h.mean() * h.len() as f64 * 1e-6);
+    let _ = writeln!(m, "{name}_count {}", h.len());
+}
+
+/// A running admin server; stops when dropped.
+pub struct Server {
+    /// The address it listens on (the port chosen, for port 0).
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Binds `listen` now (so a port in use is an error at start-up) and
+/// serves the endpoints on a thread of its own.
+pub fn serve(listen: &str, admin: Arc<Admin>) -> Result<Server, String> {
+    let std_listener =
+        std::net::TcpListener::bind(listen).map_err(|e| format!("admin port {listen}: {e}"))?;
+    let addr = std_listener
+        .local_addr()
+        .map_err(|e| format!("admin port {listen}: {e}"))?;
+    std_listener
+        .set_nonblocking(true)
+        .map_err(|e| format!("admin port {listen}: {e}"))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .map_err(|e| format!("admin runtime: {e}"))?;
+    let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name("admin".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let listener = match tokio::net::TcpListener::from_std(std_listener) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::error!("admin port: {e}");
+                        return;
+                    }
+                };
+                loop {
+                    tokio::select! {
+                        _ = &mut stop_rx => return,
+                        accepted = listener.accept() => match accepted {
+                            Ok((stream, _)) => {
+                                let admin = Arc::clone(&admin);
+                                tokio::spawn(async move {
+                                    let _ = tokio::time::timeout(
+                                        Duration::from_secs(5),
+                                        handle(stream, &admin),
+                                    )
+                                    .await;
+                                });
+                            }
+                            Err(e) => {
+                                tracing::warn!("admin port: accept failed: {e}");
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                            }
+                        },
+                    }
+                }
+            });
+        })
+        .map_err(|e| format!("admin thread: {e}"))?;
+    Ok(Server {
+        addr,
+        stop: Some(stop_tx),
+        thread: Some(thread),
+    })
+}
+
+/// Reads one request head and answers it.
+async fn handle(mut stream: tokio::net::TcpStream, admin: &Admin) -> std::io::Result<()> {
+    let mut head = Vec::with_capacity(1024);
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(buf.get(..n).unwrap_or_default());
+        if head.len() > 8 * 1024 {
+            return respond(
+                &mut stream,
+                431,
+                "text/plain",
+                "request head too large\n",
+                false,
+            )
+            .await;
+        }
+    }
+    let text = String::from_utf8_lossy(&head);
+    let mut parts = text.lines().next().unwrap_or("").split_whitespace();
+    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let head_only = method == "HEAD";
+    if method != "GET" && !head_only {
+        return respond(&mut stream, 405, "text/plain", "only GET and HEAD\n", false).await;
+    }
+    let path = target.split('?').next().unwrap_or("");
+    let t = Instant::now();
+    let result = match path {
+        "/metrics" => {
+            let body = admin.metrics();
+            respond(
+                &mut stream,
+                200,
+                "text/plain; version=0.0.4; charset=utf-8",
+                &body,
+                head_only,
+            )
+            .await
+        }
+        "/healthz" => match admin.probe.failure() {
+            None => respond(&mut stream, 200, "text/plain", "ok\n", head_only).await,
+            Some(f) => {
+                respond(
+                    &mut stream,
+                    503,
+                    "text/plain",
+                    &format!("engine stopped: {f}\n"),
+                    head_only,
+                )
+                .await
+            }
+        },
+        "/readyz" => {
+            let why = admin.not_ready();
+            if why.is_empty() {
+                respond(&mut stream, 200, "text/plain", "ready\n", head_only).await
+            } else {
+                let body: String = why.iter().map(|w| format!("not ready: {w}\n")).collect();
+                respond(&mut stream, 503, "text/plain", &body, head_only).await
+            }
+        }
+        "/" => {
+            respond(
+                &mut stream,
+                200,
+                "text/plain",
+                "warrant admin: /metrics /healthz /readyz\n",
+                head_only,
+            )
+            .await
+        }
+        _ => {
+            respond(
+                &mut stream,
+                404,
+                "text/plain",
+                "not found: try /metrics /healthz /readyz\n",
+                head_only,
+            )
+            .await
+        }
+    };
+    tracing::debug!(
+        path,
+        elapsed_us = t.elapsed().as_micros() as u64,
+        "admin request"
+    );
+    result
+}
+
+async fn respond(
+    stream: &mut tokio::net::TcpStream,
+    code: u16,
+    content_type: &str,
+    body: &str,
+    head_only: bool,
+) -> std::io::Result<()> {
+    let reason = match code {
+        200 => "OK",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        431 => "Request Header Fields Too Large",
+        _ => "Service Unavailable",
+    };
+    let mut out = format!(
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    if !head_only {
+        out.push_str(body);
+    }
+    stream.write_all(out.as_bytes()).await?;
+    stream.shutdown().await
+}
