@@ -1,4 +1,5 @@
-# The `warrant` binary (engine, `warrant run` on Kafka, and the tools).
+# The `warrant` binary (engine, `warrant run` on Kafka, and the tools) and
+# `loadgen`.
 #   docker build -t warrant .
 # librdkafka is built from source by rdkafka-sys: it needs a C toolchain,
 # make and the headers below at build time, nothing at run time.
@@ -8,7 +9,7 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked -p warrant-cli --bin warrant
+RUN cargo build --release --locked -p warrant-cli --bin warrant -p warrant-loadgen --bin loadgen
 
 FROM debian:bookworm-slim
 RUN apt-get update \
@@ -16,6 +17,7 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 warrant
 COPY --from=build /src/target/release/warrant /usr/local/bin/warrant
+COPY --from=build /src/target/release/loadgen /usr/local/bin/loadgen
 USER warrant
 ENTRYPOINT ["warrant"]
 CMD ["--help"]

@@ -22,8 +22,6 @@ use warrant_schemas::{
     open_signed_intent,
 };
 
-#[cfg(feature = "kafka")]
-mod admin;
 mod policy_cli;
 #[cfg(feature = "kafka")]
 mod run;

@@ -19,7 +19,7 @@ use warrant_engine::trust::TrustStore;
 use warrant_policy::{Policy, PolicyStore};
 use warrant_schemas::wire::Reason;
 
-use crate::admin::{self, Admin};
+use warrant_cli::admin::{self, Admin};
 
 /// What `run` needs before it touches the broker, each part loaded and
 /// checked.
