@@ -10,6 +10,8 @@
 #   scripts/broker.sh restart   stop, then start (data kept)
 #   scripts/broker.sh status    exit 0 if it answers
 #   scripts/broker.sh wipe      stop and delete its data
+#   scripts/broker.sh topics NAME...
+#                               create these topics too (if absent)
 #
 # Settings (environment):
 #   WARRANT_BROKER_PORT   listener port on 127.0.0.1 (default 19092)
@@ -97,19 +99,26 @@ start() {
     fi
     sleep 0.1
   done
+  if ! create_topics "${topics[@]}"; then
+    stop
+    exit 1
+  fi
+  echo "broker: ready on 127.0.0.1:$port (data in $dir)" >&2
+  echo "127.0.0.1:$port"
+}
+
+# Creates the named topics that do not exist yet.
+create_topics() {
   local existing
   existing="$("$(tansu_bin)" topic list --broker "$url" 2>/dev/null || true)"
-  for t in "${topics[@]}"; do
+  for t in "$@"; do
     if ! grep -q "\"$t\"" <<<"$existing"; then
       if ! timeout 10 "$(tansu_bin)" topic create --broker "$url" --partitions "$partitions" "$t" >/dev/null; then
-        echo "broker: cannot create topic $t; stopping it" >&2
-        stop
-        exit 1
+        echo "broker: cannot create topic $t" >&2
+        return 1
       fi
     fi
   done
-  echo "broker: ready on 127.0.0.1:$port (data in $dir)" >&2
-  echo "127.0.0.1:$port"
 }
 
 stop() {
@@ -132,8 +141,12 @@ case "${1:-}" in
   restart) stop; start ;;
   status) answers ;;
   wipe) stop; rm -rf "$dir" ;;
+  topics)
+    shift
+    answers || { echo "broker: not running on 127.0.0.1:$port" >&2; exit 1; }
+    create_topics "$@" ;;
   *)
-    sed -n '2,24p' "$0" >&2
+    sed -n '2,26p' "$0" >&2
     exit 2
     ;;
 esac
