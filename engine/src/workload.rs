@@ -263,8 +263,9 @@ pub struct Shape {
     pub principals: usize,
     /// The kinds of intents.
     pub mix: Mix,
-    /// Bytes of opaque payload carried in each intent (a `memo`
-    /// attribute; 0: none).
+    /// Bytes of opaque payload carried in each intent (0: none; at most
+    /// [`MAX_PAYLOAD_BYTES`]): `memo00`, `memo01`, ... attributes of up to
+    /// 256 bytes each, the longest string an intent may hold.
     pub payload_bytes: usize,
     /// Deadline after the scheduled send time.
     pub deadline: Duration,
@@ -283,6 +284,11 @@ impl Default for Shape {
         }
     }
 }
+
+/// The largest payload a generated intent carries: 30 attributes of 256
+/// bytes (an intent holds at most 32 attributes of at most 256 bytes; the
+/// other two are the amount and currency).
+pub const MAX_PAYLOAD_BYTES: usize = 30 * 256;
 
 /// One generated intent.
 #[derive(Debug, Clone)]
@@ -321,20 +327,33 @@ pub struct Workload {
     names: Vec<String>,
     stranger: IntentSigner,
     last: Vec<Option<Prior>>,
-    memo: String,
+    /// (attribute name, value) of the payload chunks.
+    memo: Vec<(String, String)>,
 }
 
 impl Workload {
     /// A workload for the run tagged `tag`.
     pub fn new(shape: Shape, tag: [u8; 8]) -> Result<Workload, String> {
         shape.mix.check()?;
+        if shape.payload_bytes > MAX_PAYLOAD_BYTES {
+            return Err(format!(
+                "a payload of {} bytes is over the {MAX_PAYLOAD_BYTES} an intent can carry \
+                 (32 attributes of at most 256 bytes)",
+                shape.payload_bytes
+            ));
+        }
         let principals = shape.principals.max(2);
         Ok(Workload {
             signers: (0..principals).map(signer_for).collect(),
             names: (0..principals).map(principal_name).collect(),
             stranger: IntentSigner::from_seed([0xee; 32]),
             last: vec![None; principals],
-            memo: "x".repeat(shape.payload_bytes),
+            memo: (0..shape.payload_bytes.div_ceil(256))
+                .map(|c| {
+                    let len = (shape.payload_bytes - c * 256).min(256);
+                    (format!("memo{c:02}"), "x".repeat(len))
+                })
+                .collect(),
             shape,
             tag,
         })
@@ -374,10 +393,10 @@ impl Workload {
                 value: AttrValue::Str("EUR"),
             },
         ];
-        if !self.memo.is_empty() {
+        for (key, value) in &self.memo {
             attrs.push(Attr {
-                key: "memo",
-                value: AttrValue::Str(&self.memo),
+                key,
+                value: AttrValue::Str(value),
             });
         }
         let (action, resource) = match (agent, kind == Kind::Denied) {
@@ -469,6 +488,33 @@ mod tests {
         // 5 % forged of 10,000: the spread is exact per 100 indices.
         assert_eq!(counts.get(&Kind::Forged), Some(&500));
         assert_eq!(Mix::default().percent(Kind::Valid), 74);
+    }
+
+    #[test]
+    fn payloads_up_to_the_limit_open_and_larger_ones_are_refused() {
+        for bytes in [1, 256, 257, MAX_PAYLOAD_BYTES] {
+            let shape = Shape {
+                payload_bytes: bytes,
+                mix: Mix::valid_only(),
+                ..Shape::default()
+            };
+            let g = Workload::new(shape, [1; 8]).unwrap().generate(0, 1);
+            let s = warrant_schemas::open_signed_intent(&g.bytes, &Limits::default()).unwrap();
+            let carried: usize = s
+                .intent
+                .attributes()
+                .unwrap()
+                .iter()
+                .filter(|a| a.key().starts_with("memo"))
+                .map(|a| a.str_value().map_or(0, str::len))
+                .sum();
+            assert_eq!(carried, bytes);
+        }
+        let shape = Shape {
+            payload_bytes: MAX_PAYLOAD_BYTES + 1,
+            ..Shape::default()
+        };
+        assert!(Workload::new(shape, [1; 8]).is_err());
     }
 
     #[test]

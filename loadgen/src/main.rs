@@ -97,7 +97,8 @@ struct RunArgs {
     /// Signing principals (2 treasury services, the rest agents).
     #[arg(long, default_value_t = 16)]
     principals: usize,
-    /// Bytes of opaque payload in each intent.
+    /// Bytes of opaque payload in each intent (at most 7680: attributes of
+    /// up to 256 bytes).
     #[arg(long, default_value_t = 0)]
     payload_bytes: usize,
     /// Deadline after the scheduled send time, ms.
