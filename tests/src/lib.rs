@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+pub mod hostile;
+
 use warrant_engine::verify::{PublicKey, SigItem};
 use warrant_schemas::IntentSigner;
 
