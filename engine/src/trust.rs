@@ -20,18 +20,27 @@
 //!
 //! The engine reads the store once per batch through an `ArcSwap`, so a
 //! new version can be installed while it runs with no lock per intent.
+//!
+//! At run time the store has two layers ([`LiveTrust`]): the file, and the
+//! records of a compacted keys topic ([`KeyRecord`], keyed by public key),
+//! which override the file key by key. A new store is built and installed
+//! on every change of either, so a revocation read from the topic applies
+//! to every batch decoded after it. Decisions already issued are signed by
+//! the engine, not by producers' keys: they stay verifiable.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
-use serde::Deserialize;
+use arc_swap::ArcSwap;
+use serde::{Deserialize, Serialize};
 use warrant_policy::KeyStatus;
 use warrant_schemas::KeyId;
 
 use crate::verify::PublicKey;
 
 /// The state of a trusted key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum KeyState {
     /// The principal's current key.
@@ -257,6 +266,139 @@ impl TrustStore {
     }
 }
 
+/// One record of the keys topic: its Kafka key is the public key (64 hex
+/// digits), its value this, as JSON
+/// (`{"principal": "svc-a", "public_key": "…", "status": "revoked"}`). An
+/// empty value (a tombstone) withdraws the record, leaving the file's
+/// entry for that key, if any.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyRecord {
+    /// The principal the key signs for.
+    pub principal: String,
+    /// The public key, 64 hex digits.
+    pub public_key: String,
+    /// Its state.
+    pub status: KeyState,
+}
+
+impl KeyRecord {
+    /// Reads a record's value.
+    pub fn parse(value: &[u8]) -> Result<KeyRecord, TrustError> {
+        let r: KeyRecord = serde_json::from_slice(value).map_err(|e| TrustError::Parse {
+            path: "keys topic record".into(),
+            message: e.to_string(),
+        })?;
+        r.key()?;
+        Ok(r)
+    }
+
+    /// The record as the topic holds it.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// The public key's bytes.
+    pub fn key(&self) -> Result<[u8; 32], TrustError> {
+        let mut bytes = [0u8; 32];
+        hex::decode_to_slice(self.public_key.trim(), &mut bytes).map_err(|_| {
+            TrustError::BadKey {
+                index: 0,
+                principal: self.principal.clone(),
+                message: "`public_key` must be 64 hex digits".into(),
+            }
+        })?;
+        Ok(bytes)
+    }
+}
+
+/// The trust store in force, rebuilt from its file and the keys topic's
+/// records whenever either changes, and installed where the engine reads
+/// it.
+#[derive(Debug)]
+pub struct LiveTrust {
+    layers: Mutex<(TrustStore, BTreeMap<[u8; 32], KeyRecord>)>,
+    target: Arc<ArcSwap<TrustStore>>,
+}
+
+impl LiveTrust {
+    /// Starts from the file's store, installed in a new `ArcSwap`.
+    pub fn new(file: TrustStore) -> LiveTrust {
+        LiveTrust {
+            target: Arc::new(ArcSwap::from_pointee(file.clone())),
+            layers: Mutex::new((file, BTreeMap::new())),
+        }
+    }
+
+    /// What the engine reads.
+    pub fn target(&self) -> Arc<ArcSwap<TrustStore>> {
+        Arc::clone(&self.target)
+    }
+
+    /// A new version of the file; returns the store installed.
+    pub fn set_file(&self, file: TrustStore) -> Result<usize, TrustError> {
+        let mut l = self.layers.lock().unwrap_or_else(|p| p.into_inner());
+        let built = build(&file, &l.1)?;
+        l.0 = file;
+        let n = built.len();
+        self.target.store(Arc::new(built));
+        Ok(n)
+    }
+
+    /// A keys-topic record (`None`: a tombstone) for `public_key`. A
+    /// record that would make the store invalid (a weak key, a key listed
+    /// twice) is refused and the store stays as it was.
+    pub fn apply(
+        &self,
+        public_key: [u8; 32],
+        record: Option<KeyRecord>,
+    ) -> Result<usize, TrustError> {
+        let mut l = self.layers.lock().unwrap_or_else(|p| p.into_inner());
+        let mut records = l.1.clone();
+        match record {
+            Some(r) => {
+                if r.key()? != public_key {
+                    return Err(TrustError::Parse {
+                        path: "keys topic record".into(),
+                        message: format!(
+                            "its Kafka key {} is not its public key {}",
+                            hex::encode(public_key),
+                            r.public_key
+                        ),
+                    });
+                }
+                records.insert(public_key, r);
+            }
+            None => {
+                records.remove(&public_key);
+            }
+        }
+        let built = build(&l.0, &records)?;
+        l.1 = records;
+        let n = built.len();
+        self.target.store(Arc::new(built));
+        Ok(n)
+    }
+}
+
+/// The file's keys, each replaced by the topic's record for the same
+/// public key, plus the topic's other keys.
+fn build(
+    file: &TrustStore,
+    records: &BTreeMap<[u8; 32], KeyRecord>,
+) -> Result<TrustStore, TrustError> {
+    let mut out = TrustStore::new();
+    for k in file.keys.values() {
+        if !records.contains_key(k.key.as_bytes()) {
+            out.add(&k.principal, *k.key.as_bytes(), k.state)?;
+        }
+    }
+    for (key, r) in records {
+        out.add(&r.principal, *key, r.status)?;
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, reason = "tests")]
 mod tests {
@@ -284,6 +426,77 @@ mod tests {
             Lookup::Revoked
         ));
         assert_eq!(again.len(), 2);
+    }
+
+    #[test]
+    fn topic_records_override_the_file_and_tombstones_restore_it() {
+        let a = IntentSigner::from_seed([1; 32]);
+        let a2 = IntentSigner::from_seed([3; 32]);
+        let mut file = TrustStore::new();
+        file.add("svc-a", a.public_key(), KeyState::Active).unwrap();
+        let live = LiveTrust::new(file);
+        let target = live.target();
+        let record = |k: &IntentSigner, status| KeyRecord {
+            principal: "svc-a".into(),
+            public_key: hex::encode(k.public_key()),
+            status,
+        };
+        // Rotation: a new key, the old one rotating.
+        live.apply(a2.public_key(), Some(record(&a2, KeyState::Active)))
+            .unwrap();
+        live.apply(a.public_key(), Some(record(&a, KeyState::Rotating)))
+            .unwrap();
+        let s = target.load();
+        assert!(matches!(
+            s.lookup(&a2.key_id(), "svc-a"),
+            Lookup::Usable(_, KeyStatus::Active)
+        ));
+        assert!(matches!(
+            s.lookup(&a.key_id(), "svc-a"),
+            Lookup::Usable(_, KeyStatus::Rotating)
+        ));
+        // Revocation, through the JSON the topic carries.
+        let json = record(&a, KeyState::Revoked).to_json();
+        live.apply(
+            a.public_key(),
+            Some(KeyRecord::parse(json.as_bytes()).unwrap()),
+        )
+        .unwrap();
+        assert!(matches!(
+            target.load().lookup(&a.key_id(), "svc-a"),
+            Lookup::Revoked
+        ));
+        // A tombstone withdraws the record: the file's entry is back.
+        live.apply(a.public_key(), None).unwrap();
+        assert!(matches!(
+            target.load().lookup(&a.key_id(), "svc-a"),
+            Lookup::Usable(_, KeyStatus::Active)
+        ));
+        // A record under another key, or a weak key, changes nothing.
+        assert!(
+            live.apply(a.public_key(), Some(record(&a2, KeyState::Revoked)))
+                .is_err()
+        );
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        let weak = KeyRecord {
+            principal: "x".into(),
+            public_key: hex::encode(identity),
+            status: KeyState::Active,
+        };
+        assert!(live.apply(identity, Some(weak)).is_err());
+        assert_eq!(target.load().len(), 2);
+        assert!(KeyRecord::parse(b"{\"principal\":\"x\"}").is_err());
+        // A new file keeps the topic's records on top.
+        live.apply(a.public_key(), Some(record(&a, KeyState::Revoked)))
+            .unwrap();
+        let mut file = TrustStore::new();
+        file.add("svc-a", a.public_key(), KeyState::Active).unwrap();
+        live.set_file(file).unwrap();
+        assert!(matches!(
+            target.load().lookup(&a.key_id(), "svc-a"),
+            Lookup::Revoked
+        ));
     }
 
     #[test]

@@ -18,10 +18,12 @@
 
 mod admin;
 mod config;
+mod keys;
 mod sink;
 mod source;
 
 pub use admin::{TopicsReport, check, create_topics, fresh_topics};
 pub use config::{KafkaConfig, KafkaError};
+pub use keys::{KeyChange, KeyTopic, publish_key};
 pub use sink::KafkaSink;
 pub use source::{KafkaSource, Lag};

@@ -38,6 +38,9 @@
 //!
 //! [trust]
 //! file = "trust.toml"
+//! watch_ms = 1000               # reload on change; 0: never
+//! topic = ""                    # a compacted keys topic layered over the
+//!                               # file (e.g. "warrant.keys"); "": none
 //!
 //! [policy]
 //! path = "policy"               # a file or a directory of *.toml
@@ -169,12 +172,24 @@ impl Default for Engine {
 pub struct Trust {
     /// Trust store file (`[[key]] principal, public_key, status`).
     pub file: String,
+    /// How often to look for changes to the file, ms (0: never). A changed
+    /// file that loads replaces the running one; one that does not is
+    /// logged and the running one stays.
+    pub watch_ms: u64,
+    /// A compacted Kafka topic of key records (keyed by public key, JSON
+    /// values; `warrant keys publish` writes them) layered over the file:
+    /// a record overrides the file's entry for its key. Read to its end
+    /// before the engine starts, then followed: a revocation applies from
+    /// the moment it is read. Empty: no topic.
+    pub topic: String,
 }
 
 impl Default for Trust {
     fn default() -> Self {
         Trust {
             file: "trust.toml".into(),
+            watch_ms: 1_000,
+            topic: String::new(),
         }
     }
 }

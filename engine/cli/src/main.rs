@@ -116,6 +116,29 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         status_every: u64,
     },
+    /// Publish an intent-signing key's state to the keys topic (`[trust]
+    /// topic` of the configuration): every running engine applies it as
+    /// soon as it reads it (rotation: publish the new key `active` and the
+    /// old one `rotating`; revocation: `revoked`).
+    #[cfg(feature = "kafka")]
+    Keys {
+        /// The configuration file (broker and `[trust] topic`).
+        #[arg(long, default_value = "warrant.toml")]
+        config: PathBuf,
+        /// The key, 64 hex digits.
+        #[arg(long)]
+        public_key: String,
+        /// The principal it signs for (not with --withdraw).
+        #[arg(long, required_unless_present = "withdraw")]
+        principal: Option<String>,
+        /// `active`, `rotating` or `revoked`.
+        #[arg(long, default_value = "active")]
+        status: String,
+        /// Withdraw the topic's record for the key (a tombstone): the trust
+        /// file's entry for it, if any, applies again.
+        #[arg(long)]
+        withdraw: bool,
+    },
     /// Sign a mix of valid and forged intents, open them through the wire
     /// readers, batch-verify them and cross-check every verdict against
     /// single verification. Exits non-zero on any disagreement.
@@ -236,6 +259,14 @@ fn main() -> ExitCode {
             check,
             status_every,
         } => run::run(&config, check, Duration::from_secs(status_every)),
+        #[cfg(feature = "kafka")]
+        Command::Keys {
+            config,
+            public_key,
+            principal,
+            status,
+            withdraw,
+        } => run::publish_key(&config, &public_key, principal, &status, withdraw),
         Command::Backend => {
             println!("{}", backend::describe());
             Ok(())

@@ -9,13 +9,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use arc_swap::ArcSwap;
 use tracing::{error, info, warn};
 use warrant_cli::config::Config;
-use warrant_connectors::kafka::{self, KafkaSink, KafkaSource};
+use warrant_connectors::kafka::{self, KafkaSink, KafkaSource, KeyChange, KeyTopic};
 use warrant_engine::pipeline::{Engine, StatsSnapshot};
 use warrant_engine::seal::EngineKey;
-use warrant_engine::trust::TrustStore;
+use warrant_engine::trust::{LiveTrust, TrustStore};
 use warrant_policy::{Policy, PolicyStore};
 use warrant_schemas::wire::Reason;
 
@@ -111,6 +110,134 @@ fn probe_broker(
         .map_err(|e| format!("cannot start the broker probe: {e}"))
 }
 
+/// `warrant keys`: publishes a key record (or a tombstone) to the keys
+/// topic and waits for the broker's acknowledgement.
+pub fn publish_key(
+    path: &Path,
+    public_key: &str,
+    principal: Option<String>,
+    status: &str,
+    withdraw: bool,
+) -> Result<(), String> {
+    use warrant_engine::trust::{KeyRecord, KeyState};
+    let config = Config::load(path, std::env::vars()).map_err(|e| e.to_string())?;
+    if config.trust.topic.is_empty() {
+        return Err(format!(
+            "{}: `[trust] topic` is not set: there is no keys topic to publish to",
+            path.display()
+        ));
+    }
+    let state = match status {
+        "active" => KeyState::Active,
+        "rotating" => KeyState::Rotating,
+        "revoked" => KeyState::Revoked,
+        other => {
+            return Err(format!(
+                "--status must be active, rotating or revoked, not `{other}`"
+            ));
+        }
+    };
+    let record = KeyRecord {
+        principal: principal.unwrap_or_default(),
+        public_key: public_key.trim().to_owned(),
+        status: state,
+    };
+    let key = record.key().map_err(|e| e.to_string())?;
+    if !withdraw {
+        // The checks every engine will make, made here first.
+        let mut probe = TrustStore::new();
+        probe
+            .add(&record.principal, key, state)
+            .map_err(|e| e.to_string())?;
+    }
+    let kafka_config = config.kafka_config();
+    kafka::publish_key(
+        &kafka_config,
+        &config.trust.topic,
+        &key,
+        (!withdraw).then_some(&record),
+    )
+    .map_err(|e| format!("broker {}: {e}", kafka_config.brokers))?;
+    if withdraw {
+        println!(
+            "withdrawn: key {public_key} (keys topic {})",
+            config.trust.topic
+        );
+    } else {
+        println!(
+            "published: key {public_key} {} for {} (keys topic {})",
+            state.name(),
+            record.principal,
+            config.trust.topic
+        );
+    }
+    Ok(())
+}
+
+/// Applies one keys-topic change to the live store, logging it.
+fn apply_key(live: &LiveTrust, change: KeyChange) {
+    match change {
+        KeyChange::Record(key, record) => {
+            let what = match &record {
+                Some(r) => format!("{} for {}", r.status.name(), r.principal),
+                None => "withdrawn".into(),
+            };
+            match live.apply(key, record) {
+                Ok(n) => info!(
+                    "trust: key {} {what} (keys topic; {n} keys)",
+                    hex::encode(key)
+                ),
+                Err(e) => error!("trust: key {} refused: {e}", hex::encode(key)),
+            }
+        }
+        KeyChange::Invalid(e) => error!("trust: keys topic: {e}"),
+    }
+}
+
+/// Follows the trust file and the keys topic until `stop`.
+fn follow_trust(
+    live: Arc<LiveTrust>,
+    file: PathBuf,
+    watch: Duration,
+    topic: Option<KeyTopic>,
+    stop: Arc<AtomicBool>,
+) -> Result<std::thread::JoinHandle<()>, String> {
+    std::thread::Builder::new()
+        .name("trust-follow".into())
+        .spawn(move || {
+            let read = |p: &Path| std::fs::read(p).ok();
+            let mut seen = read(&file);
+            let mut next_look = Instant::now() + watch;
+            while !stop.load(Ordering::Relaxed) {
+                match &topic {
+                    Some(t) => match t.poll(Duration::from_millis(100)) {
+                        Ok(Some(change)) => apply_key(&live, change),
+                        Ok(None) => {}
+                        Err(e) => warn!("trust: keys topic: {e}"),
+                    },
+                    None => std::thread::sleep(Duration::from_millis(100)),
+                }
+                if watch.is_zero() || Instant::now() < next_look {
+                    continue;
+                }
+                next_look = Instant::now() + watch;
+                let now = read(&file);
+                if now == seen {
+                    continue;
+                }
+                seen = now;
+                match TrustStore::load(&file) {
+                    Ok(store) => match live.set_file(store) {
+                        Ok(n) => info!("trust: {} reloaded ({n} keys in force)", file.display()),
+                        Err(e) => error!("trust: {} refused: {e}", file.display()),
+                    },
+                    Err(e) => error!("trust: {e}; the running trust store stays"),
+                }
+            }
+        })
+        .map_err(|e| format!("cannot start the trust follower: {e}"))
+}
+
 /// `warrant run --config PATH [--check]`.
 pub fn run(path: &Path, check: bool, status_every: Duration) -> Result<(), String> {
     let Loaded {
@@ -128,6 +255,24 @@ pub fn run(path: &Path, check: bool, status_every: Duration) -> Result<(), Strin
             kafka_config.brokers
         );
     }
+    // The keys topic is read to its end before anything is decided: no
+    // intent may be judged by a key table missing a revocation.
+    let live = Arc::new(LiveTrust::new(trust));
+    let key_topic = if config.trust.topic.is_empty() {
+        None
+    } else {
+        let mut t = KeyTopic::open(&kafka_config, &config.trust.topic)
+            .map_err(|e| format!("keys topic: {e}"))?;
+        let n = t
+            .catch_up(Duration::from_secs(30), |c| apply_key(&live, c))
+            .map_err(|e| format!("keys topic: {e}"))?;
+        info!(
+            "trust   {}: {n} records read, {} keys in force",
+            config.trust.topic,
+            live.target().load().len()
+        );
+        Some(t)
+    };
     if check {
         info!("check: ok");
         return Ok(());
@@ -160,7 +305,7 @@ pub fn run(path: &Path, check: bool, status_every: Duration) -> Result<(), Strin
         source,
         sink,
         key,
-        Arc::new(ArcSwap::from_pointee(trust)),
+        live.target(),
         store.clone(),
     )
     .map_err(|e| e.to_string())?;
@@ -191,6 +336,13 @@ pub fn run(path: &Path, check: bool, status_every: Duration) -> Result<(), Strin
     });
     let broker_reachable = Arc::new(AtomicBool::new(true));
     let probe_stop = Arc::new(AtomicBool::new(false));
+    let trust_follower = follow_trust(
+        live.clone(),
+        PathBuf::from(&config.trust.file),
+        Duration::from_millis(config.trust.watch_ms),
+        key_topic,
+        probe_stop.clone(),
+    )?;
     let prober = probe_broker(
         kafka_config.clone(),
         broker_reachable.clone(),
@@ -244,6 +396,7 @@ pub fn run(path: &Path, check: bool, status_every: Duration) -> Result<(), Strin
     let result = engine.shutdown();
     probe_stop.store(true, Ordering::Relaxed);
     let _ = prober.join();
+    let _ = trust_follower.join();
     let stats = result.map_err(|e| e.to_string())?;
     status(&stats, started.elapsed());
     info!("stopped");

@@ -175,10 +175,16 @@ impl Rig {
 
     /// Starts `warrant run`; its output goes to `<name>.log`.
     fn spawn(&self, name: &str) -> Instance {
+        self.spawn_with(name, &[])
+    }
+
+    /// Starts `warrant run` with more environment (setting overrides).
+    fn spawn_with(&self, name: &str, env: &[(&str, &str)]) -> Instance {
         let log = self.dir.join(format!("{name}.log"));
         let file = std::fs::File::create(&log).unwrap();
         let child = self
             .command(&["run", "--status-every", "1"])
+            .envs(env.iter().copied())
             .stdout(Stdio::from(file.try_clone().unwrap()))
             .stderr(Stdio::from(file))
             .spawn()
@@ -273,6 +279,11 @@ impl Rig {
     /// that every decision in `decided` is logged (an intent decided twice,
     /// twice); returns the records.
     fn verify_lineage(&self, decided: &BTreeMap<u64, Vec<Reason>>) -> u64 {
+        self.verify_lineage_with(decided, &[self.engine_public])
+    }
+
+    /// As `verify_lineage`, accepting checkpoints signed by any of `keys`.
+    fn verify_lineage_with(&self, decided: &BTreeMap<u64, Vec<Reason>>, keys: &[[u8; 32]]) -> u64 {
         let consumer = reader(&self.brokers, &self.lineage);
         let mut frames = Vec::new();
         let mut last = Instant::now();
@@ -285,7 +296,7 @@ impl Rig {
         let mut records = 0;
         let mut logged: BTreeMap<u64, Vec<Reason>> = BTreeMap::new();
         for (p, f) in by_partition(&frames) {
-            records += verify_log(p, &f.records, &f.checkpoints, &[self.engine_public])
+            records += verify_log(p, &f.records, &f.checkpoints, keys)
                 .unwrap_or_else(|e| panic!("lineage partition {p}: {e}"))
                 .records;
             for r in &f.records {
@@ -901,4 +912,193 @@ fn metrics_match_loadgen_and_readiness_follows_the_policy() {
     let log = engine.terminate();
     assert!(log.contains("not ready: no policy loaded"), "{log}");
     assert!(log.contains("policy reloaded"), "{log}");
+}
+
+#[test]
+fn keys_rotate_and_revoke_while_the_engine_runs_and_its_own_key_rotates() {
+    use warrant_engine::seal::{DecisionError, EngineKeys, verify_decision};
+
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let brokers = broker("start", None);
+    let rig = Rig::new("keys", &brokers);
+    let keys_topic = rig.intents.replacen("intents-", "keys-", 1);
+    warrant_connectors::kafka::create_topics(&brokers, &[&keys_topic], 1).unwrap();
+    let config = rig.dir.join("warrant.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "[trust]\ntopic = \"{keys_topic}\"\nwatch_ms = 100\n"
+    ));
+    std::fs::write(&config, text).unwrap();
+    let mut engine = rig.spawn("engine");
+    engine.wait_for("an assignment", Duration::from_secs(60), |l| {
+        l.contains("assigned partitions [0")
+    });
+
+    // svc-a signs with K1 (in the trust file); K2 is its next key.
+    let k1 = &rig.signers[0];
+    let k2 = IntentSigner::from_seed([0x77; 32]);
+    let producer = rig.producer();
+    let mut sent: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+    let mut produce = |i: u64, principal: &'static str, signer: &IntentSigner| {
+        let bytes = signer.sign_intent(&IntentFields {
+            id: u128::from(i).to_le_bytes(),
+            nonce: u128::from(i).to_le_bytes(),
+            principal,
+            action: "transfer",
+            issued_at_us: now_us(),
+            deadline_us: now_us() + 300_000_000,
+            ..IntentFields::example()
+        });
+        send(&producer, &rig.intents, principal, &bytes);
+        producer.flush(Duration::from_secs(30)).unwrap();
+        sent.insert(i, bytes);
+    };
+    let keys = |args: &[&str]| {
+        let out = rig.command(&["keys"]).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let reason_of = |i: u64| rig.decisions(i..i + 1, Duration::from_secs(60))[&i][0];
+
+    produce(1, "svc-a", &k2);
+    assert_eq!(reason_of(1), Reason::UnknownKey, "K2 is not trusted yet");
+
+    // Rotation: K2 active, K1 rotating; both sign during the overlap.
+    let k1_hex = hex::encode(k1.public_key());
+    let k2_hex = hex::encode(k2.public_key());
+    keys(&[
+        "--public-key",
+        &k2_hex,
+        "--principal",
+        "svc-a",
+        "--status",
+        "active",
+    ]);
+    keys(&[
+        "--public-key",
+        &k1_hex,
+        "--principal",
+        "svc-a",
+        "--status",
+        "rotating",
+    ]);
+    engine.wait_for("K1 rotating", Duration::from_secs(30), |l| {
+        l.contains(&format!("key {k1_hex} rotating for svc-a"))
+    });
+    produce(2, "svc-a", k1);
+    produce(3, "svc-a", &k2);
+    assert_eq!(reason_of(2), Reason::Authorized);
+    assert_eq!(reason_of(3), Reason::Authorized);
+
+    // Revocation: K1 signs nothing from the moment it is read.
+    keys(&[
+        "--public-key",
+        &k1_hex,
+        "--principal",
+        "svc-a",
+        "--status",
+        "revoked",
+    ]);
+    engine.wait_for("K1 revoked", Duration::from_secs(30), |l| {
+        l.contains(&format!("key {k1_hex} revoked for svc-a"))
+    });
+    produce(4, "svc-a", k1);
+    produce(5, "svc-a", &k2);
+    assert_eq!(reason_of(4), Reason::RevokedKey);
+    assert_eq!(reason_of(5), Reason::Authorized);
+
+    // The trust file changes too: svc-b's key revoked there.
+    let file = rig.dir.join("trust.toml");
+    let edited = std::fs::read_to_string(&file).unwrap().replacen(
+        &format!(
+            "public_key = \"{}\"\nstatus = \"active\"",
+            hex::encode(rig.signers[1].public_key())
+        ),
+        &format!(
+            "public_key = \"{}\"\nstatus = \"revoked\"",
+            hex::encode(rig.signers[1].public_key())
+        ),
+        1,
+    );
+    std::fs::write(&file, edited).unwrap();
+    engine.wait_for("the trust file reloaded", Duration::from_secs(30), |l| {
+        l.contains("trust.toml reloaded")
+    });
+    produce(6, "svc-b", &rig.signers[1]);
+    assert_eq!(reason_of(6), Reason::RevokedKey);
+
+    // The engine's own key rotates: a new key, the old one a peer whose
+    // lineage the new key continues. A restart reads the keys topic
+    // again: K1 stays revoked.
+    engine.terminate();
+    let old_engine = rig.engine_public;
+    let new_key_file = rig.dir.join("engine2.key");
+    let new_engine = EngineKey::generate(&new_key_file).unwrap().public_key();
+    let old_hex = hex::encode(old_engine);
+    let mut engine = rig.spawn_with(
+        "engine2",
+        &[
+            ("WARRANT_ENGINE_KEY_FILE", new_key_file.to_str().unwrap()),
+            ("WARRANT_ENGINE_PEER_KEYS", &old_hex),
+        ],
+    );
+    engine.wait_for("an assignment", Duration::from_secs(60), |l| {
+        l.contains("assigned partitions [0")
+    });
+    produce(7, "svc-a", k1);
+    produce(8, "svc-a", &k2);
+    assert_eq!(
+        reason_of(7),
+        Reason::RevokedKey,
+        "the revocation outlives a restart"
+    );
+    assert_eq!(reason_of(8), Reason::Authorized);
+    engine.terminate();
+
+    // Every decision verifies against the engine key set, the ones issued
+    // before the revocation and before the engine key changed included.
+    let consumer = reader(&rig.brokers, &rig.decisions);
+    let mut decisions: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+    let mut last = Instant::now();
+    while last.elapsed() < Duration::from_secs(2) {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            let d = open_decision(m.payload().unwrap(), &Default::default()).unwrap();
+            let id = u64::try_from(u128::from_le_bytes(d.intent_id().0)).unwrap();
+            decisions.insert(id, m.payload().unwrap().to_vec());
+            last = Instant::now();
+        }
+    }
+    assert_eq!(decisions.len(), 8);
+    let mut both = EngineKeys::new();
+    both.add(&old_engine).unwrap();
+    both.add(&new_engine).unwrap();
+    let mut only_new = EngineKeys::new();
+    only_new.add(&new_engine).unwrap();
+    let now = now_us();
+    for (i, d) in &decisions {
+        let digest = warrant_schemas::sha256(&sent[i]);
+        let r = verify_decision(d, &both, &digest, "executor", now);
+        match *i {
+            2 | 3 | 5 | 8 => assert!(r.is_ok(), "intent {i}: {r:?}"),
+            _ => assert!(
+                matches!(r, Err(DecisionError::Denied(_))),
+                "intent {i}: {r:?}"
+            ),
+        }
+        if *i < 7 {
+            assert!(
+                matches!(verify_decision(d, &only_new, &digest, "executor", now), Err(e) if !matches!(e, DecisionError::Denied(_))),
+                "intent {i}: signed by the old engine key, so not by the new one alone"
+            );
+        }
+    }
+    // The lineage log runs across the engine key change.
+    let by_id: BTreeMap<u64, Vec<Reason>> = BTreeMap::new();
+    assert_eq!(
+        rig.verify_lineage_with(&by_id, &[old_engine, new_engine]),
+        8
+    );
 }

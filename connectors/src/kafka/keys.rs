@@ -1,0 +1,185 @@
+//! The keys topic: a compacted topic of intent-signing keys, keyed by
+//! public key (64 hex digits), each value a [`KeyRecord`] as JSON, an empty
+//! value withdrawing the record. Every engine instance reads all of it
+//! (no consumer group: each needs the whole table) from the beginning, then
+//! follows it.
+
+use std::time::{Duration, Instant};
+
+use std::sync::Mutex;
+
+use rdkafka::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use warrant_engine::trust::KeyRecord;
+
+use super::{KafkaConfig, KafkaError};
+
+/// One change read from the keys topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyChange {
+    /// A record for this public key (`None`: a tombstone).
+    Record([u8; 32], Option<KeyRecord>),
+    /// A message that is not a valid record: skipped, reported.
+    Invalid(String),
+}
+
+/// Reads the keys topic.
+pub struct KeyTopic {
+    consumer: BaseConsumer,
+    topic: String,
+    /// (partition, start, end offset when opened): read up to the end
+    /// before the engine starts.
+    ends: Vec<(i32, i64, i64)>,
+}
+
+fn decode(key: Option<&[u8]>, value: Option<&[u8]>) -> KeyChange {
+    let mut bytes = [0u8; 32];
+    if key.is_none_or(|k| hex::decode_to_slice(k, &mut bytes).is_err()) {
+        return KeyChange::Invalid(
+            "a record whose Kafka key is not a 64-hex-digit public key".into(),
+        );
+    }
+    match value.filter(|v| !v.is_empty()) {
+        None => KeyChange::Record(bytes, None),
+        Some(v) => match KeyRecord::parse(v) {
+            Ok(r) => KeyChange::Record(bytes, Some(r)),
+            Err(e) => KeyChange::Invalid(format!("key {}: {e}", hex::encode(bytes))),
+        },
+    }
+}
+
+impl KeyTopic {
+    /// Opens `topic` (it must exist) from its beginning.
+    pub fn open(config: &KafkaConfig, topic: &str) -> Result<KeyTopic, KafkaError> {
+        let group = format!("{}.keys", config.group_id);
+        let consumer: BaseConsumer = config
+            .client(&[
+                ("enable.auto.commit", "false"),
+                ("group.id", group.as_str()),
+            ])?
+            .set("fetch.wait.max.ms", "100")
+            .create()?;
+        let timeout = Duration::from_secs(10);
+        let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+        let partitions: Vec<i32> = metadata
+            .topics()
+            .first()
+            .filter(|t| t.error().is_none())
+            .map(|t| t.partitions().iter().map(|p| p.id()).collect())
+            .unwrap_or_default();
+        if partitions.is_empty() {
+            return Err(KafkaError::Topic {
+                topic: topic.to_owned(),
+                message: "does not exist (create it compacted: cleanup.policy=compact)".into(),
+            });
+        }
+        let mut tpl = TopicPartitionList::new();
+        let mut ends = Vec::new();
+        for p in partitions {
+            let (low, high) = consumer.fetch_watermarks(topic, p, timeout)?;
+            tpl.add_partition_offset(topic, p, Offset::Offset(low))?;
+            ends.push((p, low, high));
+        }
+        consumer.assign(&tpl)?;
+        Ok(KeyTopic {
+            consumer,
+            topic: topic.to_owned(),
+            ends,
+        })
+    }
+
+    /// Reads everything the topic held when opened, passing each change to
+    /// `f`; an error if that takes longer than `timeout` (the engine must
+    /// not start on a partial key table).
+    pub fn catch_up(
+        &mut self,
+        timeout: Duration,
+        mut f: impl FnMut(KeyChange),
+    ) -> Result<usize, KafkaError> {
+        let deadline = Instant::now() + timeout;
+        let mut read = 0;
+        loop {
+            let positions = self.consumer.position()?;
+            let behind = self.ends.iter().any(|(p, start, end)| {
+                let pos = positions
+                    .find_partition(&self.topic, *p)
+                    .and_then(|e| e.offset().to_raw())
+                    .filter(|o| *o >= 0)
+                    .unwrap_or(*start);
+                end > start && pos < *end
+            });
+            if !behind {
+                return Ok(read);
+            }
+            if Instant::now() > deadline {
+                return Err(KafkaError::Topic {
+                    topic: self.topic.clone(),
+                    message: format!("not read to its end within {timeout:?}"),
+                });
+            }
+            if let Some(change) = self.poll(Duration::from_millis(100))? {
+                f(change);
+                read += 1;
+            }
+        }
+    }
+
+    /// The next change, if one comes within `timeout`.
+    pub fn poll(&self, timeout: Duration) -> Result<Option<KeyChange>, KafkaError> {
+        match self.consumer.poll(timeout) {
+            None => Ok(None),
+            Some(Ok(m)) => Ok(Some(decode(m.key(), m.payload()))),
+            Some(Err(e)) => Err(KafkaError::Client(e)),
+        }
+    }
+}
+
+/// Publishes a record for `public_key` (`None`: a tombstone) and waits for
+/// the broker's acknowledgement.
+pub fn publish_key(
+    config: &KafkaConfig,
+    topic: &str,
+    public_key: &[u8; 32],
+    record: Option<&KeyRecord>,
+) -> Result<(), KafkaError> {
+    let producer: BaseProducer<Delivered> = config
+        .client(&[("enable.idempotence", "true"), ("acks", "all")])?
+        .create_with_context(Delivered(Mutex::new(None)))?;
+    let key = hex::encode(public_key);
+    let value = record.map(KeyRecord::to_json);
+    let mut r = BaseRecord::<String, String>::to(topic).key(&key);
+    if let Some(v) = &value {
+        r = r.payload(v);
+    }
+    producer.send(r).map_err(|(e, _)| KafkaError::Client(e))?;
+    producer.flush(Duration::from_secs(30))?;
+    match producer.context().0.lock().map(|d| d.clone()) {
+        Ok(Some(Ok(()))) => Ok(()),
+        Ok(Some(Err(e))) => Err(KafkaError::Topic {
+            topic: topic.to_owned(),
+            message: format!("the broker refused the record: {e}"),
+        }),
+        _ => Err(KafkaError::Topic {
+            topic: topic.to_owned(),
+            message: "no acknowledgement within 30 s".into(),
+        }),
+    }
+}
+
+/// Keeps the outcome of the one delivery.
+struct Delivered(Mutex<Option<Result<(), String>>>);
+
+impl ClientContext for Delivered {}
+
+impl ProducerContext for Delivered {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Ok(mut d) = self.0.lock() {
+            *d = Some(result.as_ref().map(|_| ()).map_err(|(e, _)| e.to_string()));
+        }
+    }
+}
