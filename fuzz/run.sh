@@ -8,7 +8,10 @@
 # Needs cargo-fuzz (`cargo install cargo-fuzz --locked`). The stable
 # toolchain builds fuzz targets with RUSTC_BOOTSTRAP=1 (cargo-fuzz needs
 # nightly-only sanitizer flags). A crash is saved under fuzz/artifacts/;
-# turn it into a regression test in tests/tests/wire.rs.
+# copy it to fuzz/regressions/<target>/ (named for what it found): the
+# normal test run replays it from then on (tests/tests/fuzz_inputs.rs).
+# Targets: signed_intent, decision, lineage, policy (their checks live in
+# tests/src/fuzz.rs).
 set -euo pipefail
 cd "$(dirname "$0")"
 secs=${1:-60}

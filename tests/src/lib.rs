@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+pub mod fuzz;
 pub mod hostile;
 
 use warrant_engine::verify::{PublicKey, SigItem};
