@@ -57,6 +57,7 @@ pub struct Collector {
     strays: AtomicU64,
     unreadable_decisions: AtomicU64,
     errors: AtomicU64,
+    undelivered: Mutex<std::collections::HashSet<u64>>,
 }
 
 /// Counters at one moment.
@@ -76,6 +77,8 @@ pub struct Counts {
     pub unreadable_decisions: u64,
     /// Transport errors (failed deliveries, consumer errors).
     pub errors: u64,
+    /// Intents the target never accepted.
+    pub undelivered: u64,
 }
 
 /// What one intent was and what it got.
@@ -87,6 +90,9 @@ pub struct Verdict {
     pub original: Option<u64>,
     /// Its decision's reason, if one came.
     pub reason: Option<Reason>,
+    /// Whether the target accepted it (false: undelivered after every
+    /// retry; no decision can come).
+    pub delivered: bool,
 }
 
 fn kind_code(k: Kind) -> u8 {
@@ -124,6 +130,7 @@ impl Collector {
             strays: AtomicU64::new(0),
             unreadable_decisions: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            undelivered: Mutex::new(std::collections::HashSet::new()),
         }
     }
 
@@ -172,6 +179,13 @@ impl Collector {
     /// Counts a transport error.
     pub fn error(&self) {
         self.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Intent `index` could not be delivered, after every retry.
+    pub fn undelivered(&self, index: u64) {
+        if let Ok(mut u) = self.undelivered.lock() {
+            u.insert(index);
+        }
     }
 
     /// Takes a decision, as read from the engine at `at`.
@@ -232,6 +246,7 @@ impl Collector {
             strays: self.strays.load(Ordering::Relaxed),
             unreadable_decisions: self.unreadable_decisions.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
+            undelivered: self.undelivered.lock().map_or(0, |u| u.len() as u64),
         }
     }
 
@@ -252,11 +267,17 @@ impl Collector {
             .unwrap_or_else(|_| histogram())
     }
 
-    /// Every intent sent, with its verdict (if one came).
+    /// Every intent sent, by index, with its verdict (if one came).
     pub fn verdicts(&self) -> Vec<Verdict> {
+        let undelivered = self
+            .undelivered
+            .lock()
+            .map(|u| u.clone())
+            .unwrap_or_default();
         self.slots
             .iter()
-            .filter_map(|s| {
+            .enumerate()
+            .filter_map(|(i, s)| {
                 let kind = *Kind::ALL.get(usize::from(s.kind.load(Ordering::Relaxed)))?;
                 let original = s.original.load(Ordering::Relaxed);
                 let reason = s.reason.load(Ordering::Acquire);
@@ -264,6 +285,7 @@ impl Collector {
                     kind,
                     original: (original != NONE64).then_some(original),
                     reason: (reason != NONE16).then_some(Reason(reason)),
+                    delivered: !undelivered.contains(&(i as u64)),
                 })
             })
             .collect()

@@ -150,8 +150,11 @@ pub struct Outcome {
     pub strays: u64,
     /// Decisions that did not parse.
     pub unreadable_decisions: u64,
-    /// Transport errors.
+    /// Transport errors (each failed delivery attempt included).
     pub errors: u64,
+    /// Intents the target never accepted, after every retry (not the
+    /// engine's doing; a failure of the run all the same).
+    pub undelivered: u64,
     /// Decisions per second, first scheduled send to last decision.
     pub throughput: f64,
     /// First scheduled send to last decision, s.
@@ -192,6 +195,12 @@ impl Outcome {
         let mut v = Vec::new();
         if self.missing > 0 {
             v.push(format!("{} intents got no decision", self.missing));
+        }
+        if self.undelivered > 0 {
+            v.push(format!(
+                "{} intents could not be delivered to the target",
+                self.undelivered
+            ));
         }
         if self.conflicting > 0 {
             v.push(format!(
@@ -342,7 +351,7 @@ pub fn run(
             }
             let decision_id = (g.kind == Kind::Malformed).then(|| g.decision_id(&tag));
             collector.sending(g.index, g.kind, at, g.original, decision_id);
-            if let Err(e) = target_run.publish(&g.key, g.bytes) {
+            if let Err(e) = target_run.publish(g.index, &g.key, g.bytes) {
                 failure = Some(e);
                 break;
             }
@@ -382,7 +391,11 @@ pub fn run(
         duration_s: load.duration.as_secs_f64(),
         sent: counts.sent,
         decided: counts.decided,
-        missing: counts.sent.saturating_sub(counts.decided),
+        missing: counts
+            .sent
+            .saturating_sub(counts.decided)
+            .saturating_sub(counts.undelivered),
+        undelivered: counts.undelivered,
         duplicates: counts.duplicates,
         conflicting: counts.conflicting,
         strays: counts.strays,
@@ -412,8 +425,16 @@ pub fn run(
 /// Fills in the verdicts by kind and reason, and the violations.
 fn tally(collector: &Collector, shape: &Shape, o: &mut Outcome) {
     let verdicts = collector.verdicts();
+    // Intents whose nonce a replay used first and was authorized for: the
+    // replay reached the engine before them (a retried delivery reorders),
+    // so their own "replayed nonce" deny is right.
+    let taken: std::collections::HashSet<u64> = verdicts
+        .iter()
+        .filter(|v| v.kind == Kind::Replayed && v.reason == Some(Reason::Authorized))
+        .filter_map(|v| v.original)
+        .collect();
     let mut rows: BTreeMap<Kind, KindRow> = BTreeMap::new();
-    for v in &verdicts {
+    for (index, v) in verdicts.iter().enumerate().filter(|(_, v)| v.delivered) {
         let row = rows.entry(v.kind).or_insert_with(|| KindRow {
             kind: v.kind.name(),
             mix_percent: shape.mix.percent(v.kind),
@@ -445,7 +466,9 @@ fn tally(collector: &Collector, shape: &Shape, o: &mut Outcome) {
             .is_some_and(|orig| orig.reason != Some(Reason::Authorized));
         if transient {
             row.shed_or_late += 1;
-        } else if v.kind == Kind::Replayed && r == Reason::Authorized && original_unused {
+        } else if (v.kind == Kind::Replayed && r == Reason::Authorized && original_unused)
+            || (v.kind.is_valid() && r == Reason::ReplayedNonce && taken.contains(&(index as u64)))
+        {
             row.as_expected += 1;
         } else {
             *row.unexpected.entry(reason_name(r)).or_default() += 1;
@@ -455,7 +478,7 @@ fn tally(collector: &Collector, shape: &Shape, o: &mut Outcome) {
             }
         }
     }
-    let sent = verdicts.len().max(1) as f64;
+    let sent = verdicts.iter().filter(|v| v.delivered).count().max(1) as f64;
     o.by_kind = rows
         .into_values()
         .map(|mut r| {

@@ -7,8 +7,9 @@
 //! which carries the run's random tag (decisions of other traffic are
 //! counted as strays and otherwise ignored).
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -62,17 +63,59 @@ impl KafkaOptions {
     }
 }
 
-/// Counts failed deliveries as errors.
-struct Deliveries(Arc<Collector>);
+/// Delivery attempts before an intent counts as undelivered; attempt `n`
+/// waits `min(250 ms · 2ⁿ⁻¹, 5 s)` after the failure (about 80 s in all:
+/// longer than a broker restart).
+const ATTEMPTS: u32 = 20;
+
+/// Intents produced but not yet acknowledged: (key, bytes, attempts), by
+/// index. A failed delivery is sent again (a producer of intents retries,
+/// as a transaction system would), up to [`ATTEMPTS`] times.
+type Pending = Arc<Mutex<HashMap<usize, (String, Vec<u8>, u32)>>>;
+
+/// Tracks deliveries: acknowledged ones leave `pending`, failed ones go to
+/// `failed` for a retry, and count as errors.
+struct Deliveries {
+    collector: Arc<Collector>,
+    pending: Pending,
+    /// (index, when to send it again).
+    failed: Arc<Mutex<Vec<(usize, Instant)>>>,
+    first_error: Mutex<Option<String>>,
+}
 
 impl ClientContext for Deliveries {}
 
 impl ProducerContext for Deliveries {
-    type DeliveryOpaque = ();
+    type DeliveryOpaque = usize;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        if result.is_err() {
-            self.0.error();
+    fn delivery(&self, result: &DeliveryResult<'_>, index: usize) {
+        match result {
+            Ok(_) => {
+                if let Ok(mut p) = self.pending.lock() {
+                    p.remove(&index);
+                }
+            }
+            Err((e, _)) => {
+                self.collector.error();
+                if let Ok(mut f) = self.first_error.lock()
+                    && f.is_none()
+                {
+                    eprintln!("loadgen: a delivery failed ({e}); retrying");
+                    *f = Some(e.to_string());
+                }
+                let attempts = self
+                    .pending
+                    .lock()
+                    .ok()
+                    .and_then(|p| p.get(&index).map(|e| e.2))
+                    .unwrap_or(1);
+                let backoff = Duration::from_millis(250)
+                    .saturating_mul(1 << attempts.saturating_sub(1).min(5))
+                    .min(Duration::from_secs(5));
+                if let Ok(mut f) = self.failed.lock() {
+                    f.push((index, Instant::now() + backoff));
+                }
+            }
         }
     }
 }
@@ -134,8 +177,15 @@ impl KafkaTarget {
             .client()
             .set("partitioner", "murmur2_random")
             .set("linger.ms", options.linger_ms.to_string())
-            .set("enable.idempotence", "true")
-            .create_with_context(Deliveries(collector.clone()))
+            // At least once, as a producer of intents is: a retried intent
+            // is a redelivery, which the engine decides the same way and
+            // loadgen counts as a duplicate.
+            .create_with_context(Deliveries {
+                collector: collector.clone(),
+                pending: Arc::new(Mutex::new(HashMap::new())),
+                failed: Arc::new(Mutex::new(Vec::new())),
+                first_error: Mutex::new(None),
+            })
             .map_err(|e| kafka("cannot create the producer", e))?;
 
         let stop = Arc::new(AtomicBool::new(false));
@@ -166,11 +216,12 @@ impl KafkaTarget {
     }
 }
 
-impl Target for KafkaTarget {
-    fn publish(&mut self, key: &str, bytes: Vec<u8>) -> Result<(), String> {
-        let mut record = BaseRecord::to(&self.options.intents_topic)
+impl KafkaTarget {
+    /// Produces intent `index`; blocks while the local queue is full.
+    fn send(&self, index: usize, key: &str, bytes: &[u8]) -> Result<(), String> {
+        let mut record = BaseRecord::with_opaque_to(&self.options.intents_topic, index)
             .key(key)
-            .payload(&bytes);
+            .payload(bytes);
         loop {
             match self.producer.send(record) {
                 Ok(()) => {
@@ -188,10 +239,72 @@ impl Target for KafkaTarget {
         }
     }
 
+    /// Sends again what failed to deliver; gives up on an intent after
+    /// [`ATTEMPTS`].
+    fn retry_failed(&self) -> Result<(), String> {
+        let ctx = self.producer.context();
+        let now = Instant::now();
+        let failed: Vec<usize> = ctx
+            .failed
+            .lock()
+            .map(|mut f| {
+                let (due, later): (Vec<_>, Vec<_>) = f.drain(..).partition(|(_, at)| *at <= now);
+                *f = later;
+                due.into_iter().map(|(i, _)| i).collect()
+            })
+            .unwrap_or_default();
+        for index in failed {
+            let again = ctx.pending.lock().ok().and_then(|mut p| {
+                let entry = p.get_mut(&index)?;
+                entry.2 += 1;
+                if entry.2 > ATTEMPTS {
+                    p.remove(&index);
+                    return None;
+                }
+                Some((entry.0.clone(), entry.1.clone()))
+            });
+            match again {
+                Some((key, bytes)) => self.send(index, &key, &bytes)?,
+                None => ctx.collector.undelivered(index as u64),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Target for KafkaTarget {
+    fn publish(&mut self, index: u64, key: &str, bytes: Vec<u8>) -> Result<(), String> {
+        self.retry_failed()?;
+        let i = usize::try_from(index).map_err(|_| "intent index out of range")?;
+        // Pending before it is sent: its acknowledgement may come during
+        // the send.
+        if let Ok(mut p) = self.producer.context().pending.lock() {
+            p.insert(i, (key.to_owned(), bytes.clone(), 1));
+        }
+        self.send(i, key, &bytes)
+    }
+
     fn flush(&mut self) -> Result<(), String> {
-        self.producer
-            .flush(Duration::from_secs(60))
-            .map_err(|e| kafka("cannot flush the producer", e))
+        // Until every intent is acknowledged or given up on.
+        let give_up = Instant::now() + Duration::from_secs(600);
+        loop {
+            self.retry_failed()?;
+            self.producer.poll(Duration::from_millis(100));
+            let waiting = self
+                .producer
+                .context()
+                .pending
+                .lock()
+                .map_or(0, |p| p.len());
+            if waiting == 0 {
+                return Ok(());
+            }
+            if Instant::now() > give_up {
+                return Err(format!(
+                    "{waiting} intents still unacknowledged after 10 minutes"
+                ));
+            }
+        }
     }
 
     fn finish(mut self: Box<Self>) -> Result<Finished, String> {

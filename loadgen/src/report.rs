@@ -89,11 +89,11 @@ pub fn summary(o: &Outcome) -> String {
     for (r, n) in &o.by_reason {
         let _ = writeln!(s, "    {r:<22}{n:>10}");
     }
-    if o.errors > 0 || o.strays > 0 {
+    if o.errors > 0 || o.strays > 0 || o.undelivered > 0 {
         let _ = writeln!(
             s,
-            "  transport errors {}, decisions of other traffic {}",
-            o.errors, o.strays
+            "  transport errors {} (failed deliveries are retried), undelivered {}, decisions of other traffic {}",
+            o.errors, o.undelivered, o.strays
         );
     }
     let v = o.violations();

@@ -16,9 +16,9 @@ use crate::collect::Collector;
 
 /// A system under load.
 pub trait Target {
-    /// Publishes one intent under `key` (its principal). May block while
-    /// the target pushes back; the wait counts as latency.
-    fn publish(&mut self, key: &str, bytes: Vec<u8>) -> Result<(), String>;
+    /// Publishes intent `index` under `key` (its principal). May block
+    /// while the target pushes back; the wait counts as latency.
+    fn publish(&mut self, index: u64, key: &str, bytes: Vec<u8>) -> Result<(), String>;
 
     /// Returns once everything published has left this process.
     fn flush(&mut self) -> Result<(), String>;
@@ -152,7 +152,7 @@ impl Embedded {
 }
 
 impl Target for Embedded {
-    fn publish(&mut self, key: &str, bytes: Vec<u8>) -> Result<(), String> {
+    fn publish(&mut self, _index: u64, key: &str, bytes: Vec<u8>) -> Result<(), String> {
         loop {
             match self.topic.publish(key.as_bytes(), bytes.clone()) {
                 Ok(_) => return Ok(()),
