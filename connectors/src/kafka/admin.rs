@@ -125,3 +125,82 @@ pub fn fresh_topics(
     )?;
     Ok(config)
 }
+
+/// Every message of `topic` as (partition, payload), in partition then
+/// offset order: the whole topic as it was when called (its end offsets
+/// are read first). An error if it cannot be read within `timeout`.
+pub fn read_all(
+    config: &super::KafkaConfig,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Vec<(u32, Vec<u8>)>, KafkaError> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+    let group = format!("{}.audit", config.group_id);
+    let consumer: BaseConsumer = config
+        .client(&[
+            ("enable.auto.commit", "false"),
+            ("group.id", group.as_str()),
+        ])?
+        .set("fetch.wait.max.ms", "50")
+        .create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .first()
+        .filter(|t| t.error().is_none())
+        .map(|t| t.partitions().iter().map(|p| p.id()).collect())
+        .unwrap_or_default();
+    if partitions.is_empty() {
+        return Err(KafkaError::Topic {
+            topic: topic.to_owned(),
+            message: "does not exist".into(),
+        });
+    }
+    let mut tpl = TopicPartitionList::new();
+    let mut left: std::collections::HashMap<i32, i64> = std::collections::HashMap::new();
+    for p in partitions {
+        let (low, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
+        if high > low {
+            tpl.add_partition_offset(topic, p, Offset::Offset(low))?;
+            left.insert(p, high);
+        }
+    }
+    let mut out: Vec<(u32, i64, Vec<u8>)> = Vec::new();
+    if left.is_empty() {
+        return Ok(Vec::new());
+    }
+    consumer.assign(&tpl)?;
+    let deadline = std::time::Instant::now() + timeout;
+    while !left.is_empty() {
+        if std::time::Instant::now() > deadline {
+            return Err(KafkaError::Topic {
+                topic: topic.to_owned(),
+                message: format!("not read to its end within {timeout:?}"),
+            });
+        }
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                let p = m.partition();
+                if let Some(end) = left.get(&p).copied() {
+                    if m.offset() < end {
+                        out.push((
+                            u32::try_from(p).unwrap_or(u32::MAX),
+                            m.offset(),
+                            m.payload().unwrap_or_default().to_vec(),
+                        ));
+                    }
+                    if m.offset() + 1 >= end {
+                        left.remove(&p);
+                    }
+                }
+            }
+            Some(Err(e)) => return Err(KafkaError::Client(e)),
+            None => {}
+        }
+    }
+    out.sort_by_key(|(p, o, _)| (*p, *o));
+    Ok(out.into_iter().map(|(p, _, b)| (p, b)).collect())
+}

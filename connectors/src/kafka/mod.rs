@@ -22,7 +22,7 @@ mod keys;
 mod sink;
 mod source;
 
-pub use admin::{TopicsReport, check, create_topics, fresh_topics};
+pub use admin::{TopicsReport, check, create_topics, fresh_topics, read_all};
 pub use config::{KafkaConfig, KafkaError};
 pub use keys::{KeyChange, KeyTopic, publish_key};
 pub use sink::KafkaSink;

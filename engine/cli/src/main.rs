@@ -139,6 +139,27 @@ enum Command {
         #[arg(long)]
         withdraw: bool,
     },
+    /// Audit a deployment's topics: every intent decided, no intent with two
+    /// verdicts, every authorization re-derived (trusted key, signature,
+    /// validity, policy, unique nonce, decision signature), every
+    /// partition's lineage verified and every decision in it. Prints the
+    /// figures; exit 1 on any violation.
+    #[cfg(feature = "kafka")]
+    Audit {
+        /// The configuration file (broker, topics, trust, policy, engine key).
+        #[arg(long, default_value = "warrant.toml")]
+        config: PathBuf,
+        /// Another engine public key that signed (64 hex digits); the
+        /// configured key and `engine.peer_keys` are always accepted.
+        #[arg(long)]
+        engine_key: Vec<String>,
+        /// Seconds to read the topics in.
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Sign a mix of valid and forged intents, open them through the wire
     /// readers, batch-verify them and cross-check every verdict against
     /// single verification. Exits non-zero on any disagreement.
@@ -259,6 +280,13 @@ fn main() -> ExitCode {
             check,
             status_every,
         } => run::run(&config, check, Duration::from_secs(status_every)),
+        #[cfg(feature = "kafka")]
+        Command::Audit {
+            config,
+            engine_key,
+            timeout,
+            json,
+        } => run::audit(&config, &engine_key, Duration::from_secs(timeout), json),
         #[cfg(feature = "kafka")]
         Command::Keys {
             config,

@@ -110,6 +110,87 @@ fn probe_broker(
         .map_err(|e| format!("cannot start the broker probe: {e}"))
 }
 
+/// `warrant audit`: reads the deployment's three topics and audits them
+/// (`warrant_engine::audit`); Ok(()) only with no violation.
+pub fn audit(
+    path: &Path,
+    extra_keys: &[String],
+    timeout: Duration,
+    json: bool,
+) -> Result<(), String> {
+    use warrant_engine::audit::{Ground, audit};
+    let config = Config::load(path, std::env::vars()).map_err(|e| e.to_string())?;
+    let kafka_config = config.kafka_config();
+    let mut engine_keys = config.peer_keys()?;
+    engine_keys.push(
+        EngineKey::load(Path::new(&config.engine.key_file))
+            .map_err(|e| e.to_string())?
+            .public_key(),
+    );
+    for k in extra_keys {
+        let mut b = [0u8; 32];
+        hex::decode_to_slice(k.trim(), &mut b)
+            .map_err(|_| format!("--engine-key `{k}` is not 64 hex digits"))?;
+        engine_keys.push(b);
+    }
+    let live =
+        LiveTrust::new(TrustStore::load(Path::new(&config.trust.file)).map_err(|e| e.to_string())?);
+    if !config.trust.topic.is_empty() {
+        let mut t = KeyTopic::open(&kafka_config, &config.trust.topic)
+            .map_err(|e| format!("keys topic: {e}"))?;
+        t.catch_up(timeout, |c| {
+            if let KeyChange::Record(k, r) = c {
+                let _ = live.apply(k, r);
+            }
+        })
+        .map_err(|e| format!("keys topic: {e}"))?;
+    }
+    let policy = Policy::load(Path::new(&config.policy.path)).map_err(|e| e.to_string())?;
+    let read = |topic: &str| {
+        kafka::read_all(&kafka_config, topic, timeout)
+            .map_err(|e| format!("broker {}: {e}", kafka_config.brokers))
+    };
+    let intents = read(&config.kafka.intents_topic)?;
+    let decisions: Vec<Vec<u8>> = read(&config.kafka.decisions_topic)?
+        .into_iter()
+        .map(|(_, d)| d)
+        .collect();
+    let lineage = read(&config.kafka.lineage_topic)?;
+    let trust = live.target().load_full();
+    let report = audit(
+        &intents,
+        &decisions,
+        &lineage,
+        &Ground {
+            trust: &trust,
+            policy: &policy,
+            engine_keys: &engine_keys,
+            audience: &config.engine.audience,
+            max_clock_skew_us: config.engine.max_clock_skew_s.saturating_mul(1_000_000),
+            max_intent_age_us: config.engine.max_intent_age_s.saturating_mul(1_000_000),
+        },
+    );
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
+        );
+    } else {
+        println!(
+            "audit of {} -> {} + {} on {}",
+            config.kafka.intents_topic,
+            config.kafka.decisions_topic,
+            config.kafka.lineage_topic,
+            kafka_config.brokers
+        );
+        println!("{report}");
+    }
+    match report.violation_count() {
+        0 => Ok(()),
+        n => Err(format!("{n} violations")),
+    }
+}
+
 /// `warrant keys`: publishes a key record (or a tombstone) to the keys
 /// topic and waits for the broker's acknowledgement.
 pub fn publish_key(

@@ -136,6 +136,15 @@ fn the_engine_service_runs_a_configuration_the_schema_accepts() {
         assert!(script.contains(topic.as_str()), "`{topic}` is not created");
     }
     assert!(script.contains("--topic warrant.lineage --partitions 4"));
+    // The keys topic: compacted (the latest record per key is the state).
+    assert!(
+        script.contains(&format!(
+            "--topic {} --partitions 1 --replication-factor 1 --config cleanup.policy=compact",
+            config.trust.topic
+        )),
+        "the keys topic `{}` is not created compacted",
+        config.trust.topic
+    );
     assert!(script.contains("retention.ms=-1"));
     assert!(script.contains("--topic $$topic --partitions 4"));
 

@@ -1,0 +1,382 @@
+//! The auditor's check of a whole deployment's output: given everything on
+//! the intents, decisions and lineage topics, prove that
+//!
+//! 1. every intent has a decision;
+//! 2. no intent has two different verdicts (decisions re-emitted after a
+//!    crash are counted, and must agree);
+//! 3. no invalid intent was authorized: every authorization is re-derived
+//!    from scratch (the intent opens, its key is trusted for its principal
+//!    and not revoked, its signature verifies, it was within its validity
+//!    window when decided, the policy allows it, no *other* intent with the
+//!    same principal and nonce was authorized) and the decision itself
+//!    verifies with the executor's verifier against an engine key;
+//! 4. every partition's lineage log verifies end to end against the engine
+//!    keys, and every decision has its lineage record.
+//!
+//! It trusts nothing the engine computed: only the engine public keys, the
+//! trust store and the policy it is given. `warrant audit` runs it on a
+//! deployment's topics; the chaos script runs it after its kills.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use warrant_policy::{Policy, Request};
+use warrant_schemas::wire::{Reason, Verdict};
+use warrant_schemas::{
+    Attr, AttrValue, INTENT_SIGNING_DOMAIN, Limits, open_decision, open_lineage_record,
+    open_signed_intent, sha256,
+};
+
+use crate::lineage::file::by_partition;
+use crate::lineage::verify_log;
+use crate::seal::{EngineKeys, decision_leaf_hash, verify_decision};
+use crate::trust::{Lookup, TrustStore};
+use crate::verify::{SigItem, verify_one};
+
+/// What the auditor is given besides the topics.
+pub struct Ground<'a> {
+    /// The trust store the intents were to be judged by.
+    pub trust: &'a TrustStore,
+    /// The policy in force.
+    pub policy: &'a Policy,
+    /// Every engine public key that may have signed (current and previous).
+    pub engine_keys: &'a [[u8; 32]],
+    /// The audience decisions are issued for.
+    pub audience: &'a str,
+    /// The engine's allowed clock skew, µs.
+    pub max_clock_skew_us: u64,
+    /// The engine's maximum intent age, µs.
+    pub max_intent_age_us: u64,
+}
+
+/// What the audit found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct AuditReport {
+    /// Intent messages read.
+    pub intents: u64,
+    /// Distinct intents (by digest of their bytes).
+    pub distinct_intents: u64,
+    /// Decision messages read.
+    pub decisions: u64,
+    /// Decisions beyond the first for the same intent (re-emitted).
+    pub re_emitted: u64,
+    /// Intents authorized.
+    pub authorized: u64,
+    /// Intents denied.
+    pub denied: u64,
+    /// Lineage records verified.
+    pub lineage_records: u64,
+    /// Lineage partitions verified.
+    pub lineage_partitions: usize,
+    /// Signed checkpoints verified.
+    pub checkpoints: usize,
+    /// Intents with no decision.
+    pub missing: u64,
+    /// Intents with two different verdicts.
+    pub conflicting: u64,
+    /// Authorizations that do not hold up.
+    pub invalid_authorized: u64,
+    /// Decisions with no lineage record.
+    pub unlogged: u64,
+    /// Decisions for no intent on the topic, or that do not parse.
+    pub orphan_decisions: u64,
+    /// Every violation, described (the first 20 of each kind).
+    pub violations: Vec<String>,
+}
+
+impl AuditReport {
+    /// Violations counted.
+    pub fn violation_count(&self) -> u64 {
+        self.missing
+            + self.conflicting
+            + self.invalid_authorized
+            + self.unlogged
+            + self.orphan_decisions
+            + u64::from(self.violations.iter().any(|v| v.starts_with("lineage")))
+    }
+}
+
+impl std::fmt::Display for AuditReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "intents            {:>10} ({} distinct)",
+            self.intents, self.distinct_intents
+        )?;
+        writeln!(
+            f,
+            "decisions          {:>10} ({} re-emitted, all with their first verdict unless counted below)",
+            self.decisions, self.re_emitted
+        )?;
+        writeln!(f, "authorized         {:>10}", self.authorized)?;
+        writeln!(f, "denied             {:>10}", self.denied)?;
+        writeln!(
+            f,
+            "lineage            {:>10} records in {} partitions, {} signed checkpoints, verified",
+            self.lineage_records, self.lineage_partitions, self.checkpoints
+        )?;
+        writeln!(f, "missing decisions  {:>10}", self.missing)?;
+        writeln!(f, "two verdicts       {:>10}", self.conflicting)?;
+        writeln!(f, "invalid authorized {:>10}", self.invalid_authorized)?;
+        writeln!(f, "not in the lineage {:>10}", self.unlogged)?;
+        writeln!(f, "orphan decisions   {:>10}", self.orphan_decisions)?;
+        write!(f, "violations         {:>10}", self.violation_count())?;
+        for v in &self.violations {
+            write!(f, "\n  {v}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Adds a violation description, at most 20 per kind.
+fn note(report: &mut AuditReport, kind: &str, what: String) {
+    if report
+        .violations
+        .iter()
+        .filter(|v| v.starts_with(kind))
+        .count()
+        < 20
+    {
+        report.violations.push(format!("{kind}: {what}"));
+    }
+}
+
+/// Why an authorization does not hold, if it does not.
+fn why_invalid(
+    intent: &[u8],
+    decision: &[u8],
+    ground: &Ground<'_>,
+    keys: &EngineKeys,
+) -> Option<String> {
+    let limits = Limits::default();
+    let d = match open_decision(decision, &limits) {
+        Ok(d) => d,
+        Err(e) => return Some(format!("the decision does not open: {e}")),
+    };
+    let issued = d.issued_at_us();
+    if let Err(e) = verify_decision(decision, keys, &sha256(intent), ground.audience, issued) {
+        return Some(format!("the decision does not verify: {e}"));
+    }
+    let s = match open_signed_intent(intent, &limits) {
+        Ok(s) => s,
+        Err(e) => return Some(format!("the intent does not open: {e}")),
+    };
+    let i = s.intent;
+    let key = match ground.trust.lookup(&i.key_id().0, i.principal()) {
+        Lookup::Usable(k, status) => (k, status),
+        Lookup::Unknown => return Some("its key is not trusted for its principal".into()),
+        Lookup::Revoked => return Some("its key is revoked".into()),
+    };
+    let item = SigItem {
+        key: key.0,
+        prefix: INTENT_SIGNING_DOMAIN,
+        message: s.intent_bytes,
+        signature: s.signature,
+    };
+    if let Err(e) = verify_one(&item) {
+        return Some(format!("its signature does not verify: {e}"));
+    }
+    if i.issued_at_us() > issued.saturating_add(ground.max_clock_skew_us) {
+        return Some("decided before it was issued".into());
+    }
+    if issued > i.issued_at_us().saturating_add(ground.max_intent_age_us) {
+        return Some("decided after it expired".into());
+    }
+    if issued > i.deadline_us() {
+        return Some("decided after its deadline".into());
+    }
+    let mut attrs = Vec::new();
+    if let Some(list) = i.attributes() {
+        for a in list {
+            let value = match a.kind() {
+                warrant_schemas::wire::AttrKind::Int => AttrValue::Int(a.int_value()),
+                warrant_schemas::wire::AttrKind::Bool => AttrValue::Bool(a.bool_value()),
+                _ => AttrValue::Str(a.str_value().unwrap_or("")),
+            };
+            attrs.push(Attr {
+                key: a.key(),
+                value,
+            });
+        }
+    }
+    let outcome = ground.policy.evaluate(&Request {
+        principal: i.principal(),
+        action: i.action(),
+        resource: i.resource(),
+        environment: i.environment(),
+        region: i.region(),
+        attributes: &attrs,
+        minute_of_day: u16::try_from((issued / 60_000_000) % 1440).unwrap_or(0),
+        key_status: key.1,
+    });
+    if !outcome.is_allow() {
+        return Some(format!(
+            "the policy does not allow it ({})",
+            ground
+                .policy
+                .reason(&outcome)
+                .variant_name()
+                .unwrap_or("deny")
+        ));
+    }
+    None
+}
+
+/// Audits a deployment's output. `intents` and `lineage` are (partition,
+/// bytes) in topic order; `decisions` are the decision messages.
+pub fn audit(
+    intents: &[(u32, Vec<u8>)],
+    decisions: &[Vec<u8>],
+    lineage: &[(u32, Vec<u8>)],
+    ground: &Ground<'_>,
+) -> AuditReport {
+    let mut r = AuditReport {
+        intents: intents.len() as u64,
+        decisions: decisions.len() as u64,
+        ..AuditReport::default()
+    };
+    let mut keys = EngineKeys::new();
+    for k in ground.engine_keys {
+        if let Err(e) = keys.add(k) {
+            note(&mut r, "engine key", format!("{}: {e}", hex::encode(k)));
+        }
+    }
+    let by_digest: HashMap<[u8; 32], &[u8]> = intents
+        .iter()
+        .map(|(_, b)| (sha256(b), b.as_slice()))
+        .collect();
+    r.distinct_intents = by_digest.len() as u64;
+
+    // Lineage first: which decisions are logged.
+    let mut logged: HashSet<[u8; 32]> = HashSet::new();
+    for (p, frames) in by_partition(lineage) {
+        match verify_log(p, &frames.records, &frames.checkpoints, ground.engine_keys) {
+            Ok(report) => {
+                r.lineage_records += report.records;
+                r.checkpoints += report.checkpoints;
+                r.lineage_partitions += 1;
+            }
+            Err(e) => note(&mut r, "lineage", format!("partition {p}: {e}")),
+        }
+        for rec in &frames.records {
+            if let Ok(l) = open_lineage_record(rec, &Limits::default()) {
+                logged.insert(l.decision_digest().0);
+            }
+        }
+    }
+
+    // Verdicts by intent digest.
+    let mut verdicts: BTreeMap<[u8; 32], Vec<(Reason, usize)>> = BTreeMap::new();
+    for (n, d) in decisions.iter().enumerate() {
+        let Ok(open) = open_decision(d, &Limits::default()) else {
+            r.orphan_decisions += 1;
+            note(
+                &mut r,
+                "orphan decision",
+                format!("decision {n} does not parse"),
+            );
+            continue;
+        };
+        let digest = open.intent_digest().0;
+        if !by_digest.contains_key(&digest) {
+            r.orphan_decisions += 1;
+            note(
+                &mut r,
+                "orphan decision",
+                format!(
+                    "decision {n} is for no intent on the topic ({})",
+                    hex::encode(open.intent_id().0)
+                ),
+            );
+            continue;
+        }
+        match decision_leaf_hash(d) {
+            Ok(h) if logged.contains(&h) => {}
+            _ => {
+                r.unlogged += 1;
+                note(
+                    &mut r,
+                    "not in the lineage",
+                    format!("decision {n} ({})", hex::encode(open.intent_id().0)),
+                );
+            }
+        }
+        let reason = if open.verdict() == Verdict::Authorize && open.reason() != Reason::Authorized
+        {
+            // A contradiction inside one decision: treat as its own verdict.
+            Reason(u16::MAX)
+        } else {
+            open.reason()
+        };
+        verdicts.entry(digest).or_default().push((reason, n));
+    }
+
+    // Nonces authorized, for the replay check: (principal, nonce) → intent id.
+    let mut nonces: HashMap<(String, [u8; 16]), [u8; 16]> = HashMap::new();
+    for (digest, intent) in &by_digest {
+        let Some(list) = verdicts.get(digest) else {
+            r.missing += 1;
+            note(
+                &mut r,
+                "missing decision",
+                format!("intent {}", hex::encode(&digest[..8])),
+            );
+            continue;
+        };
+        r.re_emitted += list.len() as u64 - 1;
+        let first = list
+            .first()
+            .map(|(reason, _)| *reason)
+            .unwrap_or(Reason::InternalError);
+        if list.iter().any(|(reason, _)| *reason != first) {
+            r.conflicting += 1;
+            let seen: Vec<&str> = list
+                .iter()
+                .map(|(x, _)| x.variant_name().unwrap_or("?"))
+                .collect();
+            note(
+                &mut r,
+                "two verdicts",
+                format!("intent {}: {seen:?}", hex::encode(&digest[..8])),
+            );
+        }
+        if first != Reason::Authorized {
+            r.denied += 1;
+            continue;
+        }
+        r.authorized += 1;
+        for (_, n) in list {
+            if let Some(why) = decisions
+                .get(*n)
+                .and_then(|d| why_invalid(intent, d, ground, &keys))
+            {
+                r.invalid_authorized += 1;
+                note(
+                    &mut r,
+                    "invalid authorized",
+                    format!("intent {}: {why}", hex::encode(&digest[..8])),
+                );
+                break;
+            }
+        }
+        if let Ok(s) = open_signed_intent(intent, &Limits::default()) {
+            let key = (s.intent.principal().to_owned(), s.intent.nonce().0);
+            let id = s.intent.id().0;
+            if let Some(other) = nonces.insert(key, id)
+                && other != id
+            {
+                r.invalid_authorized += 1;
+                note(
+                    &mut r,
+                    "invalid authorized",
+                    format!(
+                        "intents {} and {} of {} share a nonce and were both authorized",
+                        hex::encode(other),
+                        hex::encode(id),
+                        s.intent.principal()
+                    ),
+                );
+            }
+        }
+    }
+    r
+}

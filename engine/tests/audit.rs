@@ -1,0 +1,189 @@
+//! The auditor's check (`warrant_engine::audit`) on an engine's real
+//! output: a clean run has no violation, and each kind of damage an
+//! auditor must catch is caught: a lost decision, an authorization the
+//! policy or the trust store does not back, a lineage record removed.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "tests"
+)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use warrant_engine::audit::{AuditReport, Ground, audit};
+use warrant_engine::pipeline::{Config, Engine, now_us};
+use warrant_engine::seal::EngineKey;
+use warrant_engine::transport::embedded::{Collector, Topic};
+use warrant_engine::trust::TrustStore;
+use warrant_engine::workload::{Mix, Shape, Workload, trust_store};
+use warrant_policy::{Policy, PolicyStore};
+
+struct Run {
+    intents: Vec<(u32, Vec<u8>)>,
+    decisions: Vec<Vec<u8>>,
+    lineage: Vec<(u32, Vec<u8>)>,
+    engine_key: [u8; 32],
+    policy: Policy,
+    trust: TrustStore,
+}
+
+fn payments() -> Policy {
+    Policy::from_sources(&[("payments.toml", warrant_engine::demo::POLICY)]).unwrap()
+}
+
+/// 1,000 intents of every kind through the engine.
+fn run() -> Run {
+    let trust = trust_store(8).unwrap();
+    let store = Arc::new(PolicyStore::new());
+    store.install(payments());
+    let key = EngineKey::from_seed([3; 32]);
+    let engine_key = key.public_key();
+    let topic = Topic::new(4, 4_096);
+    let sink = Collector::new();
+    let engine = Engine::start(
+        Config {
+            partitions: 4,
+            ..Config::default()
+        },
+        topic.consumer(),
+        sink.clone(),
+        key,
+        Arc::new(ArcSwap::from_pointee(trust.clone())),
+        store,
+    )
+    .unwrap();
+    let mut w = Workload::new(
+        Shape {
+            principals: 8,
+            mix: Mix::default(),
+            deadline: Duration::from_secs(60),
+            ..Shape::default()
+        },
+        [7; 8],
+    )
+    .unwrap();
+    let now = now_us();
+    let mut intents = Vec::new();
+    for i in 0..1_000 {
+        let g = w.generate(i, now);
+        let (p, _) = topic.publish(g.key.as_bytes(), g.bytes.clone()).unwrap();
+        intents.push((p, g.bytes));
+    }
+    topic.close();
+    engine.join().unwrap();
+    let out = sink.take_snapshot();
+    Run {
+        intents,
+        decisions: out.decisions.into_iter().map(|(_, d)| d).collect(),
+        lineage: out.lineage,
+        engine_key,
+        policy: payments(),
+        trust,
+    }
+}
+
+fn check(r: &Run, policy: &Policy, trust: &TrustStore) -> AuditReport {
+    let d = Config::default();
+    audit(
+        &r.intents,
+        &r.decisions,
+        &r.lineage,
+        &Ground {
+            trust,
+            policy,
+            engine_keys: &[r.engine_key],
+            audience: "executor",
+            max_clock_skew_us: d.max_clock_skew.as_micros() as u64,
+            max_intent_age_us: d.max_intent_age.as_micros() as u64,
+        },
+    )
+}
+
+#[test]
+fn a_clean_run_has_no_violation_and_damage_is_found() {
+    let r = run();
+    let clean = check(&r, &r.policy, &r.trust);
+    println!("{clean}");
+    assert_eq!(clean.violation_count(), 0, "{clean}");
+    assert_eq!(clean.intents, 1_000);
+    assert_eq!(clean.decisions, 1_000);
+    assert_eq!(clean.lineage_records, 1_000);
+    assert!(clean.authorized > 600 && clean.denied > 100, "{clean}");
+
+    // A decision lost.
+    let lost = Run {
+        decisions: r.decisions[1..].to_vec(),
+        ..run_copy(&r)
+    };
+    let report = check(&lost, &r.policy, &r.trust);
+    assert_eq!(report.missing, 1, "{report}");
+
+    // A decision emitted twice: counted, not a violation.
+    let mut twice = run_copy(&r);
+    twice.decisions.push(r.decisions[5].clone());
+    let report = check(&twice, &r.policy, &r.trust);
+    assert_eq!(
+        (report.re_emitted, report.violation_count()),
+        (1, 0),
+        "{report}"
+    );
+
+    // Judged by a policy that allows nothing: every authorization is
+    // invalid. Judged by a trust store without the keys: likewise.
+    let nothing = Policy::from_sources(&[(
+        "none.toml",
+        "[policy]\nname = \"none\"\nversion = 1\n[[rule]]\nid = \"deny-all\"\neffect = \"deny\"\n",
+    )])
+    .unwrap();
+    let report = check(&r, &nothing, &r.trust);
+    assert_eq!(report.invalid_authorized, clean.authorized, "{report}");
+    let report = check(&r, &r.policy, &TrustStore::new());
+    assert_eq!(report.invalid_authorized, clean.authorized, "{report}");
+
+    // A lineage record removed: the log no longer verifies, and its
+    // decision is not in the lineage.
+    let mut cut = run_copy(&r);
+    let i = cut
+        .lineage
+        .iter()
+        .position(|(_, b)| warrant_schemas::open_lineage_record(b, &Default::default()).is_ok())
+        .unwrap();
+    cut.lineage.remove(i);
+    let report = check(&cut, &r.policy, &r.trust);
+    assert_eq!(report.unlogged, 1, "{report}");
+    assert!(
+        report.violations.iter().any(|v| v.starts_with("lineage")),
+        "{report}"
+    );
+
+    // A decision by another engine key: it does not verify.
+    let report = audit(
+        &r.intents,
+        &r.decisions,
+        &r.lineage,
+        &Ground {
+            trust: &r.trust,
+            policy: &r.policy,
+            engine_keys: &[EngineKey::from_seed([4; 32]).public_key()],
+            audience: "executor",
+            max_clock_skew_us: 30_000_000,
+            max_intent_age_us: 300_000_000,
+        },
+    );
+    assert_eq!(report.invalid_authorized, clean.authorized, "{report}");
+}
+
+fn run_copy(r: &Run) -> Run {
+    Run {
+        intents: r.intents.clone(),
+        decisions: r.decisions.clone(),
+        lineage: r.lineage.clone(),
+        engine_key: r.engine_key,
+        policy: payments(),
+        trust: r.trust.clone(),
+    }
+}
