@@ -23,8 +23,20 @@ if [ "$#" -gt 0 ]; then which=("$@"); else which=("${all[@]}"); fi
 
 log() { echo "== $*" >&2; }
 
+started_broker=""
+cleanup() {
+  local pid="$out/kafka-engine/pid"
+  if [ -f "$pid" ]; then
+    kill -TERM "$(cat "$pid")" 2>/dev/null || true
+    rm -f "$pid"
+  fi
+  if [ -n "$started_broker" ]; then scripts/broker.sh stop || true; fi
+}
+trap cleanup EXIT
+
 brokers() {
   if [ -z "${WARRANT_KAFKA_BROKERS:-}" ]; then
+    scripts/broker.sh status || started_broker=yes
     WARRANT_KAFKA_BROKERS="$(scripts/broker.sh start)"
     export WARRANT_KAFKA_BROKERS
   fi
@@ -69,7 +81,11 @@ EOF
     grep -q "assigned partitions" "$dir/engine.log" && break
     sleep 0.1
   done
-  grep -q "assigned partitions" "$dir/engine.log" || { cat "$dir/engine.log" >&2; exit 1; }
+  if ! grep -q "assigned partitions" "$dir/engine.log"; then
+    cat "$dir/engine.log" >&2
+    kill -TERM "$(cat "$dir/pid")" 2>/dev/null || true
+    exit 1
+  fi
   echo "--target kafka --brokers $WARRANT_KAFKA_BROKERS --intents-topic intents-$unique --decisions-topic decisions-$unique"
 }
 
@@ -77,6 +93,7 @@ stop_engine() {
   local dir="$out/kafka-engine"
   kill -TERM "$(cat "$dir/pid")" 2>/dev/null || true
   wait "$(cat "$dir/pid")" 2>/dev/null || true
+  rm -f "$dir/pid"
 }
 
 for name in "${which[@]}"; do

@@ -3,7 +3,11 @@
 //!
 //! 1. every intent has a decision;
 //! 2. no intent has two different verdicts (decisions re-emitted after a
-//!    crash are counted, and must agree);
+//!    crash are counted, and must agree; [`consistent`] names the one
+//!    difference the engine may make: a redelivered intent denied because
+//!    its time ran out, its key was revoked, or the engine had no room or
+//!    no policy, after it was authorized: the deny fails closed and the
+//!    authorization stands);
 //! 3. no invalid intent was authorized: every authorization is re-derived
 //!    from scratch (the intent opens, its key is trusted for its principal
 //!    and not revoked, its signature verifies, it was within its validity
@@ -31,6 +35,29 @@ use crate::lineage::verify_log;
 use crate::seal::{EngineKeys, decision_leaf_hash, verify_decision};
 use crate::trust::{Lookup, TrustStore};
 use crate::verify::{SigItem, verify_one};
+
+/// Whether two verdicts for the same intent agree: the same reason, or an
+/// authorization and a fail-closed deny of a redelivery. The engine checks
+/// time and key state before its replay memory and does not remember
+/// transient denies, so an intent authorized before a crash and read again
+/// after its deadline or its key's revocation, or with no policy or no
+/// room, is denied the second time.
+pub fn consistent(a: Reason, b: Reason) -> bool {
+    let late = |r: Reason| {
+        matches!(
+            r,
+            Reason::DeadlineExceeded
+                | Reason::Expired
+                | Reason::Overloaded
+                | Reason::RevokedKey
+                | Reason::NoPolicy
+        )
+    };
+    a == b
+        || (a == Reason::Authorized && late(b))
+        || (b == Reason::Authorized && late(a))
+        || (late(a) && late(b))
+}
 
 /// What the auditor is given besides the topics.
 pub struct Ground<'a> {
@@ -71,8 +98,11 @@ pub struct AuditReport {
     pub checkpoints: usize,
     /// Intents with no decision.
     pub missing: u64,
-    /// Intents with two different verdicts.
+    /// Intents with two verdicts that do not agree ([`consistent`]).
     pub conflicting: u64,
+    /// Intents authorized, then denied on a redelivery for time, key
+    /// revocation, room or policy (consistent, counted).
+    pub redelivery_denies: u64,
     /// Authorizations that do not hold up.
     pub invalid_authorized: u64,
     /// Decisions with no lineage record.
@@ -115,7 +145,11 @@ impl std::fmt::Display for AuditReport {
             self.lineage_records, self.lineage_partitions, self.checkpoints
         )?;
         writeln!(f, "missing decisions  {:>10}", self.missing)?;
-        writeln!(f, "two verdicts       {:>10}", self.conflicting)?;
+        writeln!(
+            f,
+            "two verdicts       {:>10} (and {} authorizations denied on a later redelivery: consistent)",
+            self.conflicting, self.redelivery_denies
+        )?;
         writeln!(f, "invalid authorized {:>10}", self.invalid_authorized)?;
         writeln!(f, "not in the lineage {:>10}", self.unlogged)?;
         writeln!(f, "orphan decisions   {:>10}", self.orphan_decisions)?;
@@ -311,7 +345,7 @@ pub fn audit(
     }
 
     // Nonces authorized, for the replay check: (principal, nonce) → intent id.
-    let mut nonces: HashMap<(String, [u8; 16]), [u8; 16]> = HashMap::new();
+    let mut nonces: HashMap<(String, [u8; 16]), [u8; 32]> = HashMap::new();
     for (digest, intent) in &by_digest {
         let Some(list) = verdicts.get(digest) else {
             r.missing += 1;
@@ -323,11 +357,11 @@ pub fn audit(
             continue;
         };
         r.re_emitted += list.len() as u64 - 1;
-        let first = list
-            .first()
-            .map(|(reason, _)| *reason)
-            .unwrap_or(Reason::InternalError);
-        if list.iter().any(|(reason, _)| *reason != first) {
+        let agree = list
+            .iter()
+            .all(|(a, _)| list.iter().all(|(b, _)| consistent(*a, *b)));
+        let authorized = list.iter().any(|(x, _)| *x == Reason::Authorized);
+        if !agree {
             r.conflicting += 1;
             let seen: Vec<&str> = list
                 .iter()
@@ -338,13 +372,16 @@ pub fn audit(
                 "two verdicts",
                 format!("intent {}: {seen:?}", hex::encode(&digest[..8])),
             );
+        } else if authorized && list.iter().any(|(x, _)| *x != Reason::Authorized) {
+            r.redelivery_denies += 1;
         }
-        if first != Reason::Authorized {
+        if !authorized {
             r.denied += 1;
             continue;
         }
         r.authorized += 1;
-        for (_, n) in list {
+        // Every authorization is re-derived, not only the first.
+        for (_, n) in list.iter().filter(|(x, _)| *x == Reason::Authorized) {
             if let Some(why) = decisions
                 .get(*n)
                 .and_then(|d| why_invalid(intent, d, ground, &keys))
@@ -360,9 +397,8 @@ pub fn audit(
         }
         if let Ok(s) = open_signed_intent(intent, &Limits::default()) {
             let key = (s.intent.principal().to_owned(), s.intent.nonce().0);
-            let id = s.intent.id().0;
-            if let Some(other) = nonces.insert(key, id)
-                && other != id
+            if let Some(other) = nonces.insert(key, *digest)
+                && other != *digest
             {
                 r.invalid_authorized += 1;
                 note(
@@ -370,8 +406,8 @@ pub fn audit(
                     "invalid authorized",
                     format!(
                         "intents {} and {} of {} share a nonce and were both authorized",
-                        hex::encode(other),
-                        hex::encode(id),
+                        hex::encode(&other[..8]),
+                        hex::encode(&digest[..8]),
                         s.intent.principal()
                     ),
                 );

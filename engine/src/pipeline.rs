@@ -790,6 +790,12 @@ impl Probe {
         self.stats.snapshot()
     }
 
+    /// Whether the sink is failing to acknowledge right now (one atomic
+    /// load; `stats` copies the latency histogram).
+    pub fn sink_stalled(&self) -> bool {
+        self.stats.sink_stalled.load(Ordering::Relaxed)
+    }
+
     /// The fatal error that stopped the engine, if one did.
     pub fn failure(&self) -> Option<String> {
         self.failure

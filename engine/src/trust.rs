@@ -382,7 +382,8 @@ impl LiveTrust {
 }
 
 /// The file's keys, each replaced by the topic's record for the same
-/// public key, plus the topic's other keys.
+/// public key, plus the topic's other keys. A key revoked in either layer
+/// is revoked.
 fn build(
     file: &TrustStore,
     records: &BTreeMap<[u8; 32], KeyRecord>,
@@ -394,7 +395,17 @@ fn build(
         }
     }
     for (key, r) in records {
-        out.add(&r.principal, *key, r.status)?;
+        // A revocation is never undone by the other layer.
+        let revoked_in_file = file
+            .keys
+            .values()
+            .any(|k| k.key.as_bytes() == key && k.state == KeyState::Revoked);
+        let state = if revoked_in_file {
+            KeyState::Revoked
+        } else {
+            r.status
+        };
+        out.add(&r.principal, *key, state)?;
     }
     Ok(out)
 }
@@ -487,6 +498,20 @@ mod tests {
         assert!(live.apply(identity, Some(weak)).is_err());
         assert_eq!(target.load().len(), 2);
         assert!(KeyRecord::parse(b"{\"principal\":\"x\"}").is_err());
+        // A revocation in the file wins over the topic's record.
+        live.apply(a.public_key(), Some(record(&a, KeyState::Rotating)))
+            .unwrap();
+        let mut revoking = TrustStore::new();
+        revoking
+            .add("svc-a", a.public_key(), KeyState::Revoked)
+            .unwrap();
+        live.set_file(revoking).unwrap();
+        assert!(matches!(
+            target.load().lookup(&a.key_id(), "svc-a"),
+            Lookup::Revoked
+        ));
+        live.apply(a.public_key(), Some(record(&a, KeyState::Revoked)))
+            .unwrap();
         // A new file keeps the topic's records on top.
         live.apply(a.public_key(), Some(record(&a, KeyState::Revoked)))
             .unwrap();

@@ -35,11 +35,36 @@ fn payments() -> Policy {
     Policy::from_sources(&[("payments.toml", warrant_engine::demo::POLICY)]).unwrap()
 }
 
+/// 1,000 intents of every kind, issued at `now`.
+fn generate(now: u64) -> Vec<(String, Vec<u8>)> {
+    let mut w = Workload::new(
+        Shape {
+            principals: 8,
+            mix: Mix::default(),
+            deadline: Duration::from_secs(60),
+            ..Shape::default()
+        },
+        [7; 8],
+    )
+    .unwrap();
+    (0..1_000)
+        .map(|i| {
+            let g = w.generate(i, now);
+            (g.key, g.bytes)
+        })
+        .collect()
+}
+
 /// 1,000 intents of every kind through the engine.
 fn run() -> Run {
+    run_with(payments(), &generate(now_us()))
+}
+
+/// `intents` through an engine (key seed 3) running `policy`.
+fn run_with(policy: Policy, generated: &[(String, Vec<u8>)]) -> Run {
     let trust = trust_store(8).unwrap();
     let store = Arc::new(PolicyStore::new());
-    store.install(payments());
+    store.install(policy);
     let key = EngineKey::from_seed([3; 32]);
     let engine_key = key.public_key();
     let topic = Topic::new(4, 4_096);
@@ -56,22 +81,10 @@ fn run() -> Run {
         store,
     )
     .unwrap();
-    let mut w = Workload::new(
-        Shape {
-            principals: 8,
-            mix: Mix::default(),
-            deadline: Duration::from_secs(60),
-            ..Shape::default()
-        },
-        [7; 8],
-    )
-    .unwrap();
-    let now = now_us();
     let mut intents = Vec::new();
-    for i in 0..1_000 {
-        let g = w.generate(i, now);
-        let (p, _) = topic.publish(g.key.as_bytes(), g.bytes.clone()).unwrap();
-        intents.push((p, g.bytes));
+    for (key, bytes) in generated {
+        let (p, _) = topic.publish(key.as_bytes(), bytes.clone()).unwrap();
+        intents.push((p, bytes.clone()));
     }
     topic.close();
     engine.join().unwrap();
@@ -175,6 +188,55 @@ fn a_clean_run_has_no_violation_and_damage_is_found() {
         },
     );
     assert_eq!(report.invalid_authorized, clean.authorized, "{report}");
+
+    // The same intents decided again by an engine that allows nothing:
+    // every authorization now has a deny beside it that is no redelivery
+    // deny, so every authorized intent has two verdicts.
+    let now = now_us();
+    let generated = generate(now);
+    let first = run_with(payments(), &generated);
+    let nothing_allowed = run_with(nothing, &generated);
+    let mut both = run_copy(&first);
+    both.decisions
+        .extend(nothing_allowed.decisions.iter().cloned());
+    let report = check(&both, &first.policy, &first.trust);
+    let authorized = check(&first, &first.policy, &first.trust).authorized;
+    assert!(authorized > 0);
+    assert_eq!(report.conflicting, authorized, "{report}");
+
+    // A decision for an intent that is not on the topic.
+    let mut orphan = run_copy(&r);
+    orphan.intents.remove(0);
+    let report = check(&orphan, &r.policy, &r.trust);
+    assert_eq!(report.orphan_decisions, 1, "{report}");
+}
+
+#[test]
+fn a_redelivery_denied_for_time_or_key_state_is_consistent_with_its_authorization() {
+    use warrant_engine::audit::consistent;
+    use warrant_schemas::wire::Reason;
+    for late in [
+        Reason::DeadlineExceeded,
+        Reason::Expired,
+        Reason::Overloaded,
+        Reason::RevokedKey,
+        Reason::NoPolicy,
+    ] {
+        assert!(consistent(Reason::Authorized, late));
+        assert!(consistent(late, Reason::Authorized));
+    }
+    for other in [
+        Reason::BadSignature,
+        Reason::DenyRule,
+        Reason::NoMatchingRule,
+        Reason::ReplayedNonce,
+        Reason::UnknownKey,
+        Reason::Malformed,
+    ] {
+        assert!(!consistent(Reason::Authorized, other), "{other:?}");
+        assert!(!consistent(other, Reason::Authorized), "{other:?}");
+    }
+    assert!(!consistent(Reason::BadSignature, Reason::DenyRule));
 }
 
 fn run_copy(r: &Run) -> Run {

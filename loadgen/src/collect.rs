@@ -69,7 +69,8 @@ pub struct Counts {
     pub decided: u64,
     /// Decisions for an intent already decided.
     pub duplicates: u64,
-    /// Of those, with a different verdict.
+    /// Of those, with a verdict that does not agree with the first
+    /// (`warrant_engine::audit::consistent`).
     pub conflicting: u64,
     /// Decisions for no intent of this run.
     pub strays: u64,
@@ -214,7 +215,7 @@ impl Collector {
                 .compare_exchange(NONE16, reason, Ordering::AcqRel, Ordering::Acquire)
         {
             self.duplicates.fetch_add(1, Ordering::Relaxed);
-            if earlier != reason {
+            if !warrant_engine::audit::consistent(Reason(earlier), Reason(reason)) {
                 self.conflicting.fetch_add(1, Ordering::Relaxed);
             }
             return;

@@ -263,6 +263,8 @@ pub fn run(
         tag,
         created,
     ));
+    // Everything that can fail before the target starts does.
+    let mut workload = Workload::new(load.shape.clone(), tag)?;
     let mut target_run = target.start(collector.clone(), principals)?;
     let lead = created.elapsed() + Duration::from_millis(50);
     let start_unix_us =
@@ -273,7 +275,6 @@ pub fn run(
     // Signs ahead of the schedule into a bounded queue, on its own thread:
     // signing must not delay sends.
     let (tx, rx) = crossbeam_channel::bounded::<warrant_engine::workload::Generated>(8_192);
-    let mut workload = Workload::new(load.shape.clone(), tag)?;
     let generator = std::thread::Builder::new()
         .name("loadgen-sign".into())
         .spawn(move || {
@@ -367,7 +368,7 @@ pub fn run(
         let give_up = Instant::now() + load.drain_timeout;
         while failure.is_none() && Instant::now() < give_up {
             let c = collector.counts();
-            if c.decided >= sent {
+            if c.decided + c.undelivered >= sent {
                 break;
             }
             std::thread::sleep(Duration::from_millis(5));
@@ -391,10 +392,7 @@ pub fn run(
         duration_s: load.duration.as_secs_f64(),
         sent: counts.sent,
         decided: counts.decided,
-        missing: counts
-            .sent
-            .saturating_sub(counts.decided)
-            .saturating_sub(counts.undelivered),
+        missing: 0,
         undelivered: counts.undelivered,
         duplicates: counts.duplicates,
         conflicting: counts.conflicting,
@@ -419,6 +417,9 @@ pub fn run(
         start_unix_us,
     };
     tally(&collector, &load.shape, &mut outcome);
+    // Delivered, and no decision: counted from the verdicts themselves (an
+    // intent given up on as undelivered may still have been decided).
+    outcome.missing = outcome.by_kind.iter().map(|k| k.missing).sum();
     Ok(outcome)
 }
 

@@ -64,8 +64,8 @@ impl KafkaOptions {
 }
 
 /// Delivery attempts before an intent counts as undelivered; attempt `n`
-/// waits `min(250 ms · 2ⁿ⁻¹, 5 s)` after the failure (about 80 s in all:
-/// longer than a broker restart).
+/// waits `min(250 ms · 2ⁿ⁻¹, 5 s)` after the failure (about 80 s of
+/// backoff in all: longer than a broker restart).
 const ATTEMPTS: u32 = 20;
 
 /// Intents produced but not yet acknowledged: (key, bytes, attempts), by

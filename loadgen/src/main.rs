@@ -360,7 +360,17 @@ fn run(args: &RunArgs) -> Result<bool, String> {
             )?;
         }
         println!("{}", if args.json { json_text } else { text });
-        return Ok(outcome.best_rate.is_some());
+        // A step that broke a guarantee fails the run, whatever else met
+        // the SLO.
+        let broken: Vec<String> = outcome
+            .steps
+            .iter()
+            .flat_map(|s| s.outcome.violations())
+            .collect();
+        if !broken.is_empty() {
+            eprintln!("loadgen: {}", broken.join("; "));
+        }
+        return Ok(outcome.best_rate.is_some() && broken.is_empty());
     }
 
     let outcome = warrant_loadgen::run(&target, &load, &mut on_tick);

@@ -11,7 +11,8 @@
 //!   prefix.
 //!
 //! It is a minimal HTTP/1.1 server (GET and HEAD, one request per
-//! connection, 8 KiB request head, 5 s to send it) on a tokio runtime of
+//! connection, 8 KiB request head, 5 s to send it, at most 32 connections
+//! at once) on a tokio runtime of
 //! its own thread: nothing on it can slow the pipeline, which it only
 //! reads through lock-free counters.
 
@@ -87,7 +88,7 @@ impl Admin {
         if !self.broker_reachable.load(Ordering::Relaxed) {
             why.push("the broker is unreachable".into());
         }
-        if self.probe.stats().sink_stalled {
+        if self.probe.sink_stalled() {
             why.push(
                 "the broker does not acknowledge decisions (retrying, committing nothing)".into(),
             );
@@ -347,6 +348,9 @@ fn latency(m: &mut String, s: &StatsSnapshot) {
     let _ = writeln!(m, "{name}_count {}", h.len());
 }
 
+/// Connections served at once; more are closed at accept.
+const MAX_CONNECTIONS: usize = 32;
+
 /// A running admin server; stops when dropped.
 pub struct Server {
     /// The address it listens on (the port chosen, for port 0).
@@ -366,11 +370,22 @@ impl Drop for Server {
     }
 }
 
-/// Binds `listen` now (so a port in use is an error at start-up) and
-/// serves the endpoints on a thread of its own.
+/// Binds `listen` and serves the endpoints on a thread of its own.
 pub fn serve(listen: &str, admin: Arc<Admin>) -> Result<Server, String> {
-    let std_listener =
-        std::net::TcpListener::bind(listen).map_err(|e| format!("admin port {listen}: {e}"))?;
+    serve_on(bind(listen)?, admin)
+}
+
+/// Binds the admin port (before anything else starts: a port in use is
+/// an error at start-up, with nothing running yet).
+pub fn bind(listen: &str) -> Result<std::net::TcpListener, String> {
+    std::net::TcpListener::bind(listen).map_err(|e| format!("admin port {listen}: {e}"))
+}
+
+/// Serves the endpoints on a listener from [`bind`].
+pub fn serve_on(std_listener: std::net::TcpListener, admin: Arc<Admin>) -> Result<Server, String> {
+    let listen = std_listener
+        .local_addr()
+        .map_or_else(|_| "?".to_string(), |a| a.to_string());
     let addr = std_listener
         .local_addr()
         .map_err(|e| format!("admin port {listen}: {e}"))?;
@@ -394,11 +409,19 @@ pub fn serve(listen: &str, admin: Arc<Admin>) -> Result<Server, String> {
                         return;
                     }
                 };
+                // At most this many connections at once: a flood of
+                // connections is refused, never allowed to take the
+                // process's file descriptors.
+                let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
                 loop {
                     tokio::select! {
                         _ = &mut stop_rx => return,
                         accepted = listener.accept() => match accepted {
                             Ok((stream, _)) => {
+                                let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                                    drop(stream);
+                                    continue;
+                                };
                                 let admin = Arc::clone(&admin);
                                 tokio::spawn(async move {
                                     let _ = tokio::time::timeout(
@@ -406,6 +429,7 @@ pub fn serve(listen: &str, admin: Arc<Admin>) -> Result<Server, String> {
                                         handle(stream, &admin),
                                     )
                                     .await;
+                                    drop(slot);
                                 });
                             }
                             Err(e) => {

@@ -177,7 +177,7 @@ pub struct Trust {
     /// logged and the running one stays.
     pub watch_ms: u64,
     /// A compacted Kafka topic of key records (keyed by public key, JSON
-    /// values; `warrant keys publish` writes them) layered over the file:
+    /// values; `warrant keys` writes them) layered over the file:
     /// a record overrides the file's entry for its key. Read to its end
     /// before the engine starts, then followed: a revocation applies from
     /// the moment it is read. Empty: no topic.

@@ -26,6 +26,8 @@ struct Loaded {
     config: Config,
     key: EngineKey,
     trust: TrustStore,
+    /// The trust file's bytes `trust` was parsed from.
+    trust_bytes: Vec<u8>,
     policy: Policy,
 }
 
@@ -62,7 +64,10 @@ fn load(path: &Path) -> Result<Loaded, String> {
         hex::encode(key.id()),
         hex::encode(key.public_key())
     );
-    let trust = TrustStore::load(Path::new(&config.trust.file)).map_err(|e| e.to_string())?;
+    let trust_bytes = std::fs::read(&config.trust.file)
+        .map_err(|e| format!("cannot read trust store `{}`: {e}", config.trust.file))?;
+    let trust = TrustStore::parse(&String::from_utf8_lossy(&trust_bytes), &config.trust.file)
+        .map_err(|e| e.to_string())?;
     info!("trust   {}: {} keys", config.trust.file, trust.len());
     let policy = Policy::load(Path::new(&config.policy.path)).map_err(|e| e.to_string())?;
     info!(
@@ -77,6 +82,7 @@ fn load(path: &Path) -> Result<Loaded, String> {
         config,
         key,
         trust,
+        trust_bytes,
         policy,
     })
 }
@@ -279,6 +285,7 @@ fn apply_key(live: &LiveTrust, change: KeyChange) {
 fn follow_trust(
     live: Arc<LiveTrust>,
     file: PathBuf,
+    loaded: Option<Vec<u8>>,
     watch: Duration,
     topic: Option<KeyTopic>,
     stop: Arc<AtomicBool>,
@@ -287,7 +294,9 @@ fn follow_trust(
         .name("trust-follow".into())
         .spawn(move || {
             let read = |p: &Path| std::fs::read(p).ok();
-            let mut seen = read(&file);
+            // The bytes the running store was built from: a change made
+            // since, even before this thread started, is seen.
+            let mut seen = loaded;
             let mut next_look = Instant::now() + watch;
             while !stop.load(Ordering::Relaxed) {
                 match &topic {
@@ -325,8 +334,10 @@ pub fn run(path: &Path, check: bool, status_every: Duration) -> Result<(), Strin
         config,
         key,
         trust,
+        trust_bytes,
         policy,
     } = load(path)?;
+    let trust_bytes = Some(trust_bytes);
     let kafka_config = config.kafka_config();
     let report = kafka::check(&kafka_config, Duration::from_secs(10))
         .map_err(|e| format!("broker {}: {e}", kafka_config.brokers))?;
@@ -381,6 +392,12 @@ pub fn run(path: &Path, check: bool, status_every: Duration) -> Result<(), Strin
         0 => depth,
         n => n,
     };
+    // The admin port is bound before the engine starts: a port in use is
+    // an error with nothing running yet.
+    let listener = match config.admin.listen.trim() {
+        "" => None,
+        listen => Some(admin::bind(listen)?),
+    };
     let engine = Engine::start(
         engine_config,
         source,
@@ -417,19 +434,33 @@ pub fn run(path: &Path, check: bool, status_every: Duration) -> Result<(), Strin
     });
     let broker_reachable = Arc::new(AtomicBool::new(true));
     let probe_stop = Arc::new(AtomicBool::new(false));
-    let trust_follower = follow_trust(
+    // From here on, a failure must stop the running engine cleanly (drain,
+    // commit, leave the group), not leave it behind.
+    let fail = |engine: Engine, probe_stop: &AtomicBool, e: String| -> Result<(), String> {
+        probe_stop.store(true, Ordering::Relaxed);
+        let _ = engine.shutdown();
+        Err(e)
+    };
+    let trust_follower = match follow_trust(
         live.clone(),
         PathBuf::from(&config.trust.file),
+        trust_bytes,
         Duration::from_millis(config.trust.watch_ms),
         key_topic,
         probe_stop.clone(),
-    )?;
-    let prober = probe_broker(
+    ) {
+        Ok(t) => t,
+        Err(e) => return fail(engine, &probe_stop, e),
+    };
+    let prober = match probe_broker(
         kafka_config.clone(),
         broker_reachable.clone(),
         probe_stop.clone(),
         Duration::from_secs(2),
-    )?;
+    ) {
+        Ok(p) => p,
+        Err(e) => return fail(engine, &probe_stop, e),
+    };
     let stopping = Arc::new(AtomicBool::new(false));
     let admin = Arc::new(Admin {
         probe: engine.probe(),
@@ -440,15 +471,16 @@ pub fn run(path: &Path, check: bool, status_every: Duration) -> Result<(), Strin
         queue_capacity: [depth, depth, depth, depth, depth, emit_depth],
         started: SystemTime::now(),
     });
-    let _server = if config.admin.listen.trim().is_empty() {
-        None
-    } else {
-        let server = admin::serve(config.admin.listen.trim(), admin.clone())?;
-        info!(
-            "admin: listening on {} (/metrics /healthz /readyz)",
-            server.addr
-        );
-        Some(server)
+    let _server = match listener.map(|l| admin::serve_on(l, admin.clone())) {
+        None => None,
+        Some(Ok(server)) => {
+            info!(
+                "admin: listening on {} (/metrics /healthz /readyz)",
+                server.addr
+            );
+            Some(server)
+        }
+        Some(Err(e)) => return fail(engine, &probe_stop, e),
     };
 
     let started = Instant::now();

@@ -199,8 +199,8 @@ fn admin_port(c: &Value) -> String {
         "{listen}: reachable from other containers"
     );
     assert!(
-        strings(&engine["ports"]).contains(&format!("{port}:{port}")),
-        "the admin port is published"
+        strings(&engine["ports"]).contains(&format!("127.0.0.1:{port}:{port}")),
+        "the admin port is published, on the host's loopback only"
     );
     port
 }

@@ -127,9 +127,19 @@ impl PolicyStore {
                 while !flag.load(Ordering::Relaxed) {
                     std::thread::sleep(interval);
                     let now = fingerprint(&path);
+                    // A path that exists but could not be read (permissions,
+                    // no file descriptors, I/O) changes nothing: only a
+                    // policy that is really gone is removed.
+                    let gone = matches!(
+                        std::fs::metadata(&path),
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound
+                    ) || (path.is_dir() && now.is_empty());
+                    if now.is_empty() && !gone {
+                        continue;
+                    }
                     if now != seen {
                         seen = now;
-                        let result = if seen.is_empty() {
+                        let result = if gone {
                             store.clear();
                             let e = format!(
                                 "policy `{}` is gone: every intent is denied \"no policy\"",
