@@ -134,45 +134,19 @@ pub fn read_all(
     topic: &str,
     timeout: Duration,
 ) -> Result<Vec<(u32, Vec<u8>)>, KafkaError> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::message::Message;
-    use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
-    let group = format!("{}.audit", config.group_id);
-    let consumer: BaseConsumer = config
-        .client(&[
-            ("enable.auto.commit", "false"),
-            ("group.id", group.as_str()),
-        ])?
-        .set("fetch.wait.max.ms", "50")
-        .create()?;
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .first()
-        .filter(|t| t.error().is_none())
-        .map(|t| t.partitions().iter().map(|p| p.id()).collect())
-        .unwrap_or_default();
-    if partitions.is_empty() {
-        return Err(KafkaError::Topic {
-            topic: topic.to_owned(),
-            message: "does not exist".into(),
-        });
-    }
-    let mut tpl = TopicPartitionList::new();
-    let mut left: std::collections::HashMap<i32, i64> = std::collections::HashMap::new();
-    for p in partitions {
-        let (low, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
-        if high > low {
-            tpl.add_partition_offset(topic, p, Offset::Offset(low))?;
-            left.insert(p, high);
-        }
-    }
+    let consumer = whole_topic_reader(config, "audit", 50)?;
+    let bounds = assign_from_start(&consumer, topic, "does not exist")?;
+    let mut left: std::collections::HashMap<i32, i64> = bounds
+        .iter()
+        .filter(|(_, low, high)| high > low)
+        .map(|(p, _, high)| (*p, *high))
+        .collect();
     let mut out: Vec<(u32, i64, Vec<u8>)> = Vec::new();
     if left.is_empty() {
         return Ok(Vec::new());
     }
-    consumer.assign(&tpl)?;
     let deadline = std::time::Instant::now() + timeout;
     while !left.is_empty() {
         if std::time::Instant::now() > deadline {
@@ -203,4 +177,58 @@ pub fn read_all(
     }
     out.sort_by_key(|(p, o, _)| (*p, *o));
     Ok(out.into_iter().map(|(p, _, b)| (p, b)).collect())
+}
+
+/// A consumer that reads whole topics by assignment: a group id of its own
+/// (`<group>.<purpose>`, never joined, never committed to), as librdkafka
+/// requires one.
+pub(crate) fn whole_topic_reader(
+    config: &super::KafkaConfig,
+    purpose: &str,
+    fetch_wait_ms: u32,
+) -> Result<rdkafka::consumer::BaseConsumer, KafkaError> {
+    let group = format!("{}.{purpose}", config.group_id);
+    Ok(config
+        .client(&[
+            ("enable.auto.commit", "false"),
+            ("group.id", group.as_str()),
+        ])?
+        .set("fetch.wait.max.ms", fetch_wait_ms.to_string())
+        .create()?)
+}
+
+/// Assigns every partition of `topic` to `consumer` from its first offset;
+/// returns (partition, first offset, end offset) of each. An error saying
+/// `missing` if the topic does not exist.
+pub(crate) fn assign_from_start(
+    consumer: &rdkafka::consumer::BaseConsumer,
+    topic: &str,
+    missing: &str,
+) -> Result<Vec<(i32, i64, i64)>, KafkaError> {
+    use rdkafka::consumer::Consumer;
+    use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+    let timeout = Duration::from_secs(10);
+    let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .first()
+        .filter(|t| t.error().is_none())
+        .map(|t| t.partitions().iter().map(|p| p.id()).collect())
+        .unwrap_or_default();
+    if partitions.is_empty() {
+        return Err(KafkaError::Topic {
+            topic: topic.to_owned(),
+            message: missing.to_owned(),
+        });
+    }
+    let mut tpl = TopicPartitionList::new();
+    let mut bounds = Vec::new();
+    for p in partitions {
+        let (low, high) = consumer.fetch_watermarks(topic, p, timeout)?;
+        tpl.add_partition_offset(topic, p, Offset::Offset(low))?;
+        bounds.push((p, low, high));
+    }
+    consumer.assign(&tpl)?;
+    Ok(bounds)
 }

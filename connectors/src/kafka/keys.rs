@@ -12,7 +12,6 @@ use rdkafka::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use warrant_engine::trust::KeyRecord;
 
 use super::{KafkaConfig, KafkaError};
@@ -54,36 +53,12 @@ fn decode(key: Option<&[u8]>, value: Option<&[u8]>) -> KeyChange {
 impl KeyTopic {
     /// Opens `topic` (it must exist) from its beginning.
     pub fn open(config: &KafkaConfig, topic: &str) -> Result<KeyTopic, KafkaError> {
-        let group = format!("{}.keys", config.group_id);
-        let consumer: BaseConsumer = config
-            .client(&[
-                ("enable.auto.commit", "false"),
-                ("group.id", group.as_str()),
-            ])?
-            .set("fetch.wait.max.ms", "100")
-            .create()?;
-        let timeout = Duration::from_secs(10);
-        let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
-        let partitions: Vec<i32> = metadata
-            .topics()
-            .first()
-            .filter(|t| t.error().is_none())
-            .map(|t| t.partitions().iter().map(|p| p.id()).collect())
-            .unwrap_or_default();
-        if partitions.is_empty() {
-            return Err(KafkaError::Topic {
-                topic: topic.to_owned(),
-                message: "does not exist (create it compacted: cleanup.policy=compact)".into(),
-            });
-        }
-        let mut tpl = TopicPartitionList::new();
-        let mut ends = Vec::new();
-        for p in partitions {
-            let (low, high) = consumer.fetch_watermarks(topic, p, timeout)?;
-            tpl.add_partition_offset(topic, p, Offset::Offset(low))?;
-            ends.push((p, low, high));
-        }
-        consumer.assign(&tpl)?;
+        let consumer = super::admin::whole_topic_reader(config, "keys", 100)?;
+        let ends = super::admin::assign_from_start(
+            &consumer,
+            topic,
+            "does not exist (create it compacted: cleanup.policy=compact)",
+        )?;
         Ok(KeyTopic {
             consumer,
             topic: topic.to_owned(),

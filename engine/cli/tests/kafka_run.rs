@@ -953,13 +953,28 @@ fn keys_rotate_and_revoke_while_the_engine_runs_and_its_own_key_rotates() {
         producer.flush(Duration::from_secs(30)).unwrap();
         sent.insert(i, bytes);
     };
-    let keys = |args: &[&str]| {
-        let out = rig.command(&["keys"]).args(args).output().unwrap();
+    // `warrant keys` for svc-a's key `key`, then wait until the engine
+    // applied it.
+    let set_key = |engine: &mut Instance, key: &str, status: &str| {
+        let out = rig
+            .command(&["keys"])
+            .args([
+                "--public-key",
+                key,
+                "--principal",
+                "svc-a",
+                "--status",
+                status,
+            ])
+            .output()
+            .unwrap();
         assert!(
             out.status.success(),
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
+        let applied = format!("key {key} {status} for svc-a");
+        engine.wait_for(&applied, Duration::from_secs(30), |l| l.contains(&applied));
     };
     let reason_of = |i: u64| rig.decisions(i..i + 1, Duration::from_secs(60))[&i][0];
 
@@ -969,42 +984,15 @@ fn keys_rotate_and_revoke_while_the_engine_runs_and_its_own_key_rotates() {
     // Rotation: K2 active, K1 rotating; both sign during the overlap.
     let k1_hex = hex::encode(k1.public_key());
     let k2_hex = hex::encode(k2.public_key());
-    keys(&[
-        "--public-key",
-        &k2_hex,
-        "--principal",
-        "svc-a",
-        "--status",
-        "active",
-    ]);
-    keys(&[
-        "--public-key",
-        &k1_hex,
-        "--principal",
-        "svc-a",
-        "--status",
-        "rotating",
-    ]);
-    engine.wait_for("K1 rotating", Duration::from_secs(30), |l| {
-        l.contains(&format!("key {k1_hex} rotating for svc-a"))
-    });
+    set_key(&mut engine, &k2_hex, "active");
+    set_key(&mut engine, &k1_hex, "rotating");
     produce(2, "svc-a", k1);
     produce(3, "svc-a", &k2);
     assert_eq!(reason_of(2), Reason::Authorized);
     assert_eq!(reason_of(3), Reason::Authorized);
 
     // Revocation: K1 signs nothing from the moment it is read.
-    keys(&[
-        "--public-key",
-        &k1_hex,
-        "--principal",
-        "svc-a",
-        "--status",
-        "revoked",
-    ]);
-    engine.wait_for("K1 revoked", Duration::from_secs(30), |l| {
-        l.contains(&format!("key {k1_hex} revoked for svc-a"))
-    });
+    set_key(&mut engine, &k1_hex, "revoked");
     produce(4, "svc-a", k1);
     produce(5, "svc-a", &k2);
     assert_eq!(reason_of(4), Reason::RevokedKey);
