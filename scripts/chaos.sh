@@ -27,6 +27,10 @@ elif [ -n "${1:-}" ]; then
   exit 2
 fi
 port="${CHAOS_PORT:-19195}"
+# The engine takes `WARRANT_<SECTION>_<KEY>` overrides from the environment
+# (the test suite exports WARRANT_KAFKA_BROKERS for its own broker): this
+# run's settings are the file's alone.
+for v in $(compgen -e | grep '^WARRANT_' || true); do unset "$v"; done
 rate="${CHAOS_RATE:-100}"
 profile="${CARGO_PROFILE:-dev}"
 dir="${CHAOS_DIR:-$root/target/chaos/$(date +%Y%m%d-%H%M%S)}"
