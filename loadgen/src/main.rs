@@ -303,6 +303,12 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), String> {
     std::fs::write(&path, bytes).map_err(|e| format!("cannot write `{}`: {e}", path.display()))
 }
 
+/// `summary.txt` and `summary.json`.
+fn write_summary(dir: &Path, text: &str, json: &str) -> Result<(), String> {
+    write(dir, "summary.txt", text.as_bytes())?;
+    write(dir, "summary.json", json.as_bytes())
+}
+
 fn json<T: serde::Serialize>(v: &T) -> Result<String, String> {
     serde_json::to_string_pretty(v).map_err(|e| format!("cannot write JSON: {e}"))
 }
@@ -337,8 +343,7 @@ fn run(args: &RunArgs) -> Result<bool, String> {
         let text = report::ramp_summary(&outcome);
         let json_text = json(&outcome)?;
         if let Some(dir) = &args.out {
-            write(dir, "summary.txt", text.as_bytes())?;
-            write(dir, "summary.json", json_text.as_bytes())?;
+            write_summary(dir, &text, &json_text)?;
             let series: Vec<(String, &hdrhistogram::Histogram<u64>)> = outcome
                 .steps
                 .iter()
@@ -379,8 +384,7 @@ fn run(args: &RunArgs) -> Result<bool, String> {
     let text = report::summary(&outcome);
     let json_text = json(&outcome)?;
     if let Some(dir) = &args.out {
-        write(dir, "summary.txt", text.as_bytes())?;
-        write(dir, "summary.json", json_text.as_bytes())?;
+        write_summary(dir, &text, &json_text)?;
         write(dir, "latency.hlog", &report::hlog(&outcome)?)?;
         write(
             dir,

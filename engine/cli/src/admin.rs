@@ -370,11 +370,6 @@ impl Drop for Server {
     }
 }
 
-/// Binds `listen` and serves the endpoints on a thread of its own.
-pub fn serve(listen: &str, admin: Arc<Admin>) -> Result<Server, String> {
-    serve_on(bind(listen)?, admin)
-}
-
 /// Binds the admin port (before anything else starts: a port in use is
 /// an error at start-up, with nothing running yet).
 pub fn bind(listen: &str) -> Result<std::net::TcpListener, String> {

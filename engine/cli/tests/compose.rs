@@ -26,8 +26,12 @@ fn repo() -> PathBuf {
 }
 
 fn compose() -> Value {
-    let text = std::fs::read_to_string(repo().join("docker-compose.yml")).unwrap();
-    serde_yaml::from_str(&text).unwrap()
+    yaml("docker-compose.yml")
+}
+
+/// A YAML file of the repository.
+fn yaml(path: &str) -> Value {
+    serde_yaml::from_str(&std::fs::read_to_string(repo().join(path)).unwrap()).unwrap()
 }
 
 fn strings(v: &Value) -> Vec<String> {
@@ -322,10 +326,7 @@ fn prometheus_scrapes_the_engine_and_the_dashboard_queries_what_it_exports() {
         mounts(prometheus)["/etc/prometheus/prometheus.yml"],
         "./examples/compose/prometheus.yml"
     );
-    let scrape: Value = serde_yaml::from_str(
-        &std::fs::read_to_string(repo().join("examples/compose/prometheus.yml")).unwrap(),
-    )
-    .unwrap();
+    let scrape: Value = yaml("examples/compose/prometheus.yml");
     let job = &scrape["scrape_configs"][0];
     assert_eq!(job["metrics_path"].as_str(), Some("/metrics"));
     assert_eq!(
@@ -345,25 +346,13 @@ fn prometheus_scrapes_the_engine_and_the_dashboard_queries_what_it_exports() {
         m["/etc/grafana/provisioning"],
         "./examples/compose/grafana/provisioning"
     );
-    let ds: Value = serde_yaml::from_str(
-        &std::fs::read_to_string(
-            repo().join("examples/compose/grafana/provisioning/datasources/prometheus.yml"),
-        )
-        .unwrap(),
-    )
-    .unwrap();
+    let ds: Value = yaml("examples/compose/grafana/provisioning/datasources/prometheus.yml");
     assert_eq!(
         ds["datasources"][0]["url"].as_str(),
         Some("http://prometheus:9090")
     );
     let uid = ds["datasources"][0]["uid"].as_str().unwrap().to_owned();
-    let provider: Value = serde_yaml::from_str(
-        &std::fs::read_to_string(
-            repo().join("examples/compose/grafana/provisioning/dashboards/warrant.yml"),
-        )
-        .unwrap(),
-    )
-    .unwrap();
+    let provider: Value = yaml("examples/compose/grafana/provisioning/dashboards/warrant.yml");
     assert_eq!(
         provider["providers"][0]["options"]["path"].as_str(),
         Some("/var/lib/grafana/dashboards")
