@@ -31,7 +31,10 @@
 //! batch, not per intent, it loads the trust store and the policy (`ArcSwap`,
 //! no lock), allocates, and signs once (one Merkle root). Verify and seal
 //! group the batches already waiting; emit merges the sealed groups already
-//! waiting into one sink send.
+//! waiting into one sink send. Verify hands each group to its pool without
+//! waiting for it, at most one group per pool thread in flight, and puts
+//! finished groups back in arrival order: a pool thread never idles at a
+//! barrier while the other finishes (or is preempted by a stage thread).
 //!
 //! A full batch that finds the pipeline full waits up to
 //! [`Config::shed_after`], then is shed (denied "overloaded") — unless the
@@ -119,7 +122,7 @@ use crate::replay::{NonceKey, ReplayCache, Seen};
 use crate::seal::{DecisionCore, EngineKey, seal_with_leaves};
 use crate::transport::{Handover, InRecord, OutBatch, Sink, Source, TransportError, partition_for};
 use crate::trust::{Lookup, TrustStore};
-use crate::verify::{SigError, SigItem, verify_batch_parallel};
+use crate::verify::{SigError, SigItem, verify_batch, verify_batch_parallel};
 
 /// Which core each stage runs on (`None`: not pinned) and how many threads
 /// verify.
@@ -299,7 +302,8 @@ pub struct Stats {
     shed_intents: AtomicU64,
     by_reason: [AtomicU64; 16],
     lineage_records: AtomicU64,
-    /// Busy time per stage, ns (decode, verify, policy, seal, emit).
+    /// Busy time per stage, ns (decode, verify, policy, seal, emit);
+    /// verify's is summed over its pool threads.
     busy_ns: [AtomicU64; 5],
     /// Microseconds from a batch's first poll to the sink's ack, per intent.
     latency_us: Mutex<Histogram<u64>>,
@@ -1146,34 +1150,77 @@ impl Engine {
         let mut pause = config.verify_pause;
         let mut verified = 0u64;
         let s = shared.clone();
+        let in_flight_max = threads as u64;
         handles.push(spawn("verify", None, &shared, move || {
-            for first in verify_rx.iter() {
-                // Batches already waiting are verified together: larger
-                // batch equations when the stage is behind.
-                let mut group = gather(first, GROUP_MAX, |_| verify_rx.try_recv().ok());
-                s.stats.depth(1, verify_rx.len());
-                if !stall.is_zero() {
-                    let batches = u32::try_from(group.len()).unwrap_or(u32::MAX);
-                    std::thread::sleep(stall.saturating_mul(batches));
-                }
-                verified += group.iter().map(|b| b.items.len() as u64).sum::<u64>();
-                if let Some((after, time)) = pause
-                    && verified >= after
-                {
-                    std::thread::sleep(time);
-                    pause = None;
-                }
-                let now = now_us();
-                for batch in &mut group {
-                    batch.check_deadlines(now);
-                }
-                s.stats
-                    .time(1, || pool.install(|| verify_group(&mut group)));
-                for batch in group {
-                    if policy_tx.send(batch).is_err() {
-                        return;
-                    }
-                    s.stats.depth(2, policy_tx.len());
+            // Groups are handed to the pool without waiting for one
+            // another: a pool thread that finishes its group takes the next
+            // while the other is still busy (or was preempted by a stage
+            // thread), instead of idling at a barrier. Finished groups come
+            // back here and leave for policy in the order they arrived.
+            let (done_tx, done_rx) = unbounded::<(u64, Vec<Batch>)>();
+            let mut finished = InOrder::default();
+            let mut dispatched = 0u64;
+            let mut open = true;
+            let never = crossbeam_channel::never::<Batch>();
+            while open || finished.next() < dispatched {
+                // At most `in_flight_max` groups between here and policy.
+                let input = if open && dispatched - finished.next() < in_flight_max {
+                    &verify_rx
+                } else {
+                    &never
+                };
+                select! {
+                    recv(input) -> m => {
+                        let Ok(first) = m else {
+                            open = false;
+                            continue;
+                        };
+                        // Batches already waiting are verified together:
+                        // larger batch equations when the stage is behind.
+                        let mut group = gather(first, VERIFY_JOB_MAX, |_| verify_rx.try_recv().ok());
+                        s.stats.depth(1, verify_rx.len());
+                        if !stall.is_zero() {
+                            let batches = u32::try_from(group.len()).unwrap_or(u32::MAX);
+                            std::thread::sleep(stall.saturating_mul(batches));
+                        }
+                        verified += group.iter().map(|b| b.items.len() as u64).sum::<u64>();
+                        if let Some((after, time)) = pause
+                            && verified >= after
+                        {
+                            std::thread::sleep(time);
+                            pause = None;
+                        }
+                        let now = now_us();
+                        for batch in &mut group {
+                            batch.check_deadlines(now);
+                        }
+                        // An idle pool splits the group across its threads
+                        // (latency); a busy one verifies it whole on one
+                        // thread (larger batch equations, no waiting).
+                        let split = dispatched == finished.next();
+                        let seq = dispatched;
+                        dispatched += 1;
+                        let tx = done_tx.clone();
+                        let stats = s.stats.clone();
+                        pool.spawn(move || {
+                            stats.time(1, || verify_group(&mut group, split));
+                            // The receiver outlives every job it waits for.
+                            let _sent = tx.send((seq, group));
+                        });
+                    },
+                    recv(done_rx) -> m => {
+                        let Ok((seq, group)) = m else {
+                            continue;
+                        };
+                        for group in finished.put(seq, group) {
+                            for batch in group {
+                                if policy_tx.send(batch).is_err() {
+                                    return;
+                                }
+                                s.stats.depth(2, policy_tx.len());
+                            }
+                        }
+                    },
                 }
             }
         })?);
@@ -1518,8 +1565,46 @@ fn ingest<S: Source>(
     }
 }
 
-/// Most intents a stage gathers into one group (verify, seal).
+/// Most intents the seal stage gathers into one group.
 const GROUP_MAX: usize = 4096;
+
+/// Most intents the verify stage gathers into one pool job: one batch
+/// equation of the largest size ([`crate::verify::MAX_BATCH`]).
+const VERIFY_JOB_MAX: usize = crate::verify::MAX_BATCH;
+
+/// Puts items numbered 0, 1, 2, … back in order, whatever order they
+/// finish in.
+struct InOrder<T> {
+    next: u64,
+    waiting: BTreeMap<u64, T>,
+}
+
+impl<T> Default for InOrder<T> {
+    fn default() -> Self {
+        InOrder {
+            next: 0,
+            waiting: BTreeMap::new(),
+        }
+    }
+}
+
+impl<T> InOrder<T> {
+    /// The number of the next item due out (all before it are out).
+    fn next(&self) -> u64 {
+        self.next
+    }
+
+    /// Takes item `seq`; returns every item now due, in order.
+    fn put(&mut self, seq: u64, item: T) -> Vec<T> {
+        self.waiting.insert(seq, item);
+        let mut due = Vec::new();
+        while let Some(item) = self.waiting.remove(&self.next) {
+            due.push(item);
+            self.next += 1;
+        }
+        due
+    }
+}
 
 /// `first` plus whatever `more` yields at once, up to `max` records.
 fn gather(first: Batch, max: usize, mut more: impl FnMut(usize) -> Option<Batch>) -> Vec<Batch> {
@@ -1537,8 +1622,9 @@ fn gather(first: Batch, max: usize, mut more: impl FnMut(usize) -> Option<Batch>
     group
 }
 
-/// Verify: one batch verification over every undecided intent of the group.
-fn verify_group(group: &mut [Batch]) {
+/// Verify: one batch verification over every undecided intent of the
+/// group, split across the pool's threads when `split`.
+fn verify_group(group: &mut [Batch], split: bool) {
     let mut slots = Vec::new();
     let mut missing = Vec::new();
     let mut failed = Vec::new();
@@ -1569,7 +1655,11 @@ fn verify_group(group: &mut [Batch]) {
             }
         }
         let mut out = vec![Err(SigError::NoItem); sigs.len()];
-        verify_batch_parallel(&sigs, &mut out);
+        if split {
+            verify_batch_parallel(&sigs, &mut out);
+        } else {
+            verify_batch(&sigs, &mut out);
+        }
         for (slot, r) in slots.iter().zip(&out) {
             if r.is_err() {
                 failed.push(*slot);
@@ -2028,6 +2118,20 @@ fn emit<K: Sink>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finished_groups_leave_in_the_order_they_arrived() {
+        let mut q = InOrder::default();
+        assert!(q.put(2, 'c').is_empty());
+        assert!(q.put(1, 'b').is_empty());
+        assert_eq!(q.next(), 0);
+        assert_eq!(q.put(0, 'a'), vec!['a', 'b', 'c']);
+        assert_eq!(q.next(), 3);
+        assert_eq!(q.put(3, 'd'), vec!['d']);
+        assert!(q.put(5, 'f').is_empty());
+        assert_eq!(q.put(4, 'e'), vec!['e', 'f']);
+        assert_eq!(q.next(), 6);
+    }
 
     #[test]
     fn layouts_pin_to_the_cpus_the_process_has() {

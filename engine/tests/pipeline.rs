@@ -483,6 +483,51 @@ fn a_stall_inside_the_pipeline_turns_into_deadline_denies() {
     assert_eq!(run.reason_of(2), Reason::Authorized);
 }
 
+/// Verification groups run side by side on the pool and can finish in any
+/// order; policy must still see intents in the order they were read, or
+/// the second user of a nonce could win over the first.
+#[test]
+fn the_first_user_of_a_nonce_wins_however_verification_groups_finish() {
+    const PAIRS: u64 = 2_000;
+    let records: Vec<(&str, Vec<u8>)> = (0..PAIRS)
+        .flat_map(|i| {
+            let first = Spec {
+                nonce: Some(2 * i),
+                ..Spec::new(2 * i)
+            };
+            let second = Spec {
+                nonce: Some(2 * i),
+                ..Spec::new(2 * i + 1)
+            };
+            [("svc-1", first.signed()), ("svc-1", second.signed())]
+        })
+        .collect();
+    let run = run(
+        Config {
+            // Small batches, so that pairs straddle batches and groups
+            // of several sizes overlap on the two verify threads.
+            max_batch: 5,
+            shed_after: Duration::from_secs(60),
+            ..config()
+        },
+        &records,
+        Some(policy()),
+    );
+    for i in 0..PAIRS {
+        assert_eq!(
+            run.reason_of(2 * i),
+            Reason::Authorized,
+            "first of pair {i}"
+        );
+        assert_eq!(
+            run.reason_of(2 * i + 1),
+            Reason::ReplayedNonce,
+            "second of pair {i}"
+        );
+    }
+    assert_eq!(run.verify_lineage(), 2 * PAIRS);
+}
+
 #[test]
 fn exactly_one_decision_per_intent_under_concurrent_load() {
     const PRODUCERS: u64 = 4;
