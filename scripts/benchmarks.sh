@@ -105,7 +105,8 @@ for name in "${which[@]}"; do
       cargo bench -p warrant-bench --bench policy 2>&1 | tee "$out/policy.log"
       python3 bench/summarize.py policy | tee -a "$out/policy.log" ;;
     pipeline)
-      cargo bench -p warrant-bench --bench pipeline 2>&1 | tee "$out/pipeline.log" ;;
+      cargo bench -p warrant-bench --bench pipeline 2>&1 | tee "$out/pipeline.log"
+      cargo bench -p warrant-bench --bench stages 2>&1 | tee "$out/stages.log" ;;
     kafka)
       brokers
       cargo bench -p warrant-bench --bench kafka 2>&1 | tee "$out/kafka.log" ;;
