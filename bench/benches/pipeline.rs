@@ -452,7 +452,16 @@ fn main() {
     drop(f);
     let secs = if full { 2.0 } else { 0.2 };
     let lat = fixture((rate * secs) as usize);
+    let (t, cpu) = (Instant::now(), cpu_secs());
     let (h, sent) = open_loop(&lat, rate, secs);
+    println!(
+        "  open loop: {:.1} CPU µs per intent ({:.0}% of {} cores, the publisher included)",
+        (cpu_secs() - cpu) * 1e6 / sent as f64,
+        100.0 * (cpu_secs() - cpu)
+            / t.elapsed().as_secs_f64()
+            / rayon::current_num_threads() as f64,
+        rayon::current_num_threads()
+    );
     let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     println!(
         "open loop at {rate:.0}/s ({sent} intents; half the median max unless set): p50 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  max {:.3} ms  (target p99 <= 1 ms: {})",

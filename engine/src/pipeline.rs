@@ -1160,68 +1160,97 @@ impl Engine {
             let (done_tx, done_rx) = unbounded::<(u64, Vec<Batch>)>();
             let mut finished = InOrder::default();
             let mut dispatched = 0u64;
+            // Batches taken in but not yet handed to the pool.
+            let mut held: Vec<Batch> = Vec::new();
+            let mut held_intents = 0usize;
             let mut open = true;
             let never = crossbeam_channel::never::<Batch>();
-            while open || finished.next() < dispatched {
+            let forward = |due: Vec<Vec<Batch>>| {
+                for batch in due.into_iter().flatten() {
+                    if policy_tx.send(batch).is_err() {
+                        return false;
+                    }
+                    s.stats.depth(2, policy_tx.len());
+                }
+                true
+            };
+            while open || !held.is_empty() || finished.next() < dispatched {
+                let in_flight = dispatched - finished.next();
                 // At most `in_flight_max` groups between here and policy.
-                let input = if open && dispatched - finished.next() < in_flight_max {
+                let input = if open && in_flight < in_flight_max && held_intents < VERIFY_JOB_MAX {
                     &verify_rx
                 } else {
                     &never
                 };
                 select! {
-                    recv(input) -> m => {
-                        let Ok(first) = m else {
-                            open = false;
-                            continue;
-                        };
+                    recv(input) -> m => match m {
                         // Batches already waiting are verified together:
                         // larger batch equations when the stage is behind.
-                        let mut group = gather(first, VERIFY_JOB_MAX, |_| verify_rx.try_recv().ok());
-                        s.stats.depth(1, verify_rx.len());
-                        if !stall.is_zero() {
-                            let batches = u32::try_from(group.len()).unwrap_or(u32::MAX);
-                            std::thread::sleep(stall.saturating_mul(batches));
+                        Ok(first) => {
+                            held_intents += first.records.len();
+                            held.push(first);
+                            while held_intents < VERIFY_JOB_MAX {
+                                let Ok(b) = verify_rx.try_recv() else {
+                                    break;
+                                };
+                                held_intents += b.records.len();
+                                held.push(b);
+                            }
+                            s.stats.depth(1, verify_rx.len());
                         }
-                        verified += group.iter().map(|b| b.items.len() as u64).sum::<u64>();
-                        if let Some((after, time)) = pause
-                            && verified >= after
-                        {
-                            std::thread::sleep(time);
-                            pause = None;
-                        }
-                        let now = now_us();
-                        for batch in &mut group {
-                            batch.check_deadlines(now);
-                        }
-                        // An idle pool splits the group across its threads
-                        // (latency); a busy one verifies it whole on one
-                        // thread (larger batch equations, no waiting).
-                        let split = dispatched == finished.next();
-                        let seq = dispatched;
-                        dispatched += 1;
-                        let tx = done_tx.clone();
-                        let stats = s.stats.clone();
-                        pool.spawn(move || {
-                            stats.time(1, || verify_group(&mut group, split));
-                            // The receiver outlives every job it waits for.
-                            let _sent = tx.send((seq, group));
-                        });
+                        Err(_) => open = false,
                     },
                     recv(done_rx) -> m => {
                         let Ok((seq, group)) = m else {
                             continue;
                         };
-                        for group in finished.put(seq, group) {
-                            for batch in group {
-                                if policy_tx.send(batch).is_err() {
-                                    return;
-                                }
-                                s.stats.depth(2, policy_tx.len());
-                            }
+                        if !forward(finished.put(seq, group)) {
+                            return;
                         }
                     },
                 }
+                let in_flight = dispatched - finished.next();
+                // A small group waits while another is verified: what
+                // arrives meanwhile joins it (a larger batch equation, one
+                // job fewer), rather than taking the second thread for a
+                // few signatures. A large group, or one that finds the pool
+                // idle, or the last, goes at once.
+                let go = !held.is_empty()
+                    && in_flight < in_flight_max
+                    && (in_flight == 0 || held_intents >= SOLO_JOB_MIN || !open);
+                if !go {
+                    continue;
+                }
+                let mut group = std::mem::take(&mut held);
+                held_intents = 0;
+                if !stall.is_zero() {
+                    let batches = u32::try_from(group.len()).unwrap_or(u32::MAX);
+                    std::thread::sleep(stall.saturating_mul(batches));
+                }
+                verified += group.iter().map(|b| b.items.len() as u64).sum::<u64>();
+                if let Some((after, time)) = pause
+                    && verified >= after
+                {
+                    std::thread::sleep(time);
+                    pause = None;
+                }
+                let now = now_us();
+                for batch in &mut group {
+                    batch.check_deadlines(now);
+                }
+                let seq = dispatched;
+                dispatched += 1;
+                // An idle pool splits the group across its threads
+                // (latency); a busy one verifies it whole on one thread
+                // (larger batch equations, no waiting).
+                let split = in_flight == 0;
+                let tx = done_tx.clone();
+                let stats = s.stats.clone();
+                pool.spawn(move || {
+                    stats.time(1, || verify_group(&mut group, split));
+                    // The receiver outlives every job it waits for.
+                    let _sent = tx.send((seq, group));
+                });
             }
         })?);
 
@@ -1571,6 +1600,10 @@ const GROUP_MAX: usize = 4096;
 /// Most intents the verify stage gathers into one pool job: one batch
 /// equation of the largest size ([`crate::verify::MAX_BATCH`]).
 const VERIFY_JOB_MAX: usize = crate::verify::MAX_BATCH;
+
+/// Smallest group the verify stage starts while another is still being
+/// verified; a smaller one waits for it, gathering what arrives.
+const SOLO_JOB_MIN: usize = 256;
 
 /// Puts items numbered 0, 1, 2, … back in order, whatever order they
 /// finish in.
