@@ -31,10 +31,7 @@
 //! batch, not per intent, it loads the trust store and the policy (`ArcSwap`,
 //! no lock), allocates, and signs once (one Merkle root). Verify and seal
 //! group the batches already waiting; emit merges the sealed groups already
-//! waiting into one sink send. Verify hands each group to its pool without
-//! waiting for it, at most one group per pool thread in flight, and puts
-//! finished groups back in arrival order: a pool thread never idles at a
-//! barrier while the other finishes (or is preempted by a stage thread).
+//! waiting into one sink send.
 //!
 //! A full batch that finds the pipeline full waits up to
 //! [`Config::shed_after`], then is shed (denied "overloaded") — unless the
@@ -122,7 +119,7 @@ use crate::replay::{NonceKey, ReplayCache, Seen};
 use crate::seal::{DecisionCore, EngineKey, seal_with_leaves};
 use crate::transport::{Handover, InRecord, OutBatch, Sink, Source, TransportError, partition_for};
 use crate::trust::{Lookup, TrustStore};
-use crate::verify::{SigError, SigItem, verify_batch, verify_batch_parallel};
+use crate::verify::{SigError, SigItem, verify_batch_parallel};
 
 /// Which core each stage runs on (`None`: not pinned) and how many threads
 /// verify.
@@ -302,8 +299,7 @@ pub struct Stats {
     shed_intents: AtomicU64,
     by_reason: [AtomicU64; 16],
     lineage_records: AtomicU64,
-    /// Busy time per stage, ns (decode, verify, policy, seal, emit);
-    /// verify's is summed over its pool threads.
+    /// Busy time per stage, ns (decode, verify, policy, seal, emit).
     busy_ns: [AtomicU64; 5],
     /// Microseconds from a batch's first poll to the sink's ack, per intent.
     latency_us: Mutex<Histogram<u64>>,
@@ -1150,79 +1146,12 @@ impl Engine {
         let mut pause = config.verify_pause;
         let mut verified = 0u64;
         let s = shared.clone();
-        let in_flight_max = threads as u64;
         handles.push(spawn("verify", None, &shared, move || {
-            // Groups are handed to the pool without waiting for one
-            // another: a pool thread that finishes its group takes the next
-            // while the other is still busy (or was preempted by a stage
-            // thread), instead of idling at a barrier. Finished groups come
-            // back here and leave for policy in the order they arrived.
-            let (done_tx, done_rx) = unbounded::<(u64, Vec<Batch>)>();
-            let mut finished = InOrder::default();
-            let mut dispatched = 0u64;
-            // Batches taken in but not yet handed to the pool.
-            let mut held: Vec<Batch> = Vec::new();
-            let mut held_intents = 0usize;
-            let mut open = true;
-            let never = crossbeam_channel::never::<Batch>();
-            let forward = |due: Vec<Vec<Batch>>| {
-                for batch in due.into_iter().flatten() {
-                    if policy_tx.send(batch).is_err() {
-                        return false;
-                    }
-                    s.stats.depth(2, policy_tx.len());
-                }
-                true
-            };
-            while open || !held.is_empty() || finished.next() < dispatched {
-                let in_flight = dispatched - finished.next();
-                // At most `in_flight_max` groups between here and policy.
-                let input = if open && in_flight < in_flight_max && held_intents < VERIFY_JOB_MAX {
-                    &verify_rx
-                } else {
-                    &never
-                };
-                select! {
-                    recv(input) -> m => match m {
-                        // Batches already waiting are verified together:
-                        // larger batch equations when the stage is behind.
-                        Ok(first) => {
-                            held_intents += first.records.len();
-                            held.push(first);
-                            while held_intents < VERIFY_JOB_MAX {
-                                let Ok(b) = verify_rx.try_recv() else {
-                                    break;
-                                };
-                                held_intents += b.records.len();
-                                held.push(b);
-                            }
-                            s.stats.depth(1, verify_rx.len());
-                        }
-                        Err(_) => open = false,
-                    },
-                    recv(done_rx) -> m => {
-                        let Ok((seq, group)) = m else {
-                            continue;
-                        };
-                        if !forward(finished.put(seq, group)) {
-                            return;
-                        }
-                    },
-                }
-                let in_flight = dispatched - finished.next();
-                // A small group waits while another is verified: what
-                // arrives meanwhile joins it (a larger batch equation, one
-                // job fewer), rather than taking the second thread for a
-                // few signatures. A large group, or one that finds the pool
-                // idle, or the last, goes at once.
-                let go = !held.is_empty()
-                    && in_flight < in_flight_max
-                    && (in_flight == 0 || held_intents >= SOLO_JOB_MIN || !open);
-                if !go {
-                    continue;
-                }
-                let mut group = std::mem::take(&mut held);
-                held_intents = 0;
+            for first in verify_rx.iter() {
+                // Batches already waiting are verified together: larger
+                // batch equations when the stage is behind.
+                let mut group = gather(first, GROUP_MAX, |_| verify_rx.try_recv().ok());
+                s.stats.depth(1, verify_rx.len());
                 if !stall.is_zero() {
                     let batches = u32::try_from(group.len()).unwrap_or(u32::MAX);
                     std::thread::sleep(stall.saturating_mul(batches));
@@ -1238,19 +1167,14 @@ impl Engine {
                 for batch in &mut group {
                     batch.check_deadlines(now);
                 }
-                let seq = dispatched;
-                dispatched += 1;
-                // An idle pool splits the group across its threads
-                // (latency); a busy one verifies it whole on one thread
-                // (larger batch equations, no waiting).
-                let split = in_flight == 0;
-                let tx = done_tx.clone();
-                let stats = s.stats.clone();
-                pool.spawn(move || {
-                    stats.time(1, || verify_group(&mut group, split));
-                    // The receiver outlives every job it waits for.
-                    let _sent = tx.send((seq, group));
-                });
+                s.stats
+                    .time(1, || pool.install(|| verify_group(&mut group)));
+                for batch in group {
+                    if policy_tx.send(batch).is_err() {
+                        return;
+                    }
+                    s.stats.depth(2, policy_tx.len());
+                }
             }
         })?);
 
@@ -1594,50 +1518,8 @@ fn ingest<S: Source>(
     }
 }
 
-/// Most intents the seal stage gathers into one group.
+/// Most intents a stage gathers into one group (verify, seal).
 const GROUP_MAX: usize = 4096;
-
-/// Most intents the verify stage gathers into one pool job: one batch
-/// equation of the largest size ([`crate::verify::MAX_BATCH`]).
-const VERIFY_JOB_MAX: usize = crate::verify::MAX_BATCH;
-
-/// Smallest group the verify stage starts while another is still being
-/// verified; a smaller one waits for it, gathering what arrives.
-const SOLO_JOB_MIN: usize = 256;
-
-/// Puts items numbered 0, 1, 2, … back in order, whatever order they
-/// finish in.
-struct InOrder<T> {
-    next: u64,
-    waiting: BTreeMap<u64, T>,
-}
-
-impl<T> Default for InOrder<T> {
-    fn default() -> Self {
-        InOrder {
-            next: 0,
-            waiting: BTreeMap::new(),
-        }
-    }
-}
-
-impl<T> InOrder<T> {
-    /// The number of the next item due out (all before it are out).
-    fn next(&self) -> u64 {
-        self.next
-    }
-
-    /// Takes item `seq`; returns every item now due, in order.
-    fn put(&mut self, seq: u64, item: T) -> Vec<T> {
-        self.waiting.insert(seq, item);
-        let mut due = Vec::new();
-        while let Some(item) = self.waiting.remove(&self.next) {
-            due.push(item);
-            self.next += 1;
-        }
-        due
-    }
-}
 
 /// `first` plus whatever `more` yields at once, up to `max` records.
 fn gather(first: Batch, max: usize, mut more: impl FnMut(usize) -> Option<Batch>) -> Vec<Batch> {
@@ -1655,9 +1537,8 @@ fn gather(first: Batch, max: usize, mut more: impl FnMut(usize) -> Option<Batch>
     group
 }
 
-/// Verify: one batch verification over every undecided intent of the
-/// group, split across the pool's threads when `split`.
-fn verify_group(group: &mut [Batch], split: bool) {
+/// Verify: one batch verification over every undecided intent of the group.
+fn verify_group(group: &mut [Batch]) {
     let mut slots = Vec::new();
     let mut missing = Vec::new();
     let mut failed = Vec::new();
@@ -1688,11 +1569,7 @@ fn verify_group(group: &mut [Batch], split: bool) {
             }
         }
         let mut out = vec![Err(SigError::NoItem); sigs.len()];
-        if split {
-            verify_batch_parallel(&sigs, &mut out);
-        } else {
-            verify_batch(&sigs, &mut out);
-        }
+        verify_batch_parallel(&sigs, &mut out);
         for (slot, r) in slots.iter().zip(&out) {
             if r.is_err() {
                 failed.push(*slot);
@@ -2151,20 +2028,6 @@ fn emit<K: Sink>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn finished_groups_leave_in_the_order_they_arrived() {
-        let mut q = InOrder::default();
-        assert!(q.put(2, 'c').is_empty());
-        assert!(q.put(1, 'b').is_empty());
-        assert_eq!(q.next(), 0);
-        assert_eq!(q.put(0, 'a'), vec!['a', 'b', 'c']);
-        assert_eq!(q.next(), 3);
-        assert_eq!(q.put(3, 'd'), vec!['d']);
-        assert!(q.put(5, 'f').is_empty());
-        assert_eq!(q.put(4, 'e'), vec!['e', 'f']);
-        assert_eq!(q.next(), 6);
-    }
 
     #[test]
     fn layouts_pin_to_the_cpus_the_process_has() {

@@ -483,9 +483,10 @@ fn a_stall_inside_the_pipeline_turns_into_deadline_denies() {
     assert_eq!(run.reason_of(2), Reason::Authorized);
 }
 
-/// Verification groups run side by side on the pool and can finish in any
-/// order; policy must still see intents in the order they were read, or
-/// the second user of a nonce could win over the first.
+/// However verification is scheduled (groups, pool threads), policy must
+/// see a partition's intents in the order they were read, or the second
+/// user of a nonce could win over the first. (Checked by a verify stage
+/// that let groups finish out of order: it failed 3 runs in 4.)
 #[test]
 fn the_first_user_of_a_nonce_wins_however_verification_groups_finish() {
     const PAIRS: u64 = 2_000;
@@ -505,7 +506,7 @@ fn the_first_user_of_a_nonce_wins_however_verification_groups_finish() {
     let run = run(
         Config {
             // Small batches, so that pairs straddle batches and groups
-            // of several sizes overlap on the two verify threads.
+            // of several sizes meet the two verify threads.
             max_batch: 5,
             shed_after: Duration::from_secs(60),
             ..config()

@@ -216,7 +216,7 @@ impl Admin {
         header(
             &mut m,
             "warrant_stage_busy_seconds_total",
-            "Time each stage spent working (not waiting); verify sums its pool threads, so it can exceed wall time.",
+            "Time each stage spent working (not waiting).",
             "counter",
         );
         for (stage, busy) in &s.stage_busy {
