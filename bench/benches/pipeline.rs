@@ -172,10 +172,15 @@ fn engine<K: Sink + 'static>(f: &Fixture, topic: &Topic, sink: K) -> Engine {
     Engine::start(
         Config {
             partitions: topic.partitions(),
-            layout: if std::env::var("WARRANT_PIPELINE_UNPINNED").is_ok() {
-                warrant_engine::pipeline::Layout::unpinned(rayon::current_num_threads())
-            } else {
-                warrant_engine::pipeline::Layout::auto()
+            layout: match std::env::var("WARRANT_PIPELINE_VERIFY_THREADS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+            {
+                Some(threads) => warrant_engine::pipeline::Layout::unpinned(threads),
+                None if std::env::var("WARRANT_PIPELINE_UNPINNED").is_ok() => {
+                    warrant_engine::pipeline::Layout::unpinned(rayon::current_num_threads())
+                }
+                None => warrant_engine::pipeline::Layout::auto(),
             },
             linger: Duration::from_micros(env("WARRANT_PIPELINE_LINGER_US", 200) as u64),
             ..Config::default()

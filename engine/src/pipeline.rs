@@ -1167,8 +1167,17 @@ impl Engine {
                 for batch in &mut group {
                     batch.check_deadlines(now);
                 }
-                s.stats
-                    .time(1, || pool.install(|| verify_group(&mut group)));
+                let intents: usize = group.iter().map(|b| b.items.len()).sum();
+                s.stats.time(1, || {
+                    if intents < INLINE_VERIFY_MAX {
+                        // Too few to split over the pool: verified here,
+                        // without waking a pool thread (whose wake-up and
+                        // idle spin cost more than these signatures).
+                        verify_group(&mut group);
+                    } else {
+                        pool.install(|| verify_group(&mut group));
+                    }
+                });
                 for batch in group {
                     if policy_tx.send(batch).is_err() {
                         return;
@@ -1520,6 +1529,11 @@ fn ingest<S: Source>(
 
 /// Most intents a stage gathers into one group (verify, seal).
 const GROUP_MAX: usize = 4096;
+
+/// Verify groups smaller than this (too small for
+/// [`verify_batch_parallel`] to split) are verified on the verify stage's
+/// own thread rather than on the pool.
+const INLINE_VERIFY_MAX: usize = 2 * crate::verify::MIN_PARALLEL_CHUNK;
 
 /// `first` plus whatever `more` yields at once, up to `max` records.
 fn gather(first: Batch, max: usize, mut more: impl FnMut(usize) -> Option<Batch>) -> Vec<Batch> {
