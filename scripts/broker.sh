@@ -11,7 +11,8 @@
 #   scripts/broker.sh status    exit 0 if it answers
 #   scripts/broker.sh wipe      stop and delete its data
 #   scripts/broker.sh topics NAME...
-#                               create these topics too (if absent)
+#                               create these topics too (if absent; a name
+#                               with "keys" in it is created compacted)
 #
 # Settings (environment):
 #   WARRANT_BROKER_PORT   listener port on 127.0.0.1 (default 19092)
@@ -112,8 +113,14 @@ create_topics() {
   local existing
   existing="$("$(tansu_bin)" topic list --broker "$url" 2>/dev/null || true)"
   for t in "$@"; do
+    # A keys topic is compacted: a key's latest record (a revocation, say)
+    # must never expire. `warrant run` refuses one that is not.
+    local config=()
+    if [[ "$t" == *keys* ]]; then
+      config=(--config cleanup.policy=compact)
+    fi
     if ! grep -q "\"$t\"" <<<"$existing"; then
-      if ! timeout 10 "$(tansu_bin)" topic create --broker "$url" --partitions "$partitions" "$t" >/dev/null; then
+      if ! timeout 10 "$(tansu_bin)" topic create --broker "$url" --partitions "$partitions" "${config[@]}" "$t" >/dev/null; then
         echo "broker: cannot create topic $t" >&2
         return 1
       fi

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 
@@ -13,12 +13,28 @@ use super::KafkaError;
 /// Creates `topics` with `partitions` partitions each (replication 1) on
 /// `brokers`, blocking until the broker answers. Fails if any exists.
 pub fn create_topics(brokers: &str, topics: &[&str], partitions: i32) -> Result<(), KafkaError> {
+    create_topics_with(brokers, topics, partitions, &[])
+}
+
+/// [`create_topics`] with topic configuration (`cleanup.policy=compact`
+/// for a keys topic, say).
+pub fn create_topics_with(
+    brokers: &str,
+    topics: &[&str],
+    partitions: i32,
+    configs: &[(&str, &str)],
+) -> Result<(), KafkaError> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .create()?;
     let new: Vec<NewTopic<'_>> = topics
         .iter()
-        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
+        .map(|t| {
+            configs.iter().fold(
+                NewTopic::new(t, partitions, TopicReplication::Fixed(1)),
+                |n, (k, v)| n.set(k, v),
+            )
+        })
         .collect();
     for result in block_on(admin.create_topics(&new, &AdminOptions::new()))? {
         result.map_err(|(topic, code)| KafkaError::Topic {
@@ -47,6 +63,36 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
         }
         std::thread::park_timeout(Duration::from_millis(10));
     }
+}
+
+/// The configuration the broker reports for `topic`, as (name, value).
+/// A broker may leave out settings at their defaults (Apache Kafka lists
+/// them; Tansu lists only those set), so a missing name means the
+/// broker's default.
+pub fn topic_config(
+    config: &super::KafkaConfig,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Vec<(String, String)>, KafkaError> {
+    let admin: AdminClient<DefaultClientContext> = config.client(&[])?.create()?;
+    let opts = AdminOptions::new().request_timeout(Some(timeout));
+    let results = block_on(admin.describe_configs(&[ResourceSpecifier::Topic(topic)], &opts))?;
+    let resource = results
+        .into_iter()
+        .next()
+        .ok_or_else(|| KafkaError::Topic {
+            topic: topic.to_owned(),
+            message: "the broker described no configuration".into(),
+        })?
+        .map_err(|code| KafkaError::Topic {
+            topic: topic.to_owned(),
+            message: format!("cannot read its configuration: {code}"),
+        })?;
+    Ok(resource
+        .entries
+        .into_iter()
+        .filter_map(|e| e.value.map(|v| (e.name, v)))
+        .collect())
 }
 
 /// What [`check`] found: each topic with its partition count.

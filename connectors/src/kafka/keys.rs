@@ -50,8 +50,44 @@ fn decode(key: Option<&[u8]>, value: Option<&[u8]>) -> KeyChange {
     }
 }
 
+/// Why a keys topic with this configuration could lose key records, if it
+/// could: the latest record of a key is its state (a revocation, say), so
+/// the topic must be compacted and never delete records by retention.
+/// `configs` as [`super::topic_config`] returns them (a setting left out
+/// is at the broker's default: `cleanup.policy=delete`).
+pub fn retention_problem(configs: &[(String, String)]) -> Option<String> {
+    let get = |name: &str| {
+        configs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.trim())
+    };
+    let policy = get("cleanup.policy").unwrap_or("delete");
+    let parts: Vec<&str> = policy.split(',').map(str::trim).collect();
+    if !parts.contains(&"compact") {
+        return Some(format!(
+            "has cleanup.policy={policy}: retention would delete key records, a revocation \
+             among them, and a revoked key would be trusted again after a restart; \
+             create it with cleanup.policy=compact"
+        ));
+    }
+    if parts.contains(&"delete") {
+        let retention = get("retention.ms").unwrap_or("604800000");
+        if retention != "-1" {
+            return Some(format!(
+                "has cleanup.policy={policy} with retention.ms={retention}: retention would \
+                 delete key records, a revocation among them; use cleanup.policy=compact \
+                 (or retention.ms=-1)"
+            ));
+        }
+    }
+    None
+}
+
 impl KeyTopic {
-    /// Opens `topic` (it must exist) from its beginning.
+    /// Opens `topic` from its beginning. It must exist and be compacted
+    /// without retention ([`retention_problem`]): an error otherwise, so
+    /// an engine never starts on a key table that can lose revocations.
     pub fn open(config: &KafkaConfig, topic: &str) -> Result<KeyTopic, KafkaError> {
         let consumer = super::admin::whole_topic_reader(config, "keys", 100)?;
         let ends = super::admin::assign_from_start(
@@ -59,6 +95,13 @@ impl KeyTopic {
             topic,
             "does not exist (create it compacted: cleanup.policy=compact)",
         )?;
+        let configs = super::admin::topic_config(config, topic, Duration::from_secs(10))?;
+        if let Some(problem) = retention_problem(&configs) {
+            return Err(KafkaError::Topic {
+                topic: topic.to_owned(),
+                message: problem,
+            });
+        }
         Ok(KeyTopic {
             consumer,
             topic: topic.to_owned(),
@@ -156,5 +199,47 @@ impl ProducerContext for Delivered {
         if let Ok(mut d) = self.0.lock() {
             *d = Some(result.as_ref().map(|_| ()).map_err(|(e, _)| e.to_string()));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::retention_problem;
+
+    fn configs(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn only_a_topic_that_keeps_every_key_record_is_accepted() {
+        assert_eq!(
+            retention_problem(&configs(&[("cleanup.policy", "compact")])),
+            None
+        );
+        assert_eq!(
+            retention_problem(&configs(&[
+                ("cleanup.policy", "compact,delete"),
+                ("retention.ms", "-1")
+            ])),
+            None
+        );
+        // Nothing set: the broker's default, delete after 7 days.
+        let default = retention_problem(&[]).unwrap_or_default();
+        assert!(default.contains("cleanup.policy=delete"), "{default}");
+        let delete = retention_problem(&configs(&[("cleanup.policy", "delete")]));
+        assert!(delete.is_some_and(|m| m.contains("revocation")));
+        let both = retention_problem(&configs(&[
+            ("cleanup.policy", "compact, delete"),
+            ("retention.ms", "86400000"),
+        ]))
+        .unwrap_or_default();
+        assert!(both.contains("retention.ms=86400000"), "{both}");
+        assert!(
+            retention_problem(&configs(&[("cleanup.policy", "compact,delete")]))
+                .is_some_and(|m| m.contains("retention.ms=604800000"))
+        );
     }
 }

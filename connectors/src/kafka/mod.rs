@@ -22,7 +22,9 @@ mod keys;
 mod sink;
 mod source;
 
-pub use admin::{TopicsReport, check, create_topics, fresh_topics, read_all};
+pub use admin::{
+    TopicsReport, check, create_topics, create_topics_with, fresh_topics, read_all, topic_config,
+};
 pub use config::{KafkaConfig, KafkaError};
 pub use keys::{KeyChange, KeyTopic, publish_key};
 pub use sink::KafkaSink;

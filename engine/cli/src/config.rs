@@ -180,7 +180,8 @@ pub struct Trust {
     /// values; `warrant keys` writes them) layered over the file:
     /// a record overrides the file's entry for its key. Read to its end
     /// before the engine starts, then followed: a revocation applies from
-    /// the moment it is read. Empty: no topic.
+    /// the moment it is read. A topic that retention can empty (not
+    /// `cleanup.policy=compact`) is refused. Empty: no topic.
     pub topic: String,
 }
 

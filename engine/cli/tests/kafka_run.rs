@@ -921,8 +921,25 @@ fn keys_rotate_and_revoke_while_the_engine_runs_and_its_own_key_rotates() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let brokers = broker("start", None);
     let rig = Rig::new("keys", &brokers);
+    // A keys topic that retention can empty (the broker's default,
+    // cleanup.policy=delete) is refused: a revocation on it would expire.
+    let loose = rig.intents.replacen("intents-", "loosekeys-", 1);
+    warrant_connectors::kafka::create_topics(&brokers, &[&loose], 1).unwrap();
+    let kafka = warrant_connectors::kafka::KafkaConfig::new(&brokers);
+    let refused = warrant_connectors::kafka::KeyTopic::open(&kafka, &loose)
+        .err()
+        .expect("a keys topic without compaction is refused")
+        .to_string();
+    assert!(refused.contains("cleanup.policy=delete"), "{refused}");
     let keys_topic = rig.intents.replacen("intents-", "keys-", 1);
-    warrant_connectors::kafka::create_topics(&brokers, &[&keys_topic], 1).unwrap();
+    warrant_connectors::kafka::create_topics_with(
+        &brokers,
+        &[&keys_topic],
+        1,
+        &[("cleanup.policy", "compact")],
+    )
+    .unwrap();
+    assert!(warrant_connectors::kafka::KeyTopic::open(&kafka, &keys_topic).is_ok());
     let config = rig.dir.join("warrant.toml");
     let mut text = std::fs::read_to_string(&config).unwrap();
     text.push_str(&format!(
