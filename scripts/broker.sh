@@ -153,7 +153,7 @@ case "${1:-}" in
     answers || { echo "broker: not running on 127.0.0.1:$port" >&2; exit 1; }
     create_topics "$@" ;;
   *)
-    sed -n '2,26p' "$0" >&2
+    sed -n '2,27p' "$0" >&2
     exit 2
     ;;
 esac
