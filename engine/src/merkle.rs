@@ -89,7 +89,11 @@ fn path(leaves: &[Hash], index: usize, out: &mut Vec<Hash>) {
 /// All inclusion proofs of a tree at once, `O(n log n)` hashing in total
 /// (the per-leaf [`inclusion_proof`] would recompute subtree roots).
 pub fn all_proofs(leaves: &[Hash]) -> (Hash, Vec<Vec<Hash>>) {
-    let mut proofs = vec![Vec::new(); leaves.len()];
+    // A proof holds at most ⌈log2 n⌉ hashes: allocated once, never grown.
+    let depth = leaves.len().next_power_of_two().trailing_zeros() as usize;
+    let mut proofs: Vec<Vec<Hash>> = (0..leaves.len())
+        .map(|_| Vec::with_capacity(depth))
+        .collect();
     let r = build(leaves, &mut proofs);
     (r, proofs)
 }
