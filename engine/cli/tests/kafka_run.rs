@@ -130,7 +130,11 @@ impl Rig {
         std::fs::write(dir.join("trust.toml"), trust).unwrap();
         std::fs::write(dir.join("policy.toml"), policy).unwrap();
         // Brokers come from the environment (WARRANT_KAFKA_BROKERS), as a
-        // deployment would set them.
+        // deployment would set them. These tests check the verdict each
+        // intent deserves; a debug build sharing 2 cores with the broker
+        // can stall past the default 20 ms `shed_after` while catching up
+        // a backlog, and the fail-closed "overloaded" deny that follows is
+        // not what they test (engine/tests/overload.rs does): so 5 s.
         std::fs::write(
             dir.join("warrant.toml"),
             format!(
@@ -145,6 +149,7 @@ impl Rig {
                  \"heartbeat.interval.ms\" = \"500\"\n\
                  [engine]\n\
                  pin = false\n\
+                 shed_after_ms = 5000\n\
                  [policy]\n\
                  path = \"policy.toml\"\n\
                  watch_ms = 100\n\
