@@ -119,7 +119,7 @@ use crate::replay::{NonceKey, ReplayCache, Seen};
 use crate::seal::{DecisionCore, EngineKey, seal_with_leaves};
 use crate::transport::{Handover, InRecord, OutBatch, Sink, Source, TransportError, partition_for};
 use crate::trust::{Lookup, TrustStore};
-use crate::verify::{SigError, SigItem, verify_batch_parallel};
+use crate::verify::{SigError, SigItem, verify_batch, verify_batch_parallel};
 
 /// Which core each stage runs on (`None`: not pinned) and how many threads
 /// verify.
@@ -1169,13 +1169,13 @@ impl Engine {
                 }
                 let intents: usize = group.iter().map(|b| b.items.len()).sum();
                 s.stats.time(1, || {
-                    if intents < INLINE_VERIFY_MAX {
+                    if intents <= crate::verify::MIN_PARALLEL_CHUNK {
                         // Too few to split over the pool: verified here,
                         // without waking a pool thread (whose wake-up and
                         // idle spin cost more than these signatures).
-                        verify_group(&mut group);
+                        verify_group(&mut group, false);
                     } else {
-                        pool.install(|| verify_group(&mut group));
+                        pool.install(|| verify_group(&mut group, true));
                     }
                 });
                 for batch in group {
@@ -1530,11 +1530,6 @@ fn ingest<S: Source>(
 /// Most intents a stage gathers into one group (verify, seal).
 const GROUP_MAX: usize = 4096;
 
-/// Verify groups smaller than this (too small for
-/// [`verify_batch_parallel`] to split) are verified on the verify stage's
-/// own thread rather than on the pool.
-const INLINE_VERIFY_MAX: usize = 2 * crate::verify::MIN_PARALLEL_CHUNK;
-
 /// `first` plus whatever `more` yields at once, up to `max` records.
 fn gather(first: Batch, max: usize, mut more: impl FnMut(usize) -> Option<Batch>) -> Vec<Batch> {
     let mut n = first.records.len();
@@ -1551,8 +1546,10 @@ fn gather(first: Batch, max: usize, mut more: impl FnMut(usize) -> Option<Batch>
     group
 }
 
-/// Verify: one batch verification over every undecided intent of the group.
-fn verify_group(group: &mut [Batch]) {
+/// Verify: one batch verification over every undecided intent of the
+/// group, split over the current rayon pool when `parallel` (never touching
+/// rayon otherwise).
+fn verify_group(group: &mut [Batch], parallel: bool) {
     let mut slots = Vec::new();
     let mut missing = Vec::new();
     let mut failed = Vec::new();
@@ -1583,7 +1580,11 @@ fn verify_group(group: &mut [Batch]) {
             }
         }
         let mut out = vec![Err(SigError::NoItem); sigs.len()];
-        verify_batch_parallel(&sigs, &mut out);
+        if parallel {
+            verify_batch_parallel(&sigs, &mut out);
+        } else {
+            verify_batch(&sigs, &mut out);
+        }
         for (slot, r) in slots.iter().zip(&out) {
             if r.is_err() {
                 failed.push(*slot);
