@@ -459,13 +459,12 @@ fn main() {
     let lat = fixture((rate * secs) as usize);
     let (t, cpu) = (Instant::now(), cpu_secs());
     let (h, sent) = open_loop(&lat, rate, secs);
+    let (secs_taken, cpu) = (t.elapsed().as_secs_f64(), cpu_secs() - cpu);
+    let cores = rayon::current_num_threads();
     println!(
-        "  open loop: {:.1} CPU µs per intent ({:.0}% of {} cores, the publisher included)",
-        (cpu_secs() - cpu) * 1e6 / sent as f64,
-        100.0 * (cpu_secs() - cpu)
-            / t.elapsed().as_secs_f64()
-            / rayon::current_num_threads() as f64,
-        rayon::current_num_threads()
+        "  open loop: {:.1} CPU µs per intent ({:.0}% of {cores} cores, the publisher included)",
+        cpu * 1e6 / sent as f64,
+        100.0 * cpu / secs_taken / cores as f64,
     );
     let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     println!(
