@@ -15,9 +15,15 @@
 //!   ◄── commit_q: offsets whose decisions and lineage the sink acknowledged
 //! ```
 //!
-//! Each stage is one thread, optionally pinned to a core ([`Layout`]);
-//! verification uses a rayon pool (pinned to its own cores from 4 cores
-//! up). Stages are
+//! Each stage is one thread, optionally pinned to a core ([`Layout`]),
+//! except verify: one *lane* per verification thread (at most
+//! 4), each taking groups of batches off the verify queue, and a rayon
+//! pool (pinned to its own cores from 4 cores up) that splits the large
+//! ones. Lane 0 takes every group it can; lane `i + 1` joins only while a
+//! queue forms behind lane `i`. Lanes finish out of order; the policy stage
+//! takes batches back in the order decode sent them (the first user of a
+//! nonce must win), and a permit per batch, taken by decode and returned by
+//! policy, bounds how many wait for an earlier one. Stages are
 //! joined by bounded crossbeam channels that carry whole batches
 //! ([`Config::queue_batches`] deep), so the engine holds at most a fixed
 //! number of intents whatever the offered load.
@@ -299,7 +305,8 @@ pub struct Stats {
     shed_intents: AtomicU64,
     by_reason: [AtomicU64; 16],
     lineage_records: AtomicU64,
-    /// Busy time per stage, ns (decode, verify, policy, seal, emit).
+    /// Busy time per stage, ns (decode, verify, policy, seal, emit);
+    /// verify's is summed over its lanes (it can pass the elapsed time).
     busy_ns: [AtomicU64; 5],
     /// Microseconds from a batch's first poll to the sink's ack, per intent.
     latency_us: Mutex<Histogram<u64>>,
@@ -511,7 +518,8 @@ pub struct StatsSnapshot {
     pub by_reason: [u64; 16],
     /// Lineage records emitted, one per decision (checkpoints not counted).
     pub lineage_records: u64,
-    /// Time each stage spent working (not waiting), by stage name.
+    /// Time each stage spent working (not waiting), by stage name;
+    /// verify's is summed over its lanes.
     pub stage_busy: [(&'static str, Duration); 5],
     /// Whether the sink is failing to acknowledge right now (retrying;
     /// nothing is committed meanwhile).
@@ -631,6 +639,9 @@ impl Item {
 /// per record, in order.
 struct Batch {
     seq: u64,
+    /// Order in which decode handed the batch to verify (0, 1, 2, …):
+    /// verify lanes finish out of order, policy takes batches in this one.
+    vseq: u64,
     records: Vec<InRecord>,
     items: Vec<Item>,
     polled_at: Instant,
@@ -1050,6 +1061,8 @@ impl Engine {
         let (verify_tx, verify_rx) = bounded::<Batch>(depth);
         let (policy_tx, policy_rx) = bounded::<Batch>(depth);
         let (seal_tx, seal_rx) = bounded::<Batch>(depth);
+        let lanes = config.layout.verify_threads.clamp(1, MAX_VERIFY_LANES);
+        let (permit_tx, permit_rx) = bounded::<()>(depth * (2 * lanes + 2));
         let (shed_tx, shed_rx) = bounded::<Batch>(depth);
         // In front of a remote sink this queue is deeper (see
         // `Config::emit_queue_batches`): while the sink waits for a
@@ -1117,7 +1130,7 @@ impl Engine {
         let s = shared.clone();
         let p = policy.clone();
         handles.push(spawn("decode", config.layout.decode, &shared, move || {
-            for mut batch in decode_rx.iter() {
+            for (vseq, mut batch) in (0u64..).zip(decode_rx.iter()) {
                 s.stats.depth(0, decode_rx.len());
                 let n = batch.records.len() as u64;
                 s.stats.intents_in.fetch_add(n, Ordering::Relaxed);
@@ -1135,7 +1148,11 @@ impl Engine {
                 });
                 batch.trust = Some(store);
                 batch.policy = policy;
-                if verify_tx.send(batch).is_err() {
+                batch.vseq = vseq;
+                // One permit per batch between here and policy's in-order
+                // release: verify lanes finishing out of order never make
+                // policy hold more than `in_order_max` batches.
+                if permit_tx.send(()).is_err() || verify_tx.send(batch).is_err() {
                     return;
                 }
                 s.stats.depth(1, verify_tx.len());
@@ -1143,56 +1160,111 @@ impl Engine {
         })?);
 
         let stall = config.verify_stall;
-        let mut pause = config.verify_pause;
-        let mut verified = 0u64;
-        let s = shared.clone();
-        handles.push(spawn("verify", None, &shared, move || {
-            for first in verify_rx.iter() {
-                // Batches already waiting are verified together: larger
-                // batch equations when the stage is behind.
-                let mut group = gather(first, GROUP_MAX, |_| verify_rx.try_recv().ok());
-                s.stats.depth(1, verify_rx.len());
-                if !stall.is_zero() {
-                    let batches = u32::try_from(group.len()).unwrap_or(u32::MAX);
-                    std::thread::sleep(stall.saturating_mul(batches));
-                }
-                verified += group.iter().map(|b| b.items.len() as u64).sum::<u64>();
-                if let Some((after, time)) = pause
-                    && verified >= after
-                {
-                    std::thread::sleep(time);
-                    pause = None;
-                }
-                let now = now_us();
-                for batch in &mut group {
-                    batch.check_deadlines(now);
-                }
-                let intents: usize = group.iter().map(|b| b.items.len()).sum();
-                s.stats.time(1, || {
-                    if intents <= crate::verify::MIN_PARALLEL_CHUNK {
-                        // Too few to split over the pool: verified here,
-                        // without waking a pool thread (whose wake-up and
-                        // idle spin cost more than these signatures).
-                        verify_group(&mut group, false);
-                    } else {
-                        pool.install(|| verify_group(&mut group, true));
+        let pause = config.verify_pause;
+        let verified = Arc::new(AtomicU64::new(0));
+        let paused = Arc::new(AtomicBool::new(false));
+        let pool = Arc::new(pool);
+        // Lane 0 takes every batch off the verify queue. Lane `i + 1`
+        // sleeps until lane `i` finds a queue formed behind it (it gathered
+        // more than one batch), then takes groups until the queue is empty.
+        // At low load one lane verifies and the other cores stay free for
+        // the light stages; in a burst or a backlog, small groups are
+        // verified side by side instead of queueing behind one thread, and
+        // one lane's group keeps the pool busy while another's finishes.
+        // Policy puts the batches back in decode's order.
+        let wakes: Vec<(Sender<()>, Receiver<()>)> = (0..lanes).map(|_| bounded(1)).collect();
+        for lane in 0..lanes {
+            let s = shared.clone();
+            let (verify_rx, policy_tx) = (verify_rx.clone(), policy_tx.clone());
+            let (verified, paused, pool) = (verified.clone(), paused.clone(), pool.clone());
+            let woken_by = wakes.get(lane).filter(|_| lane > 0).map(|w| w.1.clone());
+            let next = wakes.get(lane + 1).map(|w| w.0.clone());
+            let name = format!("verify{lane}");
+            handles.push(spawn(&name, None, &shared, move || {
+                // Verifies the group that starts with `first`; false once
+                // policy is gone.
+                let run = |first: Batch| -> bool {
+                    // Batches already waiting are verified together:
+                    // larger batch equations when the stage is behind.
+                    let mut group = gather(first, GROUP_MAX, |_| verify_rx.try_recv().ok());
+                    s.stats.depth(1, verify_rx.len());
+                    if group.len() > 1
+                        && let Some(next) = &next
+                    {
+                        // Full: the next lane has a wake-up pending.
+                        let _woken = next.try_send(());
                     }
-                });
-                for batch in group {
-                    if policy_tx.send(batch).is_err() {
-                        return;
+                    if !stall.is_zero() {
+                        let batches = u32::try_from(group.len()).unwrap_or(u32::MAX);
+                        std::thread::sleep(stall.saturating_mul(batches));
                     }
-                    s.stats.depth(2, policy_tx.len());
+                    let n = group.iter().map(|b| b.items.len() as u64).sum::<u64>();
+                    let total = verified.fetch_add(n, Ordering::Relaxed) + n;
+                    if let Some((after, time)) = pause
+                        && total >= after
+                        && !paused.swap(true, Ordering::Relaxed)
+                    {
+                        std::thread::sleep(time);
+                    }
+                    let now = now_us();
+                    for batch in &mut group {
+                        batch.check_deadlines(now);
+                    }
+                    s.stats.time(1, || {
+                        if n <= crate::verify::MIN_PARALLEL_CHUNK as u64 {
+                            // Too few to split over the pool: verified
+                            // here, without waking a pool thread (whose
+                            // wake-up and idle spin cost more than these
+                            // signatures).
+                            verify_group(&mut group, false);
+                        } else {
+                            pool.install(|| verify_group(&mut group, true));
+                        }
+                    });
+                    for batch in group {
+                        if policy_tx.send(batch).is_err() {
+                            return false;
+                        }
+                        s.stats.depth(2, policy_tx.len());
+                    }
+                    true
+                };
+                match woken_by {
+                    None => {
+                        for first in verify_rx.iter() {
+                            if !run(first) {
+                                return;
+                            }
+                        }
+                    }
+                    Some(woken_by) => {
+                        for () in woken_by.iter() {
+                            while let Ok(first) = verify_rx.try_recv() {
+                                if !run(first) {
+                                    return;
+                                }
+                            }
+                        }
+                    }
                 }
-            }
-        })?);
+            })?);
+        }
+        drop(wakes);
+        drop((verify_rx, policy_tx));
 
         let capacity = config.replay_capacity;
         let s = shared.clone();
         let o = owner.clone();
         handles.push(spawn("policy", config.layout.policy, &shared, move || {
             let mut caches: HashMap<u32, ReplayCache> = HashMap::new();
-            for mut batch in policy_rx.iter() {
+            let mut order = InOrder::default();
+            let released = policy_rx.iter().flat_map(|b| {
+                let vseq = b.vseq;
+                order.put(vseq, b)
+            });
+            for mut batch in released {
+                // Its permit (taken by decode before this batch left it).
+                let _permit = permit_rx.try_recv();
                 s.stats.depth(2, policy_rx.len());
                 let now = now_us();
                 for change in o.take_policy() {
@@ -1235,6 +1307,13 @@ impl Engine {
                     return;
                 }
                 s.stats.depth(3, seal_tx.len());
+            }
+            if order.waiting() > 0 {
+                // Only a lane that died with a batch can leave a gap.
+                s.fail(format!(
+                    "{} verified batches never reached policy: a verify lane stopped",
+                    order.waiting()
+                ));
             }
         })?);
 
@@ -1434,6 +1513,7 @@ fn ingest<S: Source>(
         }
         let mut batch = Batch {
             seq,
+            vseq: 0,
             records,
             items: Vec::new(),
             polled_at,
@@ -1529,6 +1609,45 @@ fn ingest<S: Source>(
 
 /// Most intents a stage gathers into one group (verify, seal).
 const GROUP_MAX: usize = 4096;
+
+/// Most verify lanes (threads taking groups off the verify queue). One per
+/// verification thread up to this: enough that small groups in a burst
+/// are verified side by side instead of queueing behind one thread.
+const MAX_VERIFY_LANES: usize = 4;
+
+/// Puts items numbered 0, 1, 2, … back in order, whatever order they
+/// arrive in.
+struct InOrder<T> {
+    next: u64,
+    waiting: BTreeMap<u64, T>,
+}
+
+impl<T> Default for InOrder<T> {
+    fn default() -> Self {
+        InOrder {
+            next: 0,
+            waiting: BTreeMap::new(),
+        }
+    }
+}
+
+impl<T> InOrder<T> {
+    /// Takes item `seq`; returns every item now due, in order.
+    fn put(&mut self, seq: u64, item: T) -> Vec<T> {
+        self.waiting.insert(seq, item);
+        let mut due = Vec::new();
+        while let Some(item) = self.waiting.remove(&self.next) {
+            due.push(item);
+            self.next += 1;
+        }
+        due
+    }
+
+    /// Items still waiting for an earlier one.
+    fn waiting(&self) -> usize {
+        self.waiting.len()
+    }
+}
 
 /// `first` plus whatever `more` yields at once, up to `max` records.
 fn gather(first: Batch, max: usize, mut more: impl FnMut(usize) -> Option<Batch>) -> Vec<Batch> {
@@ -2043,6 +2162,19 @@ fn emit<K: Sink>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn verified_batches_leave_in_the_order_decode_sent_them() {
+        let mut q = InOrder::default();
+        assert!(q.put(2, 'c').is_empty());
+        assert!(q.put(1, 'b').is_empty());
+        assert_eq!(q.waiting(), 2);
+        assert_eq!(q.put(0, 'a'), vec!['a', 'b', 'c']);
+        assert_eq!(q.put(3, 'd'), vec!['d']);
+        assert!(q.put(5, 'f').is_empty());
+        assert_eq!(q.put(4, 'e'), vec!['e', 'f']);
+        assert_eq!(q.waiting(), 0);
+    }
 
     #[test]
     fn layouts_pin_to_the_cpus_the_process_has() {

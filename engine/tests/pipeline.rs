@@ -506,8 +506,11 @@ fn the_first_user_of_a_nonce_wins_however_verification_groups_finish() {
     let run = run(
         Config {
             // Small batches, so that pairs straddle batches and groups
-            // of several sizes meet the two verify threads.
+            // of several sizes meet the two verify lanes; a stall per
+            // batch makes a lane holding a larger group finish after the
+            // other lane's later one.
             max_batch: 5,
+            verify_stall: Duration::from_millis(1),
             shed_after: Duration::from_secs(60),
             ..config()
         },
