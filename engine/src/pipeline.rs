@@ -6,10 +6,10 @@
 //! ```text
 //!            decode_q            verify_q            policy_q            seal_q             emit_q
 //! [ingest] ──────────► [decode] ─────────► [verify] ─────────► [policy] ─────────► [seal] ─────────► [emit]
-//!   │  poll the Source,   open buffer,      batch ed25519 on    replay cache,       deadline check,     Sink::send,
-//!   │  close a batch on   digest, route,    a rayon pool        final verdict       Merkle-seal,        then commit
-//!   │  size or linger     times, key,       (groups of                              lineage,            offsets
-//!   │                     policy tables     waiting batches)                        checkpoints
+//!   │  poll the Source,   open buffer,      lanes: batch        replay cache,       deadline check,     Sink::send,
+//!   │  close a batch on   digest, route,    ed25519, big        final verdict       Merkle-seal,        then commit
+//!   │  size or linger     times, key,       groups split on     in decode order     lineage,            offsets
+//!   │                     policy tables     a rayon pool                            checkpoints
 //!   │                                                                                   ▲
 //!   └── full batch, pipeline full for `shed_after` ── shed_q ──────────────────────────┘  (deny "overloaded")
 //!   ◄── commit_q: offsets whose decisions and lineage the sink acknowledged
@@ -141,7 +141,8 @@ pub struct Layout {
     pub seal: Option<usize>,
     /// Emit stage core.
     pub emit: Option<usize>,
-    /// Threads in the verification pool.
+    /// Threads in the verification pool; also the number of verify lanes
+    /// (at most 4).
     pub verify_threads: usize,
     /// Cores the verification threads are pinned to, thread `i` to
     /// `verify_cores[i]` (threads beyond the list are not pinned).
@@ -232,10 +233,15 @@ pub struct Config {
     /// Thread layout.
     pub layout: Layout,
     /// How long a full batch may wait for room in a full pipeline before
-    /// it is shed, denied "overloaded" (default 20 ms). A backlog (say, a
-    /// consumer catching up on Kafka) drains at full speed with no sheds;
-    /// a pipeline stalled for longer answers fast denies instead (unless
-    /// the sink is what is slow: then ingest waits, see the module docs).
+    /// it is shed, denied "overloaded" (default 100 ms). A backlog (say, a
+    /// consumer catching up on Kafka) drains at full speed with no sheds:
+    /// room appears each time verification finishes a group, a few
+    /// milliseconds apart. A pipeline stalled for longer answers fast
+    /// denies instead (unless the sink is what is slow: then ingest waits,
+    /// see the module docs). At 20 ms, a backlog drain on 2 vCPUs shed a
+    /// batch in about one round in 15 (`--bench pipeline`): two verify
+    /// groups sharing the pool, plus a scheduling or hypervisor stall,
+    /// reached it.
     pub shed_after: Duration,
     /// Shortest time between two lineage checkpoints of one partition
     /// (default 10 ms; zero: one per sealed group). Every decision is
@@ -245,12 +251,15 @@ pub struct Config {
     /// under a checkpoint: an idle seal stage checkpoints what is left
     /// after the interval, and a drained engine checkpoints everything.
     pub checkpoint_interval: Duration,
-    /// Test hook: the verify stage sleeps this long per batch (default 0).
-    /// Used to prove deadline checks and latency measurement under a stall.
+    /// Test hook: the verify stage sleeps this long per batch (default 0),
+    /// one lane at a time (at most `1 / verify_stall` batches a second
+    /// whatever the lanes). Used to prove deadline checks and latency
+    /// measurement under a stall.
     pub verify_stall: Duration,
     /// Test hook: the verify stage pauses once, for the given time, when
     /// it has verified at least the given number of intents (default
-    /// none). A one-off stall, for the coordinated-omission test: the
+    /// none). One lane sleeps; policy waits for that lane's batches, so
+    /// no decision after them leaves meanwhile. A one-off stall, for the coordinated-omission test: the
     /// load generator must see it in its percentiles.
     pub verify_pause: Option<(u64, Duration)>,
     /// Other engine public keys whose checkpoints a partition's lineage
@@ -272,7 +281,7 @@ impl Default for Config {
             max_clock_skew: Duration::from_secs(30),
             max_intent_age: Duration::from_secs(300),
             replay_capacity: 1 << 20,
-            shed_after: Duration::from_millis(20),
+            shed_after: Duration::from_millis(100),
             checkpoint_interval: Duration::from_millis(10),
             layout: Layout::auto(),
             verify_stall: Duration::ZERO,
@@ -1062,7 +1071,11 @@ impl Engine {
         let (policy_tx, policy_rx) = bounded::<Batch>(depth);
         let (seal_tx, seal_rx) = bounded::<Batch>(depth);
         let lanes = config.layout.verify_threads.clamp(1, MAX_VERIFY_LANES);
-        let (permit_tx, permit_rx) = bounded::<()>(depth * (2 * lanes + 2));
+        // Batches between decode and policy: the verify queue, a group
+        // per lane, the policy queue, and those waiting in policy for an
+        // earlier one.
+        let permits = depth * (2 * lanes + 2);
+        let (permit_tx, permit_rx) = bounded::<()>(permits);
         let (shed_tx, shed_rx) = bounded::<Batch>(depth);
         // In front of a remote sink this queue is deeper (see
         // `Config::emit_queue_batches`): while the sink waits for a
@@ -1149,10 +1162,19 @@ impl Engine {
                 batch.trust = Some(store);
                 batch.policy = policy;
                 batch.vseq = vseq;
-                // One permit per batch between here and policy's in-order
-                // release: verify lanes finishing out of order never make
-                // policy hold more than `in_order_max` batches.
-                if permit_tx.send(()).is_err() || verify_tx.send(batch).is_err() {
+                // One permit per batch from here to policy's in-order
+                // release: however lanes finish, at most `permits` batches
+                // are between the two. Waiting for one, decode still
+                // notices `stop` (a lane that died with a batch means no
+                // permit comes back).
+                loop {
+                    match permit_tx.send_timeout((), Duration::from_millis(50)) {
+                        Ok(()) => break,
+                        Err(SendTimeoutError::Timeout(())) if !s.stop.load(Ordering::SeqCst) => {}
+                        Err(_) => return,
+                    }
+                }
+                if verify_tx.send(batch).is_err() {
                     return;
                 }
                 s.stats.depth(1, verify_tx.len());
@@ -1160,6 +1182,8 @@ impl Engine {
         })?);
 
         let stall = config.verify_stall;
+        // The test stall is the stage's, whatever the lanes: one at a time.
+        let stalled = Arc::new(Mutex::new(()));
         let pause = config.verify_pause;
         let verified = Arc::new(AtomicU64::new(0));
         let paused = Arc::new(AtomicBool::new(false));
@@ -1177,6 +1201,7 @@ impl Engine {
             let s = shared.clone();
             let (verify_rx, policy_tx) = (verify_rx.clone(), policy_tx.clone());
             let (verified, paused, pool) = (verified.clone(), paused.clone(), pool.clone());
+            let stalled = stalled.clone();
             let woken_by = wakes.get(lane).filter(|_| lane > 0).map(|w| w.1.clone());
             let next = wakes.get(lane + 1).map(|w| w.0.clone());
             let name = format!("verify{lane}");
@@ -1196,6 +1221,7 @@ impl Engine {
                     }
                     if !stall.is_zero() {
                         let batches = u32::try_from(group.len()).unwrap_or(u32::MAX);
+                        let _one_at_a_time = lock(&stalled);
                         std::thread::sleep(stall.saturating_mul(batches));
                     }
                     let n = group.iter().map(|b| b.items.len() as u64).sum::<u64>();

@@ -87,7 +87,9 @@ fn far_above_capacity_sheds_with_denies_and_memory_stays_bounded() {
             max_batch: 64,
             queue_batches: 2,
             partitions: 4,
-            layout: Layout::unpinned(1),
+            // Two verify lanes: batches waiting in policy for an earlier
+            // one count against the bound too.
+            layout: Layout::unpinned(2),
             verify_stall: Duration::from_millis(50),
             shed_after: Duration::from_millis(5),
             ..Config::default()

@@ -29,7 +29,7 @@
 //! max_clock_skew_s = 30
 //! max_intent_age_s = 300
 //! replay_capacity = 1048576
-//! shed_after_ms = 20
+//! shed_after_ms = 100
 //! checkpoint_interval_ms = 10
 //! pin = true
 //! emit_queue_batches = 64       # sealed groups waiting for the broker

@@ -132,7 +132,7 @@ impl Rig {
         // Brokers come from the environment (WARRANT_KAFKA_BROKERS), as a
         // deployment would set them. These tests check the verdict each
         // intent deserves; a debug build sharing 2 cores with the broker
-        // can stall past the default 20 ms `shed_after` while catching up
+        // can stall past the default 100 ms `shed_after` while catching up
         // a backlog, and the fail-closed "overloaded" deny that follows is
         // not what they test (engine/tests/overload.rs does): so 5 s.
         std::fs::write(
