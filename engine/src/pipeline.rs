@@ -239,9 +239,9 @@ pub struct Config {
     /// milliseconds apart. A pipeline stalled for longer answers fast
     /// denies instead (unless the sink is what is slow: then ingest waits,
     /// see the module docs). At 20 ms, a backlog drain on 2 vCPUs shed a
-    /// batch in about one round in 15 (`--bench pipeline`): two verify
-    /// groups sharing the pool, plus a scheduling or hypervisor stall,
-    /// reached it.
+    /// batch in about one round in 15 (`--bench pipeline`): a verify
+    /// group of a backlog plus a scheduling or hypervisor stall reached
+    /// it.
     pub shed_after: Duration,
     /// Shortest time between two lineage checkpoints of one partition
     /// (default 10 ms; zero: one per sealed group). Every decision is
