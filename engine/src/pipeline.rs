@@ -19,8 +19,8 @@
 //! except verify: one *lane* per verification thread (at most
 //! 4), each taking groups of batches off the verify queue, and a rayon
 //! pool (pinned to its own cores from 4 cores up) that splits the large
-//! ones. Lane 0 takes every group it can; lane `i + 1` joins only while a
-//! queue forms behind lane `i`. Lanes finish out of order; the policy stage
+//! ones. Lane 0 takes every group it can; lane `i + 1` joins when a queue
+//! forms behind lane `i`, and leaves after 1 ms without work. Lanes finish out of order; the policy stage
 //! takes batches back in the order decode sent them (the first user of a
 //! nonce must win), and a permit per batch, taken by decode and returned by
 //! policy, bounds how many wait for an earlier one. Stages are
@@ -110,7 +110,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use crossbeam_channel::{
-    Receiver, SendTimeoutError, Sender, TrySendError, bounded, select, unbounded,
+    Receiver, RecvTimeoutError, SendTimeoutError, Sender, TrySendError, bounded, select, unbounded,
 };
 use hdrhistogram::Histogram;
 use warrant_policy::{KeyStatus, Policy, PolicyStore, Request};
@@ -1190,7 +1190,10 @@ impl Engine {
         let pool = Arc::new(pool);
         // Lane 0 takes every batch off the verify queue. Lane `i + 1`
         // sleeps until lane `i` finds a queue formed behind it (it gathered
-        // more than one batch), then takes groups until the queue is empty.
+        // more than one batch), then takes groups as they come until none
+        // has come for `LANE_IDLE`. (Leaving as soon as the queue was empty
+        // helped little: woken after lane `i` had taken the queue, it found
+        // nothing and slept again.)
         // At low load one lane verifies and the other cores stay free for
         // the light stages; in a burst or a backlog, small groups are
         // verified side by side instead of queueing behind one thread, and
@@ -1265,9 +1268,15 @@ impl Engine {
                     }
                     Some(woken_by) => {
                         for () in woken_by.iter() {
-                            while let Ok(first) = verify_rx.try_recv() {
-                                if !run(first) {
-                                    return;
+                            loop {
+                                match verify_rx.recv_timeout(LANE_IDLE) {
+                                    Ok(first) => {
+                                        if !run(first) {
+                                            return;
+                                        }
+                                    }
+                                    Err(RecvTimeoutError::Timeout) => break,
+                                    Err(RecvTimeoutError::Disconnected) => return,
                                 }
                             }
                         }
@@ -1640,6 +1649,10 @@ const GROUP_MAX: usize = 4096;
 /// verification thread up to this: enough that small groups in a burst
 /// are verified side by side instead of queueing behind one thread.
 const MAX_VERIFY_LANES: usize = 4;
+
+/// How long a woken helper lane keeps waiting for batches before it
+/// sleeps again.
+const LANE_IDLE: Duration = Duration::from_millis(1);
 
 /// Puts items numbered 0, 1, 2, … back in order, whatever order they
 /// arrive in.
