@@ -251,10 +251,12 @@ pub struct Config {
     /// under a checkpoint: an idle seal stage checkpoints what is left
     /// after the interval, and a drained engine checkpoints everything.
     pub checkpoint_interval: Duration,
-    /// Test hook: the verify stage sleeps this long per batch (default 0),
-    /// one lane at a time (at most `1 / verify_stall` batches a second
-    /// whatever the lanes). Used to prove deadline checks and latency
-    /// measurement under a stall.
+    /// Test hook: a verify lane sleeps this long per batch of each group
+    /// it takes (default 0), before verifying it. Lanes sleep side by
+    /// side, so with `n` lanes at work the stage passes up to `n /
+    /// verify_stall` batches a second; a test that needs one rate sets
+    /// one verify thread. Used to prove deadline checks and latency
+    /// measurement under a stall, and to make lanes finish out of order.
     pub verify_stall: Duration,
     /// Test hook: the verify stage pauses once, for the given time, when
     /// it has verified at least the given number of intents (default
@@ -853,6 +855,11 @@ struct Shared {
 }
 
 impl Shared {
+    /// Whether a stage has failed (set by [`Shared::fail`]).
+    fn failed(&self) -> bool {
+        lock(&self.failure).is_some()
+    }
+
     /// Records the first fatal error and asks every stage to stop.
     fn fail(&self, message: String) {
         let mut f = self
@@ -1164,13 +1171,14 @@ impl Engine {
                 batch.vseq = vseq;
                 // One permit per batch from here to policy's in-order
                 // release: however lanes finish, at most `permits` batches
-                // are between the two. Waiting for one, decode still
-                // notices `stop` (a lane that died with a batch means no
-                // permit comes back).
+                // are between the two. Waiting for one, decode notices a
+                // failure (a lane that died with a batch means no permit
+                // comes back), but not `stop`: a shutdown still decides
+                // everything read.
                 loop {
                     match permit_tx.send_timeout((), Duration::from_millis(50)) {
                         Ok(()) => break,
-                        Err(SendTimeoutError::Timeout(())) if !s.stop.load(Ordering::SeqCst) => {}
+                        Err(SendTimeoutError::Timeout(())) if !s.failed() => {}
                         Err(_) => return,
                     }
                 }
@@ -1182,8 +1190,6 @@ impl Engine {
         })?);
 
         let stall = config.verify_stall;
-        // The test stall is the stage's, whatever the lanes: one at a time.
-        let stalled = Arc::new(Mutex::new(()));
         let pause = config.verify_pause;
         let verified = Arc::new(AtomicU64::new(0));
         let paused = Arc::new(AtomicBool::new(false));
@@ -1204,10 +1210,9 @@ impl Engine {
             let s = shared.clone();
             let (verify_rx, policy_tx) = (verify_rx.clone(), policy_tx.clone());
             let (verified, paused, pool) = (verified.clone(), paused.clone(), pool.clone());
-            let stalled = stalled.clone();
             let woken_by = wakes.get(lane).filter(|_| lane > 0).map(|w| w.1.clone());
             let next = wakes.get(lane + 1).map(|w| w.0.clone());
-            let name = format!("verify{lane}");
+            let name = format!("vlane{lane}");
             handles.push(spawn(&name, None, &shared, move || {
                 // Verifies the group that starts with `first`; false once
                 // policy is gone.
@@ -1224,7 +1229,6 @@ impl Engine {
                     }
                     if !stall.is_zero() {
                         let batches = u32::try_from(group.len()).unwrap_or(u32::MAX);
-                        let _one_at_a_time = lock(&stalled);
                         std::thread::sleep(stall.saturating_mul(batches));
                     }
                     let n = group.iter().map(|b| b.items.len() as u64).sum::<u64>();

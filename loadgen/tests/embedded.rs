@@ -15,7 +15,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use hdrhistogram::serialization::Deserializer;
 use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
-use warrant_engine::pipeline::Config;
+use warrant_engine::pipeline::{Config, Layout};
 use warrant_engine::workload::{Mix, Shape};
 use warrant_loadgen::drive::{Load, Outcome, Ramp};
 use warrant_loadgen::report;
@@ -190,10 +190,12 @@ fn the_hlog_reads_back_and_the_plot_and_distribution_are_written() {
 #[test]
 fn the_ramp_stops_at_the_first_rate_over_the_slo() {
     // An engine slowed to at most 4,000 intents/s (2 ms per batch of at
-    // most 8): 500/s meets a 200 ms p99, 8,000/s cannot.
+    // most 8, on its one verify lane): 500/s meets a 200 ms p99, 8,000/s
+    // cannot.
     let engine = Config {
         max_batch: 8,
         verify_stall: Duration::from_millis(2),
+        layout: Layout::unpinned(1),
         ..Config::default()
     };
     let ramp = Ramp {
