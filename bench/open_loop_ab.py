@@ -29,9 +29,10 @@ def run(binary: str, rate: str) -> tuple[float, float, float, float]:
         WARRANT_PIPELINE_INTENTS="1000",
         WARRANT_PIPELINE_OPEN_RATE=rate,
     )
-    out = subprocess.run(
-        [binary, "--bench"], env=env, capture_output=True, text=True, check=True
-    ).stdout
+    done = subprocess.run([binary, "--bench"], env=env, capture_output=True, text=True)
+    out = done.stdout
+    if done.returncode != 0:
+        sys.exit(f"{binary} exited with {done.returncode}:\n{out}\n{done.stderr}")
     cpu = re.search(r"open loop: ([\d.]+) CPU", out)
     lat = re.search(r"p50 ([\d.]+) ms  p99 ([\d.]+) ms  p99\.9 ([\d.]+) ms", out)
     if not cpu or not lat:
@@ -43,6 +44,8 @@ def main() -> None:
     if len(sys.argv) < 4:
         sys.exit(__doc__)
     rate, rounds, binaries = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+    if not rate.replace(".", "", 1).isdigit():
+        sys.exit(f"RATE must be a number of intents per second, got {rate!r}")
     results: dict[str, list[tuple[float, float, float, float]]] = {b: [] for b in binaries}
     for i in range(rounds):
         for b in binaries:
