@@ -16,17 +16,18 @@
 //! ```
 //!
 //! Each stage is one thread, optionally pinned to a core ([`Layout`]),
-//! except verify: one *lane* per verification thread (at most
-//! 4), each taking groups of batches off the verify queue, and a rayon
-//! pool (pinned to its own cores from 4 cores up) that splits the large
-//! ones. Lane 0 takes every group it can; lane `i + 1` joins when a queue
-//! forms behind lane `i`, and leaves after 1 ms without work. Lanes finish out of order; the policy stage
-//! takes batches back in the order decode sent them (the first user of a
-//! nonce must win), and a permit per batch, taken by decode and returned by
-//! policy, bounds how many wait for an earlier one. Stages are
-//! joined by bounded crossbeam channels that carry whole batches
-//! ([`Config::queue_batches`] deep), so the engine holds at most a fixed
-//! number of intents whatever the offered load.
+//! except verify: one *lane* per verification thread (at most 4), each
+//! taking groups of batches off the verify queue, and a rayon pool (pinned
+//! to its own cores from 4 cores up) that splits the large ones. Lane 0
+//! takes every group it can; lane `i + 1` joins when a queue forms behind
+//! lane `i`, and leaves after 1 ms without work. Lanes finish out of order;
+//! the policy stage takes batches back in the order decode sent them (the
+//! first user of a nonce must win), and a permit per batch, taken by decode
+//! and returned by policy, bounds how many are between the two (those
+//! waiting for an earlier one included). Stages are joined by bounded
+//! crossbeam channels that carry whole batches ([`Config::queue_batches`]
+//! deep), so the engine holds at most a fixed number of intents whatever
+//! the offered load.
 //!
 //! # Batch rules
 //!
@@ -261,8 +262,9 @@ pub struct Config {
     /// Test hook: the verify stage pauses once, for the given time, when
     /// it has verified at least the given number of intents (default
     /// none). One lane sleeps; policy waits for that lane's batches, so
-    /// no decision after them leaves meanwhile. A one-off stall, for the coordinated-omission test: the
-    /// load generator must see it in its percentiles.
+    /// no decision after them leaves meanwhile. A one-off stall, for the
+    /// coordinated-omission test: the load generator must see it in its
+    /// percentiles.
     pub verify_pause: Option<(u64, Duration)>,
     /// Other engine public keys whose checkpoints a partition's lineage
     /// log may be resumed from (previous keys, or the keys of other
