@@ -1491,6 +1491,13 @@ struct IngestLinks {
     emit_backlog: Receiver<Sealed>,
 }
 
+/// How many naps the linger is slept in (see `ingest`).
+const LINGER_NAPS: u32 = 4;
+
+/// Shortest nap: below this a sleep costs about what a wake-up per record
+/// does.
+const MIN_NAP: Duration = Duration::from_micros(20);
+
 /// Ingest: poll, close batches on size or linger, shed when the pipeline
 /// is full, apply commits the emit stage sends back.
 fn ingest<S: Source>(
@@ -1537,13 +1544,20 @@ fn ingest<S: Source>(
         }
         let polled_at = Instant::now();
         let mut closed = false;
+        // The rest of the linger is slept in a few naps, each followed by a
+        // poll that takes what is ready without waiting. A poll that waited
+        // would return at the next record: a wake-up (two context switches)
+        // per intent at moderate load, on the cores verification needs. A
+        // batch that fills up early closes at most one nap late.
+        let nap = (config.linger / LINGER_NAPS).max(MIN_NAP);
         while records.len() < max {
             let left = config.linger.saturating_sub(polled_at.elapsed());
             if left.is_zero() {
                 break;
             }
+            std::thread::sleep(left.min(nap));
             let room = max - records.len();
-            match source.poll(&mut records, room, left) {
+            match source.poll(&mut records, room, Duration::ZERO) {
                 Ok(_) => {}
                 Err(TransportError::Closed) => {
                     closed = true;

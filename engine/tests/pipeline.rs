@@ -595,6 +595,94 @@ fn shutdown_decides_everything_read_while_a_verify_lane_is_paused() {
     assert_eq!(ids.len(), out.decisions.len(), "an intent decided twice");
 }
 
+/// Runs an engine on a live topic while `publish` feeds it, then closes
+/// the topic and returns the engine's stats.
+fn run_live(config: Config, publish: impl FnOnce(&Topic)) -> StatsSnapshot {
+    let topic = Topic::new(PARTITIONS, 100_000);
+    let collector = Collector::new();
+    let store = Arc::new(PolicyStore::new());
+    store.install(policy());
+    let engine = Engine::start(
+        config,
+        topic.consumer(),
+        collector.clone(),
+        EngineKey::from_seed([42; 32]),
+        Arc::new(ArcSwap::from_pointee(trust())),
+        store,
+    )
+    .unwrap();
+    publish(&topic);
+    topic.close();
+    let stats = engine.join().unwrap();
+    assert_eq!(
+        collector.take_snapshot().decisions.len() as u64,
+        stats.intents_in
+    );
+    stats
+}
+
+/// The batch rules: a batch closes when it holds `max_batch` records, or
+/// when `linger` has passed since its first record, and until then it
+/// takes in whatever arrives. The gaps between publishes are many times
+/// the linger (or a small part of it), so a loaded machine does not change
+/// the outcome.
+#[test]
+fn batches_close_on_size_or_on_the_linger() {
+    // Size: a backlog of 40 in batches of at most 8, however long the linger.
+    let backlog = run(
+        Config {
+            max_batch: 8,
+            linger: Duration::from_secs(10),
+            ..config()
+        },
+        &(0..40)
+            .map(|i| ("svc-1", Spec::new(i).signed()))
+            .collect::<Vec<_>>(),
+        Some(policy()),
+    );
+    assert_eq!(backlog.stats.batches, 5, "{:?}", backlog.stats.batch_sizes);
+    let at_most_8 = backlog
+        .stats
+        .batch_sizes
+        .bounds
+        .iter()
+        .position(|&b| b == 8)
+        .unwrap();
+    assert_eq!(backlog.stats.batch_sizes.cumulative[at_most_8], 5);
+
+    // Linger: intents 20 ms apart all land in the batch the first opened,
+    // which stays open for 2 s.
+    let gathered = run_live(
+        Config {
+            linger: Duration::from_secs(2),
+            ..config()
+        },
+        |topic| {
+            for i in 0..10 {
+                topic.publish(b"svc-1", Spec::new(i).signed()).unwrap();
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        },
+    );
+    assert_eq!((gathered.intents_in, gathered.batches), (10, 1));
+
+    // Linger: intents 300 ms apart each close their own batch, 5 ms after
+    // it opened.
+    let apart = run_live(
+        Config {
+            linger: Duration::from_millis(5),
+            ..config()
+        },
+        |topic| {
+            for i in 0..4 {
+                topic.publish(b"svc-1", Spec::new(i).signed()).unwrap();
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        },
+    );
+    assert_eq!((apart.intents_in, apart.batches), (4, 4));
+}
+
 #[test]
 fn exactly_one_decision_per_intent_under_concurrent_load() {
     const PRODUCERS: u64 = 4;
