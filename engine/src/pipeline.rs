@@ -31,9 +31,10 @@
 //!
 //! # Batch rules
 //!
-//! The ingest stage waits for a first record, then keeps polling until the
-//! batch holds [`Config::max_batch`] records or [`Config::linger`] has passed
-//! since the first one: small batches at low load (latency), full ones at
+//! The ingest stage waits for a first record, then keeps polling (after
+//! each of a few naps, never waking per record) until the batch holds
+//! [`Config::max_batch`] records or [`Config::linger`] has passed since
+//! the first one: small batches at low load (latency), full ones at
 //! high load (throughput). Every later stage works on the whole batch; per
 //! batch, not per intent, it loads the trust store and the policy (`ArcSwap`,
 //! no lock), allocates, and signs once (one Merkle root). Verify and seal
