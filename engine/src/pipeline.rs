@@ -338,6 +338,9 @@ pub struct Stats {
     /// end (each end stores the length after it sends or receives, so a
     /// stalled stage's input still shows full).
     queue_len: [AtomicUsize; 6],
+    /// Verified batches policy holds until an earlier one arrives: they
+    /// wait for policy too, so the policy queue's gauge counts them.
+    policy_held: AtomicUsize,
 }
 
 /// The queues between stages, named by the stage they feed, in the order
@@ -431,6 +434,7 @@ impl Stats {
             batch_sizes: Buckets::new(BATCH_SIZE_BOUNDS),
             stage_us: std::array::from_fn(|_| Buckets::new(STAGE_US_BOUNDS)),
             queue_len: std::array::from_fn(|_| AtomicUsize::new(0)),
+            policy_held: AtomicUsize::new(0),
         }
     }
 
@@ -463,9 +467,15 @@ impl Stats {
             latency_us: latency,
             batch_sizes: self.batch_sizes.snapshot(),
             queues: std::array::from_fn(|i| {
+                let held = if i == 2 {
+                    self.policy_held.load(Ordering::Relaxed)
+                } else {
+                    0
+                };
                 self.queue_len
                     .get(i)
                     .map_or(0, |q| q.load(Ordering::Relaxed))
+                    + held
             }),
             stage_us: std::array::from_fn(|i| {
                 self.stage_us.get(i).map_or_else(
@@ -548,7 +558,9 @@ pub struct StatsSnapshot {
     /// Time per batch or group in each stage, µs ([`STAGE_US_BOUNDS`]),
     /// in the order of [`STAGES`].
     pub stage_us: [BucketCounts; 5],
-    /// Batches waiting in each queue between stages ([`QUEUES`]).
+    /// Batches waiting in each queue between stages ([`QUEUES`]); the
+    /// policy queue counts the verified batches policy holds until an
+    /// earlier one arrives too.
     pub queues: [usize; 6],
 }
 
@@ -1302,7 +1314,11 @@ impl Engine {
             let mut order = InOrder::default();
             let released = policy_rx.iter().flat_map(|b| {
                 let vseq = b.vseq;
-                order.put(vseq, b)
+                let due = order.put(vseq, b);
+                s.stats
+                    .policy_held
+                    .store(order.waiting(), Ordering::Relaxed);
+                due
             });
             for mut batch in released {
                 // Its permit (taken by decode before this batch left it).

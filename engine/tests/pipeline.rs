@@ -586,6 +586,14 @@ fn shutdown_decides_everything_read_while_a_verify_lane_is_paused() {
     .unwrap();
     // Into the pause: the other lane has used every permit by then.
     std::thread::sleep(Duration::from_millis(300));
+    // Its batches wait in policy for the paused lane's: the policy queue's
+    // gauge counts them (more than its channel's 4 can hold), or an
+    // operator would see a short queue where the pipeline is held up.
+    let queues = engine.stats().queues;
+    assert!(
+        queues[2] > 4,
+        "policy holds batches, its gauge says {queues:?}"
+    );
     let stats = engine.shutdown().unwrap();
     let out = collector.take_snapshot();
     assert!(stats.intents_in > 0 && stats.intents_in < N, "{stats:?}");

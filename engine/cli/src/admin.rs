@@ -252,7 +252,7 @@ impl Admin {
         header(
             &mut m,
             "warrant_queue_depth",
-            "Batches waiting in each queue between stages.",
+            "Batches waiting in each queue between stages (policy's includes verified batches held for decode order).",
             "gauge",
         );
         for (q, n) in QUEUES.iter().zip(&s.queues) {
