@@ -12,7 +12,9 @@ Copy each build's bench binary aside first (cargo prints its path):
 Runs every binary once per round, in turn (the machine's noise lands on
 all of them alike), with one short closed-loop round and then the open loop
 at RATE intents/s for 2 s. Prints each run and the medians of p50, p99,
-p99.9 and the CPU µs per intent (publisher included).
+p99.9 and the CPU µs per intent (publisher included), and each run's
+hypervisor steal time: a set whose runs lost much CPU to other guests says
+more about the host than about the binaries.
 """
 
 import os
@@ -22,7 +24,7 @@ import subprocess
 import sys
 
 
-def run(binary: str, rate: str) -> tuple[float, float, float, float]:
+def run(binary: str, rate: str) -> tuple[float, float, float, float, float]:
     env = dict(
         os.environ,
         WARRANT_PIPELINE_ROUNDS="1",
@@ -34,10 +36,11 @@ def run(binary: str, rate: str) -> tuple[float, float, float, float]:
     if done.returncode != 0:
         sys.exit(f"{binary} exited with {done.returncode}:\n{out}\n{done.stderr}")
     cpu = re.search(r"open loop: ([\d.]+) CPU", out)
+    steal = re.search(r"open loop: .*steal ([\d.]+) ms", out)
     lat = re.search(r"p50 ([\d.]+) ms  p99 ([\d.]+) ms  p99\.9 ([\d.]+) ms", out)
     if not cpu or not lat:
         sys.exit(f"{binary}: no open-loop line in its output:\n{out}")
-    return (float(lat[1]), float(lat[2]), float(lat[3]), float(cpu[1]))
+    return (float(lat[1]), float(lat[2]), float(lat[3]), float(cpu[1]), float(steal[1]) if steal else float("nan"))
 
 
 def main() -> None:
@@ -46,17 +49,17 @@ def main() -> None:
     rate, rounds, binaries = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
     if not rate.replace(".", "", 1).isdigit():
         sys.exit(f"RATE must be a number of intents per second, got {rate!r}")
-    results: dict[str, list[tuple[float, float, float, float]]] = {b: [] for b in binaries}
+    results: dict[str, list[tuple[float, float, float, float, float]]] = {b: [] for b in binaries}
     for i in range(rounds):
         for b in binaries:
             r = run(b, rate)
             results[b].append(r)
-            print(f"round {i} {b}: p50 {r[0]} ms  p99 {r[1]} ms  p99.9 {r[2]} ms  {r[3]} CPU µs/intent", flush=True)
+            print(f"round {i} {b}: p50 {r[0]} ms  p99 {r[1]} ms  p99.9 {r[2]} ms  {r[3]} CPU µs/intent  steal {r[4]:.0f} ms", flush=True)
     print(f"medians of {rounds} runs at {rate}/s:")
     for b, rs in results.items():
-        m = [statistics.median(r[k] for r in rs) for k in range(4)]
+        m = [statistics.median(r[k] for r in rs) for k in range(5)]
         p99s = ", ".join(f"{r[1]:.2f}" for r in sorted(rs, key=lambda r: r[1]))
-        print(f"  {b}: p50 {m[0]:.3f} ms  p99 {m[1]:.3f} ms  p99.9 {m[2]:.3f} ms  {m[3]:.1f} CPU µs/intent  (p99s: {p99s})")
+        print(f"  {b}: p50 {m[0]:.3f} ms  p99 {m[1]:.3f} ms  p99.9 {m[2]:.3f} ms  {m[3]:.1f} CPU µs/intent  steal {m[4]:.0f} ms  (p99s: {p99s})")
 
 
 if __name__ == "__main__":

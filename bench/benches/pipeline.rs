@@ -205,6 +205,22 @@ fn cpu_secs() -> f64 {
     (field(11) + field(12)) / 100.0
 }
 
+/// CPU seconds the hypervisor gave other guests while this one had work
+/// (`steal` in `/proc/stat`, all CPUs). Printed beside each timed phase:
+/// on a shared VM it explains a slow round, and a round with much of it
+/// says more about the host than about the engine.
+fn steal_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    // "cpu  user nice system idle iowait irq softirq steal ...", in clock
+    // ticks (100 per second on Linux).
+    stat.lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(8))
+        .and_then(|x| x.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 100.0
+}
+
 /// The engine draining a topic that holds every intent.
 fn pipeline(f: &Fixture) -> (f64, u64) {
     let topic = Topic::new(8, f.intents.len());
@@ -214,10 +230,10 @@ fn pipeline(f: &Fixture) -> (f64, u64) {
     topic.close();
     let sink = Count::default();
     let t = Instant::now();
-    let cpu = cpu_secs();
+    let (cpu, steal) = (cpu_secs(), steal_secs());
     let stats = engine(f, &topic, sink.clone()).join().expect("engine runs");
     let secs = t.elapsed().as_secs_f64();
-    let cpu = cpu_secs() - cpu;
+    let (cpu, steal) = (cpu_secs() - cpu, steal_secs() - steal);
     assert_eq!(sink.total.load(Ordering::Relaxed), f.intents.len() as u64);
     let busy: Vec<String> = stats
         .stage_busy
@@ -225,12 +241,13 @@ fn pipeline(f: &Fixture) -> (f64, u64) {
         .map(|(name, d)| format!("{name} {:.0}%", 100.0 * d.as_secs_f64() / secs))
         .collect();
     println!(
-        "  pipeline: {} shed, {} batches; {:.1} CPU µs per intent ({:.0}% of {} cores); busy: {}",
+        "  pipeline: {} shed, {} batches; {:.1} CPU µs per intent ({:.0}% of {} cores); steal {:.0} ms; busy: {}",
         stats.shed_intents,
         stats.batches,
         cpu * 1e6 / f.intents.len() as f64,
         100.0 * cpu / secs / rayon::current_num_threads() as f64,
         rayon::current_num_threads(),
+        steal * 1e3,
         busy.join(", ")
     );
     (
@@ -457,14 +474,16 @@ fn main() {
     drop(f);
     let secs = if full { 2.0 } else { 0.2 };
     let lat = fixture((rate * secs) as usize);
-    let (t, cpu) = (Instant::now(), cpu_secs());
+    let (t, cpu, steal) = (Instant::now(), cpu_secs(), steal_secs());
     let (h, sent) = open_loop(&lat, rate, secs);
     let (secs_taken, cpu) = (t.elapsed().as_secs_f64(), cpu_secs() - cpu);
+    let steal = steal_secs() - steal;
     let cores = rayon::current_num_threads();
     println!(
-        "  open loop: {:.1} CPU µs per intent ({:.0}% of {cores} cores, the publisher included)",
+        "  open loop: {:.1} CPU µs per intent ({:.0}% of {cores} cores, the publisher included); steal {:.0} ms",
         cpu * 1e6 / sent as f64,
         100.0 * cpu / secs_taken / cores as f64,
+        steal * 1e3,
     );
     let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     println!(
