@@ -567,23 +567,15 @@ fn shutdown_decides_everything_read_while_a_verify_lane_is_paused() {
     for i in 0..N {
         topic.publish(b"svc-1", Spec::new(i).signed()).unwrap();
     }
-    let collector = Collector::new();
-    let store = Arc::new(PolicyStore::new());
-    store.install(policy());
-    let engine = Engine::start(
+    let (engine, collector) = start(
         Config {
             max_batch: 4,
             verify_pause: Some((40, Duration::from_secs(1))),
             shed_after: Duration::from_secs(60),
             ..config()
         },
-        topic.consumer(),
-        collector.clone(),
-        EngineKey::from_seed([42; 32]),
-        Arc::new(ArcSwap::from_pointee(trust())),
-        store,
-    )
-    .unwrap();
+        &topic,
+    );
     // Into the pause: the other lane has used every permit by then.
     std::thread::sleep(Duration::from_millis(300));
     // Its batches wait in policy for the paused lane's: the policy queue's
@@ -603,10 +595,9 @@ fn shutdown_decides_everything_read_while_a_verify_lane_is_paused() {
     assert_eq!(ids.len(), out.decisions.len(), "an intent decided twice");
 }
 
-/// Runs an engine on a live topic while `publish` feeds it, then closes
-/// the topic and returns the engine's stats.
-fn run_live(config: Config, publish: impl FnOnce(&Topic)) -> StatsSnapshot {
-    let topic = Topic::new(PARTITIONS, 100_000);
+/// An engine reading `topic` with the test policy and trust store, and
+/// the collector it emits to.
+fn start(config: Config, topic: &Topic) -> (Engine, Collector) {
     let collector = Collector::new();
     let store = Arc::new(PolicyStore::new());
     store.install(policy());
@@ -619,6 +610,14 @@ fn run_live(config: Config, publish: impl FnOnce(&Topic)) -> StatsSnapshot {
         store,
     )
     .unwrap();
+    (engine, collector)
+}
+
+/// Runs an engine on a live topic while `publish` feeds it, then closes
+/// the topic and returns the engine's stats.
+fn run_live(config: Config, publish: impl FnOnce(&Topic)) -> StatsSnapshot {
+    let topic = Topic::new(PARTITIONS, 100_000);
+    let (engine, collector) = start(config, &topic);
     publish(&topic);
     topic.close();
     let stats = engine.join().unwrap();
@@ -658,37 +657,24 @@ fn batches_close_on_size_or_on_the_linger() {
         .unwrap();
     assert_eq!(backlog.stats.batch_sizes.cumulative[at_most_8], 5);
 
+    // `n` intents `gap` apart under `linger`: (intents read, batches).
+    let trickle = |linger: Duration, n: u64, gap: Duration| {
+        let stats = run_live(Config { linger, ..config() }, |topic| {
+            for i in 0..n {
+                topic.publish(b"svc-1", Spec::new(i).signed()).unwrap();
+                std::thread::sleep(gap);
+            }
+        });
+        (stats.intents_in, stats.batches)
+    };
     // Linger: intents 20 ms apart all land in the batch the first opened,
     // which stays open for 2 s.
-    let gathered = run_live(
-        Config {
-            linger: Duration::from_secs(2),
-            ..config()
-        },
-        |topic| {
-            for i in 0..10 {
-                topic.publish(b"svc-1", Spec::new(i).signed()).unwrap();
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        },
-    );
-    assert_eq!((gathered.intents_in, gathered.batches), (10, 1));
-
+    let gathered = trickle(Duration::from_secs(2), 10, Duration::from_millis(20));
+    assert_eq!(gathered, (10, 1));
     // Linger: intents 300 ms apart each close their own batch, 5 ms after
     // it opened.
-    let apart = run_live(
-        Config {
-            linger: Duration::from_millis(5),
-            ..config()
-        },
-        |topic| {
-            for i in 0..4 {
-                topic.publish(b"svc-1", Spec::new(i).signed()).unwrap();
-                std::thread::sleep(Duration::from_millis(300));
-            }
-        },
-    );
-    assert_eq!((apart.intents_in, apart.batches), (4, 4));
+    let apart = trickle(Duration::from_millis(5), 4, Duration::from_millis(300));
+    assert_eq!(apart, (4, 4));
 }
 
 #[test]
