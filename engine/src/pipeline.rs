@@ -32,7 +32,7 @@
 //! # Batch rules
 //!
 //! The ingest stage waits for a first record, then keeps polling (after
-//! each of a few naps, never waking per record) until the batch holds
+//! each of a few naps, not waking per record) until the batch holds
 //! [`Config::max_batch`] records or [`Config::linger`] has passed since
 //! the first one: small batches at low load (latency), full ones at
 //! high load (throughput). Every later stage works on the whole batch; per
@@ -262,7 +262,8 @@ pub struct Config {
     pub verify_stall: Duration,
     /// Test hook: the verify stage pauses once, for the given time, when
     /// it has verified at least the given number of intents (default
-    /// none). One lane sleeps; policy waits for that lane's batches, so
+    /// none). One lane sleeps (waking the next lane first, if there is
+    /// one, so that the others carry on); policy waits for its batches, so
     /// no decision after them leaves meanwhile. A one-off stall, for the
     /// coordinated-omission test: the load generator must see it in its
     /// percentiles.
@@ -338,8 +339,10 @@ pub struct Stats {
     /// end (each end stores the length after it sends or receives, so a
     /// stalled stage's input still shows full).
     queue_len: [AtomicUsize; 6],
-    /// Verified batches policy holds until an earlier one arrives: they
-    /// wait for policy too, so the policy queue's gauge counts them.
+    /// Batches policy has taken off its channel and not yet evaluated:
+    /// held until an earlier one arrives, or released and waiting their
+    /// turn. They wait for policy too, so the policy queue's gauge counts
+    /// them.
     policy_held: AtomicUsize,
 }
 
@@ -1252,6 +1255,12 @@ impl Engine {
                         && total >= after
                         && !paused.swap(true, Ordering::Relaxed)
                     {
+                        // The other lanes carry on meanwhile (woken here
+                        // even if no queue has formed yet), as they would
+                        // behind a lane that is really stuck.
+                        if let Some(next) = &next {
+                            let _woken = next.try_send(());
+                        }
                         std::thread::sleep(time);
                     }
                     let now = now_us();
@@ -1312,12 +1321,16 @@ impl Engine {
         handles.push(spawn("policy", config.layout.policy, &shared, move || {
             let mut caches: HashMap<u32, ReplayCache> = HashMap::new();
             let mut order = InOrder::default();
+            // Batches taken off the channel but not yet through policy:
+            // those held for an earlier one, and those released and not
+            // yet evaluated (the queue gauge counts both).
             let released = policy_rx.iter().flat_map(|b| {
                 let vseq = b.vseq;
                 let due = order.put(vseq, b);
+                s.stats.depth(2, policy_rx.len());
                 s.stats
                     .policy_held
-                    .store(order.waiting(), Ordering::Relaxed);
+                    .store(order.waiting() + due.len(), Ordering::Relaxed);
                 due
             });
             for mut batch in released {
@@ -1361,6 +1374,11 @@ impl Engine {
                 s.stats.time(2, || {
                     policy_stage(&mut batch, &mut caches, capacity, now);
                 });
+                let _ = s.stats.policy_held.fetch_update(
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                    |held| Some(held.saturating_sub(1)),
+                );
                 if seal_tx.send(batch).is_err() {
                     return;
                 }
@@ -1512,8 +1530,13 @@ struct IngestLinks {
 const LINGER_NAPS: u32 = 4;
 
 /// Shortest nap: below this a sleep costs about what a wake-up per record
-/// does.
+/// does. (Linux adds its timer slack, 50 µs for ordinary threads, to every
+/// sleep: at the default 200 µs linger a batch gets about two naps.)
 const MIN_NAP: Duration = Duration::from_micros(20);
+
+/// Longest nap: how late, at most, a batch that has filled up during a long
+/// linger closes, or ingest notices a shutdown.
+const MAX_NAP: Duration = Duration::from_millis(5);
 
 /// Ingest: poll, close batches on size or linger, shed when the pipeline
 /// is full, apply commits the emit stage sends back.
@@ -1565,9 +1588,11 @@ fn ingest<S: Source>(
         // poll that takes what is ready without waiting. A poll that waited
         // would return at the next record: a wake-up (two context switches)
         // per intent at moderate load, on the cores verification needs. A
-        // batch that fills up early closes at most one nap late.
-        let nap = (config.linger / LINGER_NAPS).max(MIN_NAP);
-        while records.len() < max {
+        // batch that fills up early closes at most one nap late, and a nap
+        // is never longer than `MAX_NAP` (however long the linger, a full
+        // batch or a shutdown is not kept waiting).
+        let nap = (config.linger / LINGER_NAPS).clamp(MIN_NAP, MAX_NAP);
+        while records.len() < max && !shared.stop.load(Ordering::SeqCst) {
             let left = config.linger.saturating_sub(polled_at.elapsed());
             if left.is_zero() {
                 break;

@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use warrant_engine::lineage::file::by_partition;
@@ -656,6 +656,29 @@ fn batches_close_on_size_or_on_the_linger() {
         .position(|&b| b == 8)
         .unwrap();
     assert_eq!(backlog.stats.batch_sizes.cumulative[at_most_8], 5);
+
+    // Size, while lingering: a batch that fills up during an hour's linger
+    // closes then, not some part of an hour later.
+    let topic = Topic::new(PARTITIONS, 100_000);
+    let (engine, _collector) = start(
+        Config {
+            max_batch: 8,
+            linger: Duration::from_secs(3600),
+            ..config()
+        },
+        &topic,
+    );
+    for i in 0..8 {
+        topic.publish(b"svc-1", Spec::new(i).signed()).unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let waiting = Instant::now();
+    while engine.stats().decisions() < 8 && waiting.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(engine.stats().decisions(), 8, "a full batch kept lingering");
+    topic.close();
+    assert_eq!(engine.join().unwrap().batches, 1);
 
     // `n` intents `gap` apart under `linger`: (intents read, batches).
     let trickle = |linger: Duration, n: u64, gap: Duration| {

@@ -439,6 +439,11 @@ impl Source for KafkaSource {
     ) -> Result<usize, TransportError> {
         let deadline = Instant::now() + timeout;
         let mut taken = 0;
+        // A poll that does not wait also comes back empty when it served a
+        // commit or rebalance event (rdkafka returns `None` then, unless
+        // the timeout is infinite), though records may be ready: look
+        // again a couple of times before taking "empty" for an answer.
+        let mut empty_looks = 0;
         while taken < max {
             // Wait for the first record; after it, take only what is ready.
             let wait = if taken == 0 {
@@ -456,6 +461,7 @@ impl Source for KafkaSource {
                 taken = taken.saturating_sub(before - out.len());
             }
             match polled {
+                None if wait.is_zero() && empty_looks < 2 => empty_looks += 1,
                 None => break,
                 Some(Ok(m)) => {
                     let (Ok(partition), Ok(offset)) =

@@ -261,7 +261,7 @@ impl Admin {
         header(
             &mut m,
             "warrant_queue_capacity",
-            "Capacity of each queue between stages, in batches.",
+            "Capacity of each queue between stages, in batches (policy's channel alone: the batches it holds for decode order can take its depth past this).",
             "gauge",
         );
         for (q, n) in QUEUES.iter().zip(&self.queue_capacity) {
