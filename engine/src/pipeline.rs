@@ -562,8 +562,9 @@ pub struct StatsSnapshot {
     /// in the order of [`STAGES`].
     pub stage_us: [BucketCounts; 5],
     /// Batches waiting in each queue between stages ([`QUEUES`]); the
-    /// policy queue counts the verified batches policy holds until an
-    /// earlier one arrives too.
+    /// policy queue also counts the batches policy has taken off its
+    /// channel and not yet evaluated (those it holds until an earlier one
+    /// arrives among them).
     pub queues: [usize; 6],
 }
 
