@@ -1336,8 +1336,8 @@ impl Engine {
             });
             for mut batch in released {
                 // Its permit (taken by decode before this batch left it).
+                // (The queue gauge was updated when the batch was taken.)
                 let _permit = permit_rx.try_recv();
-                s.stats.depth(2, policy_rx.len());
                 let now = now_us();
                 for change in o.take_policy() {
                     match change {
