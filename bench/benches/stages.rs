@@ -11,7 +11,7 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use warrant_engine::lineage::{Entry, LineageWriter};
-use warrant_engine::replay::{NonceKey, ReplayCache};
+use warrant_engine::replay::{NonceKey, Outcome, ReplayCache};
 use warrant_engine::seal::{DecisionCore, EngineKey, seal_with_leaves};
 use warrant_engine::verify::{PublicKey, SigError, SigItem, verify_batch};
 use warrant_schemas::wire::{Reason, Verdict};
@@ -100,12 +100,17 @@ fn main() {
     added += time("replay check+record", &mut || {
         let mut c = ReplayCache::new(1 << 20);
         for (i, k) in nonces.iter().enumerate() {
-            let id = (i as u128).to_le_bytes();
-            black_box(c.check(k, &id, 1));
+            let mut digest = [0u8; 32];
+            digest[..16].copy_from_slice(&(i as u128).to_le_bytes());
+            black_box(c.check(k, &digest, 1));
             black_box(c.record(
                 k,
-                &id,
-                (Verdict::Authorize, Reason::Authorized),
+                &digest,
+                Outcome {
+                    verdict: Verdict::Authorize,
+                    reason: Reason::Authorized,
+                    valid_until_us: 60_000_000,
+                },
                 1,
                 1_000_000_000,
             ));
@@ -151,6 +156,8 @@ fn main() {
                 reason: Reason::Authorized,
                 issued_at_us: 5,
                 replay: Some(([1; 16], 9)),
+                intent_digest: [0; 32],
+                valid_until_us: 0,
             }));
         }
     });

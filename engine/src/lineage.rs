@@ -131,6 +131,10 @@ pub struct Entry {
     /// The replay memory the decision left (nonce key bytes, remembered
     /// until, µs), if its verdict was remembered.
     pub replay: Option<([u8; 16], u64)>,
+    /// SHA-256 of the `SignedIntent` bytes decided.
+    pub intent_digest: [u8; 32],
+    /// The decision's `valid_until_us` (0 for a deny).
+    pub valid_until_us: u64,
 }
 
 impl LineageWriter {
@@ -163,6 +167,8 @@ impl LineageWriter {
             reason: e.reason,
             issued_at_us: e.issued_at_us,
             replay: e.replay,
+            intent_digest: e.intent_digest,
+            valid_until_us: e.valid_until_us,
         });
         let leaf = merkle::leaf_hash(&bytes);
         self.prev_hash = leaf;
@@ -215,12 +221,16 @@ pub struct LineageTail {
 pub struct ReplayEntry {
     /// Key of (principal, nonce) (`replay::NonceKey` bytes).
     pub nonce_key: [u8; 16],
-    /// The intent that used it.
-    pub intent_id: [u8; 16],
+    /// SHA-256 of the `SignedIntent` that used it (zeros in a record
+    /// written before the field existed: then any intent using the nonce
+    /// again is a replay).
+    pub intent_digest: [u8; 32],
     /// The verdict remembered.
     pub verdict: Verdict,
     /// Its reason.
     pub reason: Reason,
+    /// The decision's `valid_until_us` (0 for a deny).
+    pub valid_until_us: u64,
     /// Remembered until, µs since the epoch.
     pub until_us: u64,
 }
@@ -379,9 +389,10 @@ pub fn resume(
         {
             replay.push(ReplayEntry {
                 nonce_key: k.0,
-                intent_id: r.intent_id().0,
+                intent_digest: r.intent_digest().map_or([0; 32], |d| d.0),
                 verdict: r.verdict(),
                 reason: r.reason(),
+                valid_until_us: r.valid_until_us(),
                 until_us: r.remember_until_us(),
             });
         }

@@ -123,7 +123,7 @@ use warrant_schemas::{
 };
 
 use crate::lineage::{Entry, LineageTail, LineageWriter, ReplayEntry};
-use crate::replay::{NonceKey, ReplayCache, Seen};
+use crate::replay::{NonceKey, Outcome, ReplayCache, Seen};
 use crate::seal::{DecisionCore, EngineKey, seal_with_leaves};
 use crate::transport::{Handover, InRecord, OutBatch, Sink, Source, TransportError, partition_for};
 use crate::trust::{Lookup, TrustStore};
@@ -602,6 +602,10 @@ struct Done {
     rule: Option<usize>,
     /// Validity granted, µs (0 for a deny).
     validity_us: u64,
+    /// Latest `valid_until` the decision may carry (µs): set by the policy
+    /// stage, so that a redelivered intent is never authorized for longer
+    /// than the first time.
+    until_cap_us: u64,
 }
 
 impl Done {
@@ -610,6 +614,7 @@ impl Done {
             reason,
             rule: None,
             validity_us: 0,
+            until_cap_us: u64::MAX,
         }
     }
 }
@@ -699,7 +704,9 @@ impl Batch {
 fn past_window(item: &Item, now: u64) -> Option<Reason> {
     if now > item.deadline_us {
         Some(Reason::DeadlineExceeded)
-    } else if now > item.remember_until_us {
+    } else if now >= item.remember_until_us {
+        // At `remember_until` the replay cache forgets the nonce
+        // (`ReplayCache::check`): the intent must be past its window too.
         Some(Reason::Expired)
     } else {
         None
@@ -811,10 +818,18 @@ fn evaluate<'a>(
         minute_of_day: u16::try_from((now / 60_000_000) % 1440).unwrap_or(0),
         key_status: item.key_status,
     });
+    let reason = p.reason(&outcome);
+    let validity_us = p.granted_validity_us(&outcome, item.requested_validity_us);
+    if reason == Reason::Authorized && validity_us == 0 {
+        // An authorization valid for no time at all: every executor would
+        // refuse it as expired. The intent asked for none.
+        return Done::deny(Reason::Malformed);
+    }
     Done {
-        reason: p.reason(&outcome),
+        reason,
         rule: outcome.rule,
-        validity_us: p.granted_validity_us(&outcome, item.requested_validity_us),
+        validity_us,
+        until_cap_us: u64::MAX,
     }
 }
 
@@ -1349,10 +1364,14 @@ impl Engine {
                         PolicyChange::Acquire(p, entries) => {
                             let mut cache = ReplayCache::new(capacity);
                             let remembered = entries.iter().all(|e| {
-                                cache.record(
+                                cache.restore(
                                     &NonceKey::from_bytes(e.nonce_key),
-                                    &e.intent_id,
-                                    (e.verdict, e.reason),
+                                    &e.intent_digest,
+                                    Outcome {
+                                        verdict: e.verdict,
+                                        reason: e.reason,
+                                        valid_until_us: e.valid_until_us,
+                                    },
                                     now,
                                     e.until_us,
                                 )
@@ -1860,7 +1879,7 @@ fn policy_stage(
         let cache = caches
             .entry(rec.partition)
             .or_insert_with(|| ReplayCache::new(capacity));
-        let seen = cache.check(&nonce, &item.id, now);
+        let seen = cache.check(&nonce, &item.digest, now);
         let fresh = item.evaluated;
         let done = match seen {
             Seen::Replay => {
@@ -1873,21 +1892,44 @@ fn policy_stage(
             }
             // The same intent again: the verdict recorded the first time.
             // Only a fresh evaluation agreeing with it keeps its rule and
-            // validity; a recorded deny stays that deny; a recorded
-            // authorize the policy in force now denies is denied.
-            Seen::Again { reason, .. } if reason != fresh.reason => {
-                if reason == Reason::Authorized {
+            // validity, and never past the first authorization's end; a
+            // recorded deny stays that deny; a recorded authorize the
+            // policy in force now denies is denied.
+            Seen::Again(first) if first.reason != fresh.reason => {
+                if first.reason == Reason::Authorized {
                     fresh
                 } else {
-                    Done::deny(reason)
+                    Done::deny(first.reason)
                 }
             }
-            Seen::Again { .. } | Seen::Fresh => fresh,
+            Seen::Again(first) if fresh.reason == Reason::Authorized => {
+                if first.valid_until_us <= now {
+                    // Its first authorization has ended: so has this one.
+                    Done::deny(Reason::Expired)
+                } else {
+                    Done {
+                        until_cap_us: first.valid_until_us,
+                        ..fresh
+                    }
+                }
+            }
+            Seen::Again(_) | Seen::Fresh => fresh,
         };
         let recorded = cache.record(
             &nonce,
-            &item.id,
-            (verdict(done.reason), done.reason),
+            &item.digest,
+            Outcome {
+                verdict: verdict(done.reason),
+                reason: done.reason,
+                // At most the decision's own `valid_until` (the seal stage
+                // stamps it later), so a redelivery capped at this ends no
+                // later than the first authorization.
+                valid_until_us: if done.reason == Reason::Authorized {
+                    done.until_cap_us.min(now.saturating_add(done.validity_us))
+                } else {
+                    0
+                },
+            },
             now,
             item.remember_until_us,
         );
@@ -2061,6 +2103,9 @@ impl Sealer {
                     Some(d) if d.reason == Reason::Authorized => {
                         if let Some(late) = past_window(item, now) {
                             item.done = Some(Done::deny(late));
+                        } else if d.until_cap_us <= now {
+                            // Its authorization would end before it left.
+                            item.done = Some(Done::deny(Reason::Expired));
                         }
                     }
                     Some(_) => {}
@@ -2096,7 +2141,7 @@ impl Sealer {
                     policy_hash,
                     policy_version,
                     issued_at_us: now,
-                    valid_until_us: now.saturating_add(done.validity_us),
+                    valid_until_us: now.saturating_add(done.validity_us).min(done.until_cap_us),
                     audience: &self.audience,
                     lineage_partition: rec.partition,
                     lineage_sequence: *seq,
@@ -2140,6 +2185,8 @@ impl Sealer {
                 reason: core.reason,
                 issued_at_us: now,
                 replay: remembered,
+                intent_digest: core.intent_digest,
+                valid_until_us: core.valid_until_us,
             });
             if let Some(c) = counts.get_mut(usize::from(core.reason.0)) {
                 *c += 1;

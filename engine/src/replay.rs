@@ -7,10 +7,14 @@
 //!
 //! - Compute the intent's [`NonceKey`] once. A new (principal, nonce) is [`Seen::Fresh`]: decide it, then
 //!   [`ReplayCache::record`] the verdict.
-//! - The *same intent* again (same principal, nonce and intent id: a
-//!   redelivery after a crash or rebalance) is [`Seen::Again`] with the
-//!   verdict recorded the first time, so reprocessing is idempotent.
-//! - A *different* intent reusing the nonce is [`Seen::Replay`]: deny.
+//! - The *same intent* again (same principal and nonce, and the same
+//!   SHA-256 of its `SignedIntent` bytes: a redelivery after a crash or
+//!   rebalance, or the same bytes published twice) is [`Seen::Again`] with
+//!   the outcome recorded the first time, its `valid_until` included, so
+//!   reprocessing is idempotent and never extends an authorization.
+//! - A *different* intent reusing the nonce is [`Seen::Replay`]: deny. That
+//!   includes an intent that reuses the nonce *and* the intent id with
+//!   other content: ids are the producer's choice, the digest is not.
 //!
 //! Entries are kept until `remember_until_us` (the end of the intent's
 //! validity window); an intent older than that is denied as expired before
@@ -35,23 +39,30 @@ pub enum Seen {
     /// Never seen (or forgotten after its window): decide it.
     Fresh,
     /// This very intent was decided before: give the same verdict.
-    Again {
-        /// The verdict recorded.
-        verdict: Verdict,
-        /// Its reason.
-        reason: Reason,
-    },
+    Again(Outcome),
     /// Another intent used this nonce: deny as a replay.
     Replay,
     /// The cache is full of unexpired nonces: deny as overloaded.
     Full,
 }
 
+/// The outcome remembered for an intent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    /// The verdict.
+    pub verdict: Verdict,
+    /// Its reason.
+    pub reason: Reason,
+    /// The authorization's `valid_until_us` (0 for a deny): a later
+    /// decision for the same intent is never valid longer.
+    pub valid_until_us: u64,
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Entry {
-    intent_id: [u8; 16],
-    verdict: Verdict,
-    reason: Reason,
+    /// SHA-256 of the intent's `SignedIntent` bytes.
+    digest: [u8; 32],
+    outcome: Outcome,
     until_us: u64,
 }
 
@@ -67,7 +78,7 @@ pub struct ReplayCache {
 
 /// Approximate bytes one entry costs (map slot, heap slot, overhead); see
 /// [`ReplayCache::approx_bytes`].
-pub const BYTES_PER_ENTRY: usize = 16 + 40 + 1 + 24 + 8;
+pub const BYTES_PER_ENTRY: usize = 16 + 56 + 1 + 24 + 8;
 
 /// The cache key of a (principal, nonce) pair. Computed once per intent
 /// and passed to both [`ReplayCache::check`] and [`ReplayCache::record`].
@@ -125,16 +136,15 @@ impl ReplayCache {
         }
     }
 
-    /// Looks up an intent's nonce at `now_us`.
-    pub fn check(&mut self, nonce: &NonceKey, intent_id: &[u8; 16], now_us: u64) -> Seen {
+    /// Looks up an intent's nonce at `now_us`; `digest` is the SHA-256 of
+    /// its `SignedIntent` bytes. An entry is live while `now_us` is before
+    /// its `until` (at `until` it is forgotten).
+    pub fn check(&mut self, nonce: &NonceKey, digest: &[u8; 32], now_us: u64) -> Seen {
         let k = nonce.0;
         match self.entries.get(&k) {
             Some(e) if e.until_us > now_us => {
-                if &e.intent_id == intent_id {
-                    Seen::Again {
-                        verdict: e.verdict,
-                        reason: e.reason,
-                    }
+                if &e.digest == digest {
+                    Seen::Again(e.outcome)
                 } else {
                     Seen::Replay
                 }
@@ -151,47 +161,88 @@ impl ReplayCache {
         }
     }
 
-    /// Records the verdict given to a fresh intent, remembered until
-    /// `remember_until_us`. Call it right after [`Self::check`] said `Fresh`,
-    /// before checking the next intent (check and record one intent at a
-    /// time: two intents with one nonce in a batch must not both see
-    /// `Fresh`). Returns whether it recorded: it never replaces a live entry
-    /// of another intent, never shortens a live entry's window, and never
-    /// grows past capacity.
+    /// Records the outcome given to an intent, remembered until
+    /// `remember_until_us`. Call it right after [`Self::check`] said `Fresh`
+    /// or `Again`, before checking the next intent (check and record one
+    /// intent at a time: two intents with one nonce in a batch must not both
+    /// see `Fresh`). Returns whether it recorded: it never replaces a live
+    /// entry of another intent, never shortens a live entry's window, never
+    /// lets the same intent's `valid_until` grow, and never grows past
+    /// capacity.
     pub fn record(
         &mut self,
         nonce: &NonceKey,
-        intent_id: &[u8; 16],
-        (verdict, reason): (Verdict, Reason),
+        digest: &[u8; 32],
+        outcome: Outcome,
         now_us: u64,
         remember_until_us: u64,
     ) -> bool {
         let k = nonce.0;
-        let until = match self.entries.get(&k) {
+        let (until, outcome) = match self.entries.get(&k) {
             // A live entry of another intent: keep it.
-            Some(e) if e.until_us > now_us && e.intent_id != *intent_id => return false,
-            // The same intent again: never shorten its window.
-            Some(e) if e.until_us > now_us => e.until_us.max(remember_until_us),
+            Some(e) if e.until_us > now_us && e.digest != *digest => return false,
+            // The same intent again: never shorten its window, never
+            // lengthen its authorization.
+            Some(e) if e.until_us > now_us => {
+                let mut o = outcome;
+                if e.outcome.valid_until_us != 0 {
+                    o.valid_until_us = o.valid_until_us.min(e.outcome.valid_until_us);
+                }
+                (e.until_us.max(remember_until_us), o)
+            }
             // An expired entry is replaced.
-            Some(_) => remember_until_us,
+            Some(_) => (remember_until_us, outcome),
             None => {
                 if self.entries.len() >= self.capacity {
                     return false;
                 }
-                remember_until_us
+                (remember_until_us, outcome)
             }
         };
-        self.entries.insert(
+        self.put(k, *digest, outcome, until);
+        true
+    }
+
+    /// Restores an entry a previous owner of the partition logged (in log
+    /// order: a later entry for the same nonce replaces an earlier one,
+    /// whose window that owner saw end). Entries whose window ended by
+    /// `now_us` are skipped. Returns false only when the cache is full.
+    pub fn restore(
+        &mut self,
+        nonce: &NonceKey,
+        digest: &[u8; 32],
+        outcome: Outcome,
+        now_us: u64,
+        until_us: u64,
+    ) -> bool {
+        if until_us <= now_us {
+            return true;
+        }
+        if !self.entries.contains_key(&nonce.0) && self.entries.len() >= self.capacity {
+            self.expire(now_us);
+            if self.entries.len() >= self.capacity {
+                return false;
+            }
+        }
+        self.put(nonce.0, *digest, outcome, until_us);
+        true
+    }
+
+    fn put(&mut self, k: [u8; 16], digest: [u8; 32], outcome: Outcome, until_us: u64) {
+        let old = self.entries.insert(
             k,
             Entry {
-                intent_id: *intent_id,
-                verdict,
-                reason,
-                until_us: until,
+                digest,
+                outcome,
+                until_us,
             },
         );
-        self.expiries.push(Reverse((until, k)));
-        true
+        // A redelivery that leaves the window as it was adds no expiry:
+        // the heap holds at most one pair per change of window, so
+        // repeating one intent cannot grow it.
+        if old.is_none_or(|e| e.until_us != until_us) {
+            self.expiries.push(Reverse((until_us, k)));
+        }
     }
 
     /// Nonces held.
@@ -215,20 +266,28 @@ impl ReplayCache {
 mod tests {
     use super::*;
 
-    const ALLOW: (Verdict, Reason) = (Verdict::Authorize, Reason::Authorized);
+    const ALLOW: Outcome = Outcome {
+        verdict: Verdict::Authorize,
+        reason: Reason::Authorized,
+        valid_until_us: 80,
+    };
+
+    fn digest(i: u32) -> [u8; 32] {
+        let mut d = [0u8; 32];
+        d[..4].copy_from_slice(&i.to_le_bytes());
+        d
+    }
 
     #[test]
     fn fresh_again_replay() {
         let mut c = ReplayCache::new(10);
-        let (n, id, other) = ([1; 16], [2; 16], [3; 16]);
-        assert_eq!(c.check(&NonceKey::new("alice", &n), &id, 0), Seen::Fresh);
-        assert!(c.record(&NonceKey::new("alice", &n), &id, ALLOW, 0, 100));
+        let n = [1; 16];
+        let (same, other) = (digest(2), digest(3));
+        assert_eq!(c.check(&NonceKey::new("alice", &n), &same, 0), Seen::Fresh);
+        assert!(c.record(&NonceKey::new("alice", &n), &same, ALLOW, 0, 100));
         assert_eq!(
-            c.check(&NonceKey::new("alice", &n), &id, 50),
-            Seen::Again {
-                verdict: ALLOW.0,
-                reason: ALLOW.1
-            }
+            c.check(&NonceKey::new("alice", &n), &same, 50),
+            Seen::Again(ALLOW)
         );
         assert_eq!(
             c.check(&NonceKey::new("alice", &n), &other, 50),
@@ -242,11 +301,70 @@ mod tests {
         );
         // Nonces are per principal.
         assert_eq!(c.check(&NonceKey::new("bob", &n), &other, 50), Seen::Fresh);
-        // After the window the nonce is forgotten.
+        // The window ends at `until`: forgotten from then on.
+        assert_eq!(
+            c.check(&NonceKey::new("alice", &n), &other, 99),
+            Seen::Replay
+        );
         assert_eq!(
             c.check(&NonceKey::new("alice", &n), &other, 100),
             Seen::Fresh
         );
+    }
+
+    #[test]
+    fn the_same_intent_again_never_gets_a_longer_authorization() {
+        let mut c = ReplayCache::new(10);
+        let (n, d) = (NonceKey::new("alice", &[1; 16]), digest(1));
+        assert!(c.record(&n, &d, ALLOW, 0, 100));
+        let later = Outcome {
+            valid_until_us: 95,
+            ..ALLOW
+        };
+        assert!(c.record(&n, &d, later, 40, 100));
+        assert_eq!(c.check(&n, &d, 50), Seen::Again(ALLOW));
+        // A deny recorded over it (the policy changed) is remembered as is.
+        let deny = Outcome {
+            verdict: Verdict::Deny,
+            reason: Reason::DenyRule,
+            valid_until_us: 0,
+        };
+        assert!(c.record(&n, &d, deny, 60, 100));
+        assert_eq!(c.check(&n, &d, 61), Seen::Again(deny));
+    }
+
+    #[test]
+    fn redelivering_one_intent_does_not_grow_memory() {
+        let mut c = ReplayCache::new(16);
+        let (n, d) = (NonceKey::new("alice", &[1; 16]), digest(1));
+        assert!(c.record(&n, &d, ALLOW, 0, 1_000_000));
+        let before = c.approx_bytes();
+        for now in 1..200_000 {
+            assert_eq!(c.check(&n, &d, now), Seen::Again(ALLOW));
+            assert!(c.record(&n, &d, ALLOW, now, 1_000_000));
+        }
+        assert_eq!(c.len(), 1);
+        assert_eq!(c.approx_bytes(), before);
+    }
+
+    #[test]
+    fn restore_keeps_the_latest_entry_and_skips_ended_windows() {
+        let mut c = ReplayCache::new(2);
+        let n = NonceKey::new("alice", &[1; 16]);
+        // Logged in this order by the previous owner: the first intent's
+        // window had ended on its clock when the second used the nonce.
+        assert!(c.restore(&n, &digest(1), ALLOW, 10, 50));
+        assert!(c.restore(&n, &digest(2), ALLOW, 10, 90));
+        assert_eq!(c.check(&n, &digest(2), 20), Seen::Again(ALLOW));
+        assert_eq!(c.check(&n, &digest(1), 20), Seen::Replay);
+        // Ended windows take no room.
+        for i in 0..10u8 {
+            assert!(c.restore(&NonceKey::new("bob", &[i; 16]), &digest(9), ALLOW, 10, 5));
+        }
+        assert_eq!(c.len(), 1);
+        assert!(c.restore(&NonceKey::new("carol", &[1; 16]), &digest(3), ALLOW, 10, 90));
+        // Full of live entries: refused.
+        assert!(!c.restore(&NonceKey::new("dave", &[1; 16]), &digest(4), ALLOW, 10, 90));
     }
 
     #[test]
@@ -255,17 +373,18 @@ mod tests {
         for i in 0..1000u32 {
             let mut n = [0u8; 16];
             n[..4].copy_from_slice(&i.to_le_bytes());
-            assert_eq!(c.check(&NonceKey::new("p", &n), &n, 0), Seen::Fresh);
-            assert!(c.record(&NonceKey::new("p", &n), &n, ALLOW, 0, 1_000 + u64::from(i)));
+            let d = digest(i);
+            assert_eq!(c.check(&NonceKey::new("p", &n), &d, 0), Seen::Fresh);
+            assert!(c.record(&NonceKey::new("p", &n), &d, ALLOW, 0, 1_000 + u64::from(i)));
         }
         // Full of unexpired nonces: refuse, do not forget, do not grow.
         assert_eq!(
-            c.check(&NonceKey::new("p", &[0xff; 16]), &[0xff; 16], 500),
+            c.check(&NonceKey::new("p", &[0xff; 16]), &[0xff; 32], 500),
             Seen::Full
         );
         assert!(!c.record(
             &NonceKey::new("p", &[0xff; 16]),
-            &[0xff; 16],
+            &[0xff; 32],
             ALLOW,
             500,
             9_999
@@ -273,7 +392,7 @@ mod tests {
         assert_eq!(c.len(), 1000);
         // As windows end, room is made, oldest first.
         assert_eq!(
-            c.check(&NonceKey::new("p", &[0xff; 16]), &[0xff; 16], 1_500),
+            c.check(&NonceKey::new("p", &[0xff; 16]), &[0xff; 32], 1_500),
             Seen::Fresh
         );
         assert_eq!(c.len(), 499);
@@ -281,9 +400,10 @@ mod tests {
         let before = c.approx_bytes();
         for i in 0..100_000u64 {
             let n = (i as u128 + 10_000).to_le_bytes();
+            let d = digest(u32::try_from(i).unwrap());
             let now = 2_000 + i;
-            if c.check(&NonceKey::new("p", &n), &n, now) == Seen::Fresh {
-                assert!(c.record(&NonceKey::new("p", &n), &n, ALLOW, now, now + 900));
+            if c.check(&NonceKey::new("p", &n), &d, now) == Seen::Fresh {
+                assert!(c.record(&NonceKey::new("p", &n), &d, ALLOW, now, now + 900));
             }
         }
         assert!(c.len() <= 1000);

@@ -41,6 +41,8 @@ fn log() -> Log {
             },
             issued_at_us: 1_000 + u64::from(i),
             replay: (i % 3 != 0).then_some(([i; 16], 9_000)),
+            intent_digest: [0; 32],
+            valid_until_us: 0,
         }));
         if (i + 1) % 8 == 0 || i == 49 {
             checkpoints.push(w.checkpoint(&key, 2_000 + u64::from(i)));
@@ -71,6 +73,8 @@ fn edit(l: &mut Log, i: usize, f: impl FnOnce(&mut LineageFields)) {
         reason: r.reason(),
         issued_at_us: r.issued_at_us(),
         replay: r.nonce_key().map(|k| (k.0, r.remember_until_us())),
+        intent_digest: r.intent_digest().map_or([0; 32], |d| d.0),
+        valid_until_us: r.valid_until_us(),
     };
     f(&mut fields);
     l.records[i] = encode_lineage_record(&fields);
@@ -173,6 +177,8 @@ fn a_forged_checkpoint_is_found() {
             reason: Reason::Authorized,
             issued_at_us: 1,
             replay: None,
+            intent_digest: [0; 32],
+            valid_until_us: 0,
         }));
     }
     l.checkpoints

@@ -85,6 +85,7 @@ struct Spec {
     deadline_us: u64,
     nonce: Option<u64>,
     parent: Option<u64>,
+    validity_us: u64,
 }
 
 impl Spec {
@@ -100,6 +101,7 @@ impl Spec {
             deadline_us: now + 20_000_000,
             nonce: None,
             parent: None,
+            validity_us: 300_000_000,
         }
     }
 
@@ -115,7 +117,7 @@ impl Spec {
             attributes: &attrs,
             issued_at_us: self.issued_at_us,
             deadline_us: self.deadline_us,
-            requested_validity_us: 300_000_000,
+            requested_validity_us: self.validity_us,
             nonce: id(self.nonce.unwrap_or(self.n) + 1_000_000),
             parent_id: self.parent.map(id),
             ..IntentFields::example()
@@ -460,6 +462,66 @@ fn no_policy_denies_everything_and_redelivery_keeps_its_verdict() {
             Reason::Authorized
         );
     }
+}
+
+/// The replay memory tells intents apart by their signed bytes, not by
+/// the id their producer chose: another intent reusing a nonce *and* an id
+/// is a replay. The same bytes again (a redelivery, or a republish) get
+/// the same verdict, never valid for longer than the first time (or an
+/// executor's single-use memory, which ends with the first decision, could
+/// be outlived). And an intent asking for no validity at all is malformed,
+/// not authorized for zero microseconds.
+#[test]
+fn replays_are_told_by_content_and_a_redelivery_never_extends_an_authorization() {
+    let first = Spec::new(1).signed();
+    let same_id_and_nonce = Spec {
+        amount: 20,
+        ..Spec::new(1)
+    }
+    .signed();
+    let no_validity = Spec {
+        validity_us: 0,
+        ..Spec::new(2)
+    }
+    .signed();
+    let topic = Topic::new(PARTITIONS, 100_000);
+    let (engine, collector) = start(config(), &topic);
+    topic.publish(b"svc-1", first.clone()).unwrap();
+    let t = Instant::now();
+    while collector.take_snapshot().decisions.is_empty() {
+        assert!(t.elapsed() < Duration::from_secs(20), "no decision");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    // Later, so that a fresh grant would end later.
+    std::thread::sleep(Duration::from_millis(20));
+    for payload in [&first, &same_id_and_nonce, &no_validity] {
+        topic.publish(b"svc-1", payload.clone()).unwrap();
+    }
+    topic.close();
+    engine.join().unwrap();
+    let out = collector.take_snapshot();
+    let by_digest = |payload: &[u8]| -> Vec<(Reason, u64, u64)> {
+        out.decisions
+            .iter()
+            .map(|(_, d)| open_decision(d, &Default::default()).unwrap())
+            .filter(|d| d.intent_digest().0 == sha256(payload))
+            .map(|d| (d.reason(), d.issued_at_us(), d.valid_until_us()))
+            .collect()
+    };
+    let again = by_digest(&first);
+    assert_eq!(again.len(), 2, "{again:?}");
+    assert!(again.iter().all(|d| d.0 == Reason::Authorized), "{again:?}");
+    assert!(again[1].1 > again[0].1, "{again:?}");
+    assert!(
+        again[1].2 <= again[0].2,
+        "valid longer the second time: {again:?}"
+    );
+    let replay = by_digest(&same_id_and_nonce);
+    assert_eq!(replay.len(), 1);
+    assert_eq!(replay[0].0, Reason::ReplayedNonce);
+    let none = by_digest(&no_validity);
+    assert_eq!(none.len(), 1);
+    assert_eq!(none[0].0, Reason::Malformed);
 }
 
 #[test]

@@ -24,7 +24,16 @@ fn entry(i: u64) -> Entry {
         reason: Reason::Authorized,
         issued_at_us: 1_000 + i,
         replay: Some(([i as u8; 16], 10_000 + i)),
+        intent_digest: digest(i),
+        valid_until_us: 20_000 + i,
     }
+}
+
+/// Entry `i`'s intent digest: `i` in its first 8 bytes.
+fn digest(i: u64) -> [u8; 32] {
+    let mut d = [0u8; 32];
+    d[..8].copy_from_slice(&i.to_le_bytes());
+    d
 }
 
 /// Frames of partition 2 in log order: `n` records, a checkpoint after
@@ -233,15 +242,13 @@ fn the_replay_memory_within_the_horizon_comes_back() {
     let ids: Vec<u64> = tail
         .replay()
         .iter()
-        .map(|e| u64::try_from(u128::from_le_bytes(e.intent_id)).unwrap())
+        .map(|e| u64::from_le_bytes(e.intent_digest[..8].try_into().unwrap()))
         .collect();
     assert_eq!(ids, (25..40).collect::<Vec<_>>());
-    assert!(
-        tail.replay()
-            .iter()
-            .all(|e| e.nonce_key[0] as u64
-                == u64::try_from(u128::from_le_bytes(e.intent_id)).unwrap())
-    );
+    assert!(tail.replay().iter().all(|e| {
+        let i = u64::from_le_bytes(e.intent_digest[..8].try_into().unwrap());
+        e.nonce_key[0] as u64 == i && e.valid_until_us == 20_000 + i
+    }));
     // From the start: all of them, whatever the window.
     let tail = resume(2, &all, true, &keys, window).unwrap();
     assert_eq!(tail.replay().len(), 19);

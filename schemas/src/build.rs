@@ -339,6 +339,10 @@ pub struct LineageFields {
     /// The replay memory the decision left: nonce key and until when it is
     /// remembered (µs), if its verdict was remembered.
     pub replay: Option<([u8; 16], u64)>,
+    /// SHA-256 of the `SignedIntent` bytes decided.
+    pub intent_digest: [u8; 32],
+    /// The decision's `valid_until_us` (0 for a deny).
+    pub valid_until_us: u64,
 }
 
 impl LineageFields {
@@ -350,6 +354,7 @@ impl LineageFields {
         let intent_id = Id128(self.intent_id);
         let parent = self.parent_id.map(Id128);
         let nonce_key = self.replay.map(|(k, _)| Id128(k));
+        let intent_digest = Hash256(self.intent_digest);
         let root = wire::LineageRecord::create(
             fbb,
             &wire::LineageRecordArgs {
@@ -365,6 +370,8 @@ impl LineageFields {
                 issued_at_us: self.issued_at_us,
                 nonce_key: nonce_key.as_ref(),
                 remember_until_us: self.replay.map_or(0, |(_, u)| u),
+                intent_digest: Some(&intent_digest),
+                valid_until_us: self.valid_until_us,
             },
         );
         fbb.finish(root, Some(LINEAGE_RECORD_IDENTIFIER));

@@ -121,9 +121,13 @@ fn decision_lineage_checkpoint_round_trip() {
         reason: Reason::ReplayedNonce,
         issued_at_us: 10,
         replay: None,
+        intent_digest: [5; 32],
+        valid_until_us: 0,
     };
     let lb = encode_lineage_record(&l);
     let lo = open_lineage_record(&lb, &Limits::default()).unwrap();
+    assert_eq!(lo.intent_digest().map(|d| d.0), Some([5; 32]));
+    assert_eq!(lo.valid_until_us(), 0);
     assert_eq!(lo.decision_digest().0, sha256(&buf));
     assert_eq!(lo.reason(), Reason::ReplayedNonce);
     assert!(lo.parent_id().is_none());

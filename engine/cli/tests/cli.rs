@@ -289,6 +289,8 @@ fn lineage_verify_passes_a_whole_log_and_names_the_first_bad_record() {
             reason: Reason::Authorized,
             issued_at_us: u64::from(i),
             replay: Some(([i; 16], 1_000)),
+            intent_digest: [0; 32],
+            valid_until_us: 0,
         });
         push_frame(&mut log, &rec);
         frames.push(rec);

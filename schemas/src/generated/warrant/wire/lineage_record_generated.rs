@@ -30,6 +30,8 @@ impl<'a> LineageRecord<'a> {
   pub const VT_ISSUED_AT_US: ::flatbuffers::VOffsetT = 22;
   pub const VT_NONCE_KEY: ::flatbuffers::VOffsetT = 24;
   pub const VT_REMEMBER_UNTIL_US: ::flatbuffers::VOffsetT = 26;
+  pub const VT_INTENT_DIGEST: ::flatbuffers::VOffsetT = 28;
+  pub const VT_VALID_UNTIL_US: ::flatbuffers::VOffsetT = 30;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -41,9 +43,11 @@ impl<'a> LineageRecord<'a> {
     args: &'args LineageRecordArgs<'args>
   ) -> ::flatbuffers::WIPOffset<LineageRecord<'bldr>> {
     let mut builder = LineageRecordBuilder::new(_fbb);
+    builder.add_valid_until_us(args.valid_until_us);
     builder.add_remember_until_us(args.remember_until_us);
     builder.add_issued_at_us(args.issued_at_us);
     builder.add_sequence(args.sequence);
+    if let Some(x) = args.intent_digest { builder.add_intent_digest(x); }
     if let Some(x) = args.nonce_key { builder.add_nonce_key(x); }
     if let Some(x) = args.parent_id { builder.add_parent_id(x); }
     if let Some(x) = args.intent_id { builder.add_intent_id(x); }
@@ -150,6 +154,25 @@ impl<'a> LineageRecord<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(LineageRecord::VT_REMEMBER_UNTIL_US, Some(0)).unwrap()}
   }
+  /// SHA-256 of the exact SignedIntent bytes decided (the decision's
+  /// intent_digest): what tells a redelivery of this intent from another
+  /// intent reusing its nonce (and id) when the replay memory is rebuilt.
+  #[inline]
+  pub fn intent_digest(&self) -> Option<&'a Hash256> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Hash256>(LineageRecord::VT_INTENT_DIGEST, None)}
+  }
+  /// The decision's valid_until_us (0 for a deny). A later decision for
+  /// the same intent never gets a later one.
+  #[inline]
+  pub fn valid_until_us(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(LineageRecord::VT_VALID_UNTIL_US, Some(0)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for LineageRecord<'_> {
@@ -170,6 +193,8 @@ impl ::flatbuffers::Verifiable for LineageRecord<'_> {
      .visit_field::<u64>("issued_at_us", Self::VT_ISSUED_AT_US, false)?
      .visit_field::<Id128>("nonce_key", Self::VT_NONCE_KEY, false)?
      .visit_field::<u64>("remember_until_us", Self::VT_REMEMBER_UNTIL_US, false)?
+     .visit_field::<Hash256>("intent_digest", Self::VT_INTENT_DIGEST, false)?
+     .visit_field::<u64>("valid_until_us", Self::VT_VALID_UNTIL_US, false)?
      .finish();
     Ok(())
   }
@@ -187,6 +212,8 @@ pub struct LineageRecordArgs<'a> {
     pub issued_at_us: u64,
     pub nonce_key: Option<&'a Id128>,
     pub remember_until_us: u64,
+    pub intent_digest: Option<&'a Hash256>,
+    pub valid_until_us: u64,
 }
 impl<'a> Default for LineageRecordArgs<'a> {
   #[inline]
@@ -204,6 +231,8 @@ impl<'a> Default for LineageRecordArgs<'a> {
       issued_at_us: 0,
       nonce_key: None,
       remember_until_us: 0,
+      intent_digest: None,
+      valid_until_us: 0,
     }
   }
 }
@@ -262,6 +291,14 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LineageRecordBuilder<'a, 'b, 
     self.fbb_.push_slot::<u64>(LineageRecord::VT_REMEMBER_UNTIL_US, remember_until_us, 0);
   }
   #[inline]
+  pub fn add_intent_digest(&mut self, intent_digest: &Hash256) {
+    self.fbb_.push_slot_always::<&Hash256>(LineageRecord::VT_INTENT_DIGEST, intent_digest);
+  }
+  #[inline]
+  pub fn add_valid_until_us(&mut self, valid_until_us: u64) {
+    self.fbb_.push_slot::<u64>(LineageRecord::VT_VALID_UNTIL_US, valid_until_us, 0);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> LineageRecordBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     LineageRecordBuilder {
@@ -294,6 +331,8 @@ impl ::core::fmt::Debug for LineageRecord<'_> {
       ds.field("issued_at_us", &self.issued_at_us());
       ds.field("nonce_key", &self.nonce_key());
       ds.field("remember_until_us", &self.remember_until_us());
+      ds.field("intent_digest", &self.intent_digest());
+      ds.field("valid_until_us", &self.valid_until_us());
       ds.finish()
   }
 }
