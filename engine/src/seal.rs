@@ -16,7 +16,8 @@
 //! decision: a change to any field changes the leaf, breaks the proof, and
 //! the decision is refused.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::io::Write;
 use std::path::Path;
 
@@ -381,6 +382,9 @@ pub enum DecisionError {
     /// Issued for another executor.
     #[error("decision is for audience `{0}`")]
     WrongAudience(String),
+    /// The executor gave no audience: it must say who it is.
+    #[error("no audience given: an executor must name itself")]
+    NoAudience,
     /// Already used once.
     #[error("decision was already used")]
     AlreadyUsed,
@@ -393,8 +397,11 @@ pub enum DecisionError {
 /// A decision that passed every check: the executor may run the intent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Authorized {
-    /// Intent authorized.
+    /// Intent authorized (as its producer named it).
     pub intent_id: [u8; 16],
+    /// SHA-256 of the exact `SignedIntent` bytes authorized: what
+    /// [`SingleUse`] keys on (ids are the producer's choice).
+    pub intent_digest: [u8; 32],
     /// Until when (µs since the epoch).
     pub valid_until_us: u64,
     /// Deciding rule.
@@ -483,24 +490,36 @@ pub fn verify_decision(
     }
     // An empty audience on either side matches nothing: a decision must
     // name its executor, and an executor must say who it is.
-    if audience.is_empty() || core.audience != audience {
+    if audience.is_empty() {
+        return Err(DecisionError::NoAudience);
+    }
+    if core.audience != audience {
         return Err(DecisionError::WrongAudience(core.audience.to_owned()));
     }
     Ok(Authorized {
         intent_id: core.intent_id,
+        intent_digest: core.intent_digest,
         valid_until_us: core.valid_until_us,
         rule_id: rule_id.to_owned(),
         policy_version: core.policy_version,
     })
 }
 
-/// Remembers consumed decisions until they expire, so each authorizes one
-/// execution. Memory is bounded: expired entries are dropped as time
-/// passes, and when `capacity` live entries are held, further decisions
-/// are refused (fail closed) rather than forgotten.
+/// Remembers consumed authorizations until they expire, so each intent
+/// runs once. Keyed by the intent's digest, not its producer-chosen id:
+/// another producer's intent reusing an id cannot block this one. The
+/// engine never gives a redelivered intent a later `valid_until` than its
+/// first authorization, so remembering an intent until its consumed
+/// decision expires covers every decision the engine can issue for it.
+///
+/// Memory is bounded: each [`SingleUse::consume`] first drops the entries
+/// that have expired (a min-heap of expiries, so amortised O(log n)), and
+/// when `capacity` unexpired entries are held, further decisions are
+/// refused (fail closed) rather than forgotten.
 #[derive(Debug)]
 pub struct SingleUse {
-    seen: HashMap<[u8; 16], u64>,
+    seen: HashMap<[u8; 32], u64>,
+    expiries: BinaryHeap<Reverse<(u64, [u8; 32])>>,
     capacity: usize,
 }
 
@@ -509,32 +528,42 @@ impl SingleUse {
     pub fn new(capacity: usize) -> Self {
         SingleUse {
             seen: HashMap::new(),
+            expiries: BinaryHeap::new(),
             capacity,
         }
     }
 
-    /// Consumes `auth` at `now_us`: `Ok` the first time, `AlreadyUsed` after.
+    /// Consumes `auth` at `now_us`: `Ok` the first time, `AlreadyUsed`
+    /// while an authorization of the same intent consumed earlier is
+    /// unexpired.
     pub fn consume(&mut self, auth: &Authorized, now_us: u64) -> Result<(), DecisionError> {
         // An expired decision would be forgotten at once and so reusable.
         if now_us >= auth.valid_until_us {
             return Err(DecisionError::Expired);
         }
-        if let Some(&until) = self.seen.get(&auth.intent_id)
-            && until > now_us
-        {
+        while let Some(&Reverse((until, digest))) = self.expiries.peek() {
+            if until > now_us {
+                break;
+            }
+            self.expiries.pop();
+            if self.seen.get(&digest) == Some(&until) {
+                self.seen.remove(&digest);
+            }
+        }
+        if self.seen.contains_key(&auth.intent_digest) {
             return Err(DecisionError::AlreadyUsed);
         }
         if self.seen.len() >= self.capacity {
-            self.seen.retain(|_, until| *until > now_us);
-            if self.seen.len() >= self.capacity {
-                return Err(DecisionError::GuardFull(self.seen.len()));
-            }
+            return Err(DecisionError::GuardFull(self.seen.len()));
         }
-        self.seen.insert(auth.intent_id, auth.valid_until_us);
+        self.seen.insert(auth.intent_digest, auth.valid_until_us);
+        self.expiries
+            .push(Reverse((auth.valid_until_us, auth.intent_digest)));
         Ok(())
     }
 
-    /// Decisions remembered now.
+    /// Authorizations remembered (as of the last `consume`, which drops
+    /// the expired ones).
     pub fn len(&self) -> usize {
         self.seen.len()
     }

@@ -333,6 +333,10 @@ fn executor_checks_binding_time_audience_and_key() {
         Err(DecisionError::WrongAudience("executor-eu".into()))
     );
     assert_eq!(
+        verify_decision(d, &keys, &c.intent_digest, "", NOW + 1),
+        Err(DecisionError::NoAudience)
+    );
+    assert_eq!(
         verify_decision(d, &keys, &c.intent_digest, "executor-eu", NOW - 1),
         Err(DecisionError::NotYetValid)
     );
@@ -394,6 +398,7 @@ fn single_use_and_bounded_memory() {
     );
     let other = |i: u8, until: u64| warrant_engine::seal::Authorized {
         intent_id: [i; 16],
+        intent_digest: [i; 32],
         valid_until_us: until,
         rule_id: String::new(),
         policy_version: 1,
@@ -404,12 +409,28 @@ fn single_use_and_bounded_memory() {
         guard.consume(&other(51, NOW + 10), NOW + 3),
         Err(DecisionError::GuardFull(2))
     );
-    // Once entries expire, room is made.
+    // Keyed by the intent's digest: another intent with the same id (the
+    // producer's choice) is not blocked by this one.
+    let same_id = warrant_engine::seal::Authorized {
+        intent_digest: [7; 32],
+        ..auth.clone()
+    };
+    assert_eq!(
+        guard.consume(&same_id, NOW + 3),
+        Err(DecisionError::GuardFull(2)),
+        "a different intent must not read as already used"
+    );
+    // Once entries expire, room is made, and they are dropped as time
+    // passes.
     assert_eq!(
         guard.consume(&other(51, NOW + 100_000_000), NOW + 61_000_000),
         Ok(())
     );
-    assert!(guard.len() <= 2);
+    assert_eq!(guard.len(), 1);
+    assert_eq!(
+        guard.consume(&other(51, NOW + 100_000_000), NOW + 61_000_001),
+        Err(DecisionError::AlreadyUsed)
+    );
 }
 
 #[test]

@@ -401,8 +401,23 @@ fn verify_cmd(
     now_us: Option<u64>,
 ) -> Result<(), String> {
     use warrant_engine::seal::{EngineKeys, verify_decision};
-    let read = |p: &std::path::Path| {
-        std::fs::read(p).map_err(|e| format!("cannot read `{}`: {e}", p.display()))
+    // Both are single FlatBuffers: read at most one byte past the largest
+    // buffer accepted, so a wrong path (a log, /dev/zero) is refused
+    // without being loaded.
+    let limit = warrant_schemas::Limits::default().max_buffer_bytes;
+    let read = |p: &std::path::Path| -> Result<Vec<u8>, String> {
+        use std::io::Read;
+        let mut buf = Vec::new();
+        std::fs::File::open(p)
+            .and_then(|f| f.take(limit as u64 + 1).read_to_end(&mut buf))
+            .map_err(|e| format!("cannot read `{}`: {e}", p.display()))?;
+        if buf.len() > limit {
+            return Err(format!(
+                "`{}` is larger than {limit} bytes: not a single decision or intent",
+                p.display()
+            ));
+        }
+        Ok(buf)
     };
     let decision_bytes = read(decision)?;
     let intent_bytes = read(intent)?;

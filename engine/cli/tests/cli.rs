@@ -266,6 +266,21 @@ fn verify_accepts_a_sealed_decision_and_refuses_everything_else() {
         "{}",
         text(&bad)
     );
+    let nameless = run("", "1500", "decision");
+    assert!(
+        !nameless.status.success() && text(&nameless).contains("no audience given"),
+        "{}",
+        text(&nameless)
+    );
+    // Something far larger than any decision is refused before it is
+    // loaded, with a message saying why.
+    std::fs::write(dir.join("huge"), vec![0u8; 1 << 20]).unwrap();
+    let huge = run("executor-eu", "1500", "huge");
+    assert!(
+        !huge.status.success() && text(&huge).contains("not a single decision or intent"),
+        "{}",
+        text(&huge)
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
