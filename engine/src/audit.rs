@@ -109,6 +109,13 @@ pub struct AuditReport {
     pub unlogged: u64,
     /// Decisions for no intent on the topic, or that do not parse.
     pub orphan_decisions: u64,
+    /// Lineage records that log no decision on the decisions topic. Not a
+    /// violation by itself: an engine that stops between writing lineage
+    /// and decisions leaves some (its intents are decided again). But a
+    /// record appended by someone else after a partition's last checkpoint
+    /// shows up here too, and nowhere else once the partition's next owner
+    /// has checkpointed it (see SECURITY.md).
+    pub lineage_without_decision: u64,
     /// Every violation, described (the first 20 of each kind).
     pub violations: Vec<String>,
 }
@@ -153,6 +160,11 @@ impl std::fmt::Display for AuditReport {
         writeln!(f, "invalid authorized {:>10}", self.invalid_authorized)?;
         writeln!(f, "not in the lineage {:>10}", self.unlogged)?;
         writeln!(f, "orphan decisions   {:>10}", self.orphan_decisions)?;
+        writeln!(
+            f,
+            "lineage only       {:>10} records logging no decision on the topic (not a violation alone)",
+            self.lineage_without_decision
+        )?;
         write!(f, "violations         {:>10}", self.violation_count())?;
         for v in &self.violations {
             write!(f, "\n  {v}")?;
@@ -282,6 +294,10 @@ pub fn audit(
 
     // Lineage first: which decisions are logged.
     let mut logged: HashSet<[u8; 32]> = HashSet::new();
+    let decided: HashSet<[u8; 32]> = decisions
+        .iter()
+        .filter_map(|d| decision_leaf_hash(d).ok())
+        .collect();
     for (p, frames) in by_partition(lineage) {
         match verify_log(p, &frames.records, &frames.checkpoints, ground.engine_keys) {
             Ok(report) => {
@@ -293,7 +309,11 @@ pub fn audit(
         }
         for rec in &frames.records {
             if let Ok(l) = open_lineage_record(rec, &Limits::default()) {
-                logged.insert(l.decision_digest().0);
+                let digest = l.decision_digest().0;
+                if !decided.contains(&digest) {
+                    r.lineage_without_decision += 1;
+                }
+                logged.insert(digest);
             }
         }
     }

@@ -481,8 +481,27 @@ pub fn resume(
             return Err(broken(LineageError::RootMismatch { index: 0, size }));
         }
     }
+    // The records after it must agree with every other checkpoint read
+    // (one without a frontier is still signed), and none may sign more
+    // records than there are: the chain would fork under it.
     for &(_, _, leaf) in records.iter().skip(skip) {
         frontier.push(leaf);
+        if signed
+            .iter()
+            .any(|&(s, r)| s == frontier.size && r != frontier.root())
+        {
+            return Err(broken(LineageError::RootMismatch {
+                index: 0,
+                size: frontier.size,
+            }));
+        }
+    }
+    if let Some(&(signed_size, _)) = signed.iter().find(|&&(s, _)| s > frontier.size) {
+        return Err(broken(LineageError::Truncated {
+            index: 0,
+            size: signed_size,
+            present: frontier.size,
+        }));
     }
     Ok(LineageTail {
         frontier,
@@ -548,7 +567,9 @@ pub enum LineageError {
         size: u64,
     },
     /// Records past the last checkpoint given: nothing signed vouches for
-    /// them (a whole log ends with a checkpoint; the writer makes one per batch).
+    /// them (a whole log ends with a checkpoint: the engine checkpoints a
+    /// partition at most every `checkpoint_interval`, when idle after it,
+    /// and when it drains).
     #[error("records {covered}..{records} are not covered by any checkpoint (unsigned tail)")]
     Uncovered {
         /// Records the largest checkpoint covers.

@@ -125,6 +125,7 @@ fn a_clean_run_has_no_violation_and_damage_is_found() {
     assert_eq!(clean.intents, 1_000);
     assert_eq!(clean.decisions, 1_000);
     assert_eq!(clean.lineage_records, 1_000);
+    assert_eq!(clean.lineage_without_decision, 0, "{clean}");
     assert!(clean.authorized > 600 && clean.denied > 100, "{clean}");
 
     // A decision lost.
@@ -134,6 +135,8 @@ fn a_clean_run_has_no_violation_and_damage_is_found() {
     };
     let report = check(&lost, &r.policy, &r.trust);
     assert_eq!(report.missing, 1, "{report}");
+    // Its lineage record now logs a decision the topic does not hold.
+    assert_eq!(report.lineage_without_decision, 1, "{report}");
 
     // A decision emitted twice: counted, not a violation.
     let mut twice = run_copy(&r);

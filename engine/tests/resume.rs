@@ -209,6 +209,55 @@ fn a_broken_log_is_refused_never_extended() {
         resume(7, &all, true, &keys, ReplayWindow::none()),
         Err(ResumeError::Broken { .. })
     ));
+    // Records cut after a genuine checkpoint that was re-encoded without
+    // its (unsigned) frontier: read from a window, the resume would start
+    // from the earlier checkpoint and fork the chain under the later one.
+    let twenty = all
+        .iter()
+        .position(|f| {
+            is_checkpoint(f)
+                && warrant_schemas::open_checkpoint(f, &Default::default())
+                    .unwrap()
+                    .size()
+                    == 20
+        })
+        .unwrap();
+    let c = warrant_schemas::open_checkpoint(&all[twenty], &Default::default()).unwrap();
+    let bare = warrant_schemas::encode_checkpoint(&warrant_schemas::CheckpointFields {
+        origin: c.origin(),
+        size: c.size(),
+        root: c.root().0,
+        issued_at_us: c.issued_at_us(),
+        engine_key_id: c.engine_key_id().0,
+        signature: c.signature().0,
+        frontier: &[],
+    });
+    // Records 0..14, the checkpoint at 10, and the bare one at 20.
+    let mut cut: Vec<Vec<u8>> = all[..twenty].iter().take(16).cloned().collect();
+    cut.push(bare);
+    assert!(matches!(
+        verify_log(
+            2,
+            &cut.iter()
+                .filter(|f| !is_checkpoint(f))
+                .cloned()
+                .collect::<Vec<_>>(),
+            &cut.iter()
+                .filter(|f| is_checkpoint(f))
+                .cloned()
+                .collect::<Vec<_>>(),
+            &keys
+        ),
+        Err(LineageError::Truncated { .. })
+    ));
+    for from_start in [true, false] {
+        let window = if from_start { &cut[..] } else { &cut[3..] };
+        let e = match resume(2, window, from_start, &keys, ReplayWindow::none()) {
+            Err(ResumeError::Broken { error, .. }) => error,
+            other => panic!("from start {from_start}: {other:?}"),
+        };
+        assert!(matches!(e, LineageError::Truncated { .. }), "{e}");
+    }
 }
 
 #[test]

@@ -217,7 +217,9 @@ enum LineageCommand {
     /// Verify one partition's lineage log file end to end: sequence, hash
     /// chain, every checkpoint's signature and root, and that the last
     /// checkpoint covers every record. Reports the first bad record and
-    /// exits 1, or prints what the log holds.
+    /// exits 1, or prints what the log holds. A log cut back to one of its
+    /// own checkpoints still verifies on its own: give `--min-records`
+    /// (a size you saw signed before) to detect that.
     Verify {
         /// Log file: length-prefixed LineageRecord and Checkpoint frames.
         #[arg(long)]
@@ -228,6 +230,11 @@ enum LineageCommand {
         /// A trusted engine public key (64 hex digits); repeat during a key rotation.
         #[arg(long = "engine-key", required = true)]
         engine_keys: Vec<String>,
+        /// Fewest records the log must hold (default 1: an empty log is
+        /// refused). Pass the size of a checkpoint seen earlier to detect a
+        /// log truncated back to an older checkpoint.
+        #[arg(long, default_value_t = 1)]
+        min_records: u64,
     },
 }
 
@@ -346,7 +353,8 @@ fn main() -> ExitCode {
             log,
             partition,
             engine_keys,
-        }) => lineage_verify(&log, partition, &engine_keys),
+            min_records,
+        }) => lineage_verify(&log, partition, &engine_keys, min_records),
         Command::Verify {
             decision,
             intent,
@@ -375,6 +383,7 @@ fn lineage_verify(
     log: &std::path::Path,
     partition: u32,
     engine_keys: &[String],
+    min_records: u64,
 ) -> Result<(), String> {
     let data = std::fs::read(log).map_err(|e| format!("cannot read `{}`: {e}", log.display()))?;
     let keys = engine_keys
@@ -382,6 +391,11 @@ fn lineage_verify(
         .map(|k| parse_engine_key(k))
         .collect::<Result<Vec<_>, _>>()?;
     match warrant_engine::lineage::file::verify(partition, &data, &keys) {
+        Ok(r) if r.records < min_records => Err(format!(
+            "lineage verification failed: the log holds {} records, fewer than the {min_records} \
+             expected (truncated back to a checkpoint, or the wrong file)",
+            r.records
+        )),
         Ok(r) => {
             println!(
                 "lineage ok: partition {partition}, {} records ({} authorized, {} chained to a parent), {} checkpoints",

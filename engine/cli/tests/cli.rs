@@ -319,18 +319,22 @@ fn lineage_verify_passes_a_whole_log_and_names_the_first_bad_record() {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    let run = |file: &str, partition: &str| {
-        warrant(&[
+    let run_with = |file: &str, partition: &str, extra: &[&str]| {
+        let path = dir.join(file);
+        let mut args = vec![
             "lineage",
             "verify",
             "--log",
-            dir.join(file).to_str().unwrap(),
+            path.to_str().unwrap(),
             "--partition",
             partition,
             "--engine-key",
             &pk,
-        ])
+        ];
+        args.extend_from_slice(extra);
+        warrant(&args)
     };
+    let run = |file: &str, partition: &str| run_with(file, partition, &[]);
     let ok = run("log", "2");
     assert!(ok.status.success(), "{}", text(&ok));
     assert!(text(&ok).contains("lineage ok: partition 2, 20 records (20 authorized, 19 chained to a parent), 4 checkpoints"), "{}", text(&ok));
@@ -355,6 +359,36 @@ fn lineage_verify_passes_a_whole_log_and_names_the_first_bad_record() {
     );
     let wrong = run("log", "3");
     assert!(!wrong.status.success(), "{}", text(&wrong));
+    // An empty log is refused unless asked for.
+    std::fs::write(dir.join("empty"), b"").unwrap();
+    let empty = run("empty", "2");
+    assert!(
+        !empty.status.success() && text(&empty).contains("holds 0 records"),
+        "{}",
+        text(&empty)
+    );
+    assert!(
+        run_with("empty", "2", &["--min-records", "0"])
+            .status
+            .success()
+    );
+    // Cut back to its checkpoint at 15, the log verifies on its own; a
+    // size seen signed before catches it.
+    let mut cut = Vec::new();
+    for r in frames.records.iter().take(15) {
+        push_frame(&mut cut, r);
+    }
+    for c in frames.checkpoints.iter().take(3) {
+        push_frame(&mut cut, c);
+    }
+    std::fs::write(dir.join("cut"), &cut).unwrap();
+    assert!(run("cut", "2").status.success());
+    let short = run_with("cut", "2", &["--min-records", "20"]);
+    assert!(
+        !short.status.success() && text(&short).contains("fewer than the 20 expected"),
+        "{}",
+        text(&short)
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
