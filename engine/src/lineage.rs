@@ -378,6 +378,7 @@ pub fn resume(
             if r.prev_hash().0 != leaf {
                 return Err(broken(LineageError::Chain {
                     index: record_index,
+                    edited: None,
                 }));
             }
         }
@@ -404,7 +405,10 @@ pub fn resume(
         let mut prev = [0u8; 32];
         for (index, &(_, p, leaf)) in records.iter().enumerate() {
             if p != prev {
-                return Err(broken(LineageError::Chain { index }));
+                return Err(broken(LineageError::Chain {
+                    index,
+                    edited: None,
+                }));
             }
             frontier.push(leaf);
             prev = leaf;
@@ -545,10 +549,14 @@ pub enum LineageError {
         found: u64,
     },
     /// `prev_hash` does not match the previous record.
-    #[error("record {index}: prev_hash does not match record {} (a record was edited)", index.saturating_sub(1))]
+    #[error("record {index}: prev_hash does not match record {}: {}", index.saturating_sub(1), edited_text(*index, *edited))]
     Chain {
-        /// Position.
+        /// Position of the record whose `prev_hash` does not match.
         index: usize,
+        /// The record that was edited, when the next record tells: record
+        /// `index` if its own bytes no longer hash to the next record's
+        /// `prev_hash`, else record `index - 1`.
+        edited: Option<usize>,
     },
     /// A checkpoint is malformed, for another log, or not signed by a trusted key.
     #[error("checkpoint {index}: {message}")]
@@ -679,10 +687,23 @@ pub fn verify_log(
                 found: r.sequence(),
             });
         }
-        if r.prev_hash().0 != prev_hash {
-            return Err(LineageError::Chain { index });
-        }
         let leaf = merkle::leaf_hash(bytes);
+        if r.prev_hash().0 != prev_hash {
+            // Which side of the link changed: if the next record still
+            // chains to this one, this one is intact and the one before
+            // was edited; if not, this one was.
+            let edited = records
+                .get(index + 1)
+                .and_then(|b| open_lineage_record(b, &limits).ok())
+                .map(|next| {
+                    if next.prev_hash().0 == leaf {
+                        index.saturating_sub(1)
+                    } else {
+                        index
+                    }
+                });
+            return Err(LineageError::Chain { index, edited });
+        }
         prev_hash = leaf;
         frontier.push(leaf);
         report.records += 1;
@@ -716,6 +737,13 @@ pub fn verify_log(
         });
     }
     Ok(report)
+}
+
+fn edited_text(index: usize, edited: Option<usize>) -> String {
+    match edited {
+        Some(e) => format!("record {e} was edited"),
+        None => format!("record {} or {index} was edited", index.saturating_sub(1)),
+    }
 }
 
 /// A lineage log file: frames of `u32` little-endian length, then that many

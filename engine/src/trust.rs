@@ -7,7 +7,10 @@
 //! States follow a rotation: the principal's current key is `active`, the
 //! one it replaces stays `rotating` for an overlap period (policy sees the
 //! state and may restrict such intents), and a `revoked` key signs nothing
-//! from the moment the store holding that state is installed.
+//! in a batch decoded after the store holding that state is installed.
+//! (Each batch keeps the store it was decoded with to the end, so batches
+//! already past decode, at most the pipeline's bounded depth, finish under
+//! the store they started with.)
 //!
 //! The file form (`--trust`, TOML):
 //!

@@ -94,7 +94,26 @@ fn an_untouched_log_verifies() {
 fn an_edited_record_is_found() {
     let mut l = log();
     edit(&mut l, 20, |f| f.decision_digest = [0xee; 32]);
-    assert_eq!(verify(&l), Err(LineageError::Chain { index: 21 }));
+    let e = verify(&l).unwrap_err();
+    assert_eq!(
+        e,
+        LineageError::Chain {
+            index: 21,
+            edited: Some(20)
+        }
+    );
+    assert!(e.to_string().contains("record 20 was edited"), "{e}");
+    // An edited prev_hash is named as the record edited, not its intact
+    // predecessor.
+    let mut l = log();
+    edit(&mut l, 20, |f| f.prev_hash = [0xee; 32]);
+    assert_eq!(
+        verify(&l),
+        Err(LineageError::Chain {
+            index: 20,
+            edited: Some(20)
+        })
+    );
     // Editing the last record breaks no chain link, but the final checkpoint.
     let mut l = log();
     edit(&mut l, 49, |f| f.decision_digest = [0xee; 32]);
