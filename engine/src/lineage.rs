@@ -526,6 +526,16 @@ pub enum LineageError {
         /// The reader's error.
         message: String,
     },
+    /// A log file's framing is broken (see [`file`]).
+    #[error("frame {index} (at byte {offset}): {message}")]
+    Frame {
+        /// Frame number in the file, records and checkpoints counted alike.
+        index: usize,
+        /// Where the frame starts.
+        offset: usize,
+        /// What is wrong.
+        message: String,
+    },
     /// A record of another partition.
     #[error("record {index}: belongs to partition {found}, not {expected}")]
     WrongPartition {
@@ -774,8 +784,10 @@ pub mod file {
         let mut rest = data;
         let mut index = 0usize;
         while !rest.is_empty() {
-            let malformed = |message: &str| LineageError::Malformed {
+            let offset = data.len() - rest.len();
+            let malformed = |message: &str| LineageError::Frame {
                 index,
+                offset,
                 message: message.into(),
             };
             let (len, tail) = rest

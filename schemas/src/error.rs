@@ -16,7 +16,7 @@ pub enum WireError {
         max: usize,
     },
     /// The buffer does not carry the expected file identifier.
-    #[error("expected file identifier `{expected}`, found {found:?}")]
+    #[error("expected file identifier `{expected}` ({}), found {}", kind(expected), found_text(*found))]
     WrongIdentifier {
         /// Identifier of the table the reader expects.
         expected: &'static str,
@@ -96,5 +96,33 @@ pub enum WireError {
 impl From<flatbuffers::InvalidFlatbuffer> for WireError {
     fn from(e: flatbuffers::InvalidFlatbuffer) -> Self {
         WireError::Invalid(e.to_string())
+    }
+}
+
+/// What a file identifier names, for messages.
+fn kind(identifier: &str) -> &'static str {
+    match identifier {
+        crate::SIGNED_INTENT_IDENTIFIER => "a SignedIntent",
+        crate::INTENT_IDENTIFIER => "an Intent",
+        crate::DECISION_IDENTIFIER => "a Decision",
+        crate::LINEAGE_RECORD_IDENTIFIER => "a LineageRecord",
+        crate::CHECKPOINT_IDENTIFIER => "a Checkpoint",
+        _ => "not a Warrant table",
+    }
+}
+
+/// The identifier found, readable: `"WSI1" (a SignedIntent)`, or its bytes
+/// in hex when they are not printable.
+fn found_text(found: Option<[u8; 4]>) -> String {
+    match found {
+        None => "none (the buffer is too short)".into(),
+        Some(b) if b.iter().all(|c| c.is_ascii_graphic()) => {
+            let s: String = b.iter().map(|&c| char::from(c)).collect();
+            format!("`{s}` ({})", kind(&s))
+        }
+        Some(b) => format!(
+            "bytes {}",
+            b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+        ),
     }
 }

@@ -317,10 +317,13 @@ fn wrong_identifier_is_an_error() {
         open_intent(&buf, &Limits::default()),
         Err(WireError::WrongIdentifier { .. })
     ));
-    assert!(matches!(
-        open_decision(&buf, &Limits::default()),
-        Err(WireError::WrongIdentifier { .. })
-    ));
+    let swapped = open_decision(&buf, &Limits::default()).unwrap_err();
+    assert!(matches!(swapped, WireError::WrongIdentifier { .. }));
+    // Readable: which table was expected and which was found.
+    assert_eq!(
+        swapped.to_string(),
+        "expected file identifier `WDC1` (a Decision), found `WSI1` (a SignedIntent)"
+    );
     let mut bad = buf.clone();
     bad[4..8].copy_from_slice(b"XXXX");
     assert_eq!(

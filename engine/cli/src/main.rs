@@ -192,8 +192,12 @@ enum Command {
         #[arg(long)]
         decision: PathBuf,
         /// The `SignedIntent` bytes the executor is about to run.
-        #[arg(long)]
-        intent: PathBuf,
+        #[arg(long, required_unless_present = "intent_digest")]
+        intent: Option<PathBuf>,
+        /// Instead of `--intent`: the SHA-256 of those bytes (64 hex
+        /// digits), for an executor that holds the digest only.
+        #[arg(long, conflicts_with = "intent")]
+        intent_digest: Option<String>,
         /// A trusted engine public key (64 hex digits); repeat during a key rotation.
         #[arg(long = "engine-key", required = true)]
         engine_keys: Vec<String>,
@@ -358,10 +362,18 @@ fn main() -> ExitCode {
         Command::Verify {
             decision,
             intent,
+            intent_digest,
             engine_keys,
             audience,
             now_us,
-        } => verify_cmd(&decision, &intent, &engine_keys, &audience, now_us),
+        } => verify_cmd(
+            &decision,
+            intent.as_deref(),
+            intent_digest.as_deref(),
+            &engine_keys,
+            &audience,
+            now_us,
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -409,7 +421,8 @@ fn lineage_verify(
 
 fn verify_cmd(
     decision: &std::path::Path,
-    intent: &std::path::Path,
+    intent: Option<&std::path::Path>,
+    intent_digest: Option<&str>,
     engine_keys: &[String],
     audience: &str,
     now_us: Option<u64>,
@@ -434,7 +447,21 @@ fn verify_cmd(
         Ok(buf)
     };
     let decision_bytes = read(decision)?;
-    let intent_bytes = read(intent)?;
+    let digest: [u8; 32] = match (intent, intent_digest) {
+        (Some(path), _) => {
+            let bytes = read(path)?;
+            // Only a whole SignedIntent can be what a decision is bound to:
+            // say so, rather than "bound to a different intent".
+            warrant_schemas::open_signed_intent(&bytes, &warrant_schemas::Limits::default())
+                .map_err(|e| format!("`{}` is not a SignedIntent: {e}", path.display()))?;
+            warrant_schemas::sha256(&bytes)
+        }
+        (None, Some(hex_digest)) => hex::decode(hex_digest.trim())
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| format!("intent digest `{hex_digest}` is not 64 hex digits"))?,
+        (None, None) => return Err("give --intent or --intent-digest".into()),
+    };
     let mut keys = EngineKeys::new();
     for k in engine_keys {
         let bytes = parse_engine_key(k)?;
@@ -450,7 +477,6 @@ fn verify_cmd(
             .try_into()
             .unwrap_or(u64::MAX),
     };
-    let digest = warrant_schemas::sha256(&intent_bytes);
     match verify_decision(&decision_bytes, &keys, &digest, audience, now) {
         Ok(auth) => {
             println!(

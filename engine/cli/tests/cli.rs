@@ -266,6 +266,56 @@ fn verify_accepts_a_sealed_decision_and_refuses_everything_else() {
         "{}",
         text(&bad)
     );
+    // The digest alone serves an executor that holds only that.
+    let digest: String = warrant_schemas::sha256(&intent)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let by_digest = |digest: &str| {
+        warrant(&[
+            "verify",
+            "--decision",
+            dir.join("decision").to_str().unwrap(),
+            "--intent-digest",
+            digest,
+            "--engine-key",
+            &pk,
+            "--audience",
+            "executor-eu",
+            "--now-us",
+            "1500",
+        ])
+    };
+    let ok = by_digest(&digest);
+    assert!(ok.status.success(), "{}", text(&ok));
+    let wrong = by_digest(&"00".repeat(32));
+    assert!(
+        !wrong.status.success() && text(&wrong).contains("DO NOT EXECUTE"),
+        "{}",
+        text(&wrong)
+    );
+    assert!(!by_digest("xyz").status.success());
+    // A file that is not a SignedIntent (here: the decision) says so.
+    let swapped = warrant(&[
+        "verify",
+        "--decision",
+        dir.join("decision").to_str().unwrap(),
+        "--intent",
+        dir.join("decision").to_str().unwrap(),
+        "--engine-key",
+        &pk,
+        "--audience",
+        "executor-eu",
+        "--now-us",
+        "1500",
+    ]);
+    assert!(
+        !swapped.status.success()
+            && text(&swapped).contains("is not a SignedIntent")
+            && text(&swapped).contains("`WDC1` (a Decision)"),
+        "{}",
+        text(&swapped)
+    );
     let nameless = run("", "1500", "decision");
     assert!(
         !nameless.status.success() && text(&nameless).contains("no audience given"),
@@ -359,6 +409,20 @@ fn lineage_verify_passes_a_whole_log_and_names_the_first_bad_record() {
     );
     let wrong = run("log", "3");
     assert!(!wrong.status.success(), "{}", text(&wrong));
+    // Broken framing is named by frame and byte offset, not as a record.
+    let mut trailing = log.clone();
+    trailing.extend_from_slice(&[1, 2]);
+    std::fs::write(dir.join("trailing"), &trailing).unwrap();
+    let cut_frame = run("trailing", "2");
+    assert!(
+        !cut_frame.status.success()
+            && text(&cut_frame).contains(&format!(
+                "frame 24 (at byte {}): truncated frame length",
+                log.len()
+            )),
+        "{}",
+        text(&cut_frame)
+    );
     // An empty log is refused unless asked for.
     std::fs::write(dir.join("empty"), b"").unwrap();
     let empty = run("empty", "2");
