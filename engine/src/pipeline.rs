@@ -229,6 +229,10 @@ pub struct Config {
     /// How old an intent may be when read (default 5 min); older is
     /// "expired". Bounds how long nonces are remembered.
     pub max_intent_age: Duration,
+    /// Longest validity any authorization gets (default 1 h), whatever the
+    /// intent asks and the rule allows: a rule without `max_validity`
+    /// otherwise grants what the intent requests, up to forever.
+    pub max_validity: Duration,
     /// Nonces remembered per partition (default 1,048,576); full means
     /// "overloaded" denies, never a forgotten nonce.
     pub replay_capacity: usize,
@@ -286,6 +290,7 @@ impl Default for Config {
             audience: "executor".into(),
             max_clock_skew: Duration::from_secs(30),
             max_intent_age: Duration::from_secs(300),
+            max_validity: Duration::from_secs(3600),
             replay_capacity: 1 << 20,
             shed_after: Duration::from_millis(100),
             checkpoint_interval: Duration::from_millis(10),
@@ -719,6 +724,7 @@ struct DecodeRules {
     partitions: u32,
     skew_us: u64,
     max_age_us: u64,
+    max_validity_us: u64,
 }
 
 /// Opens one record: its id, digest, parent, times, key id, and where its
@@ -788,6 +794,8 @@ fn decode<'a>(
                     // only once the signature verifies and the nonce is
                     // fresh (policy stage).
                     item.evaluated = evaluate(&intent, policy, attrs, &item, now);
+                    item.evaluated.validity_us =
+                        item.evaluated.validity_us.min(rules.max_validity_us);
                     None
                 }
             }
@@ -1100,6 +1108,11 @@ impl Engine {
         if config.partitions == 0 {
             return Err(EngineError::Config("partitions must be at least 1".into()));
         }
+        if config.max_validity < Duration::from_micros(1) {
+            return Err(EngineError::Config(
+                "max validity must be longer than zero".into(),
+            ));
+        }
         let shared = Shared {
             stop: Arc::new(AtomicBool::new(false)),
             draining: Arc::new(AtomicBool::new(false)),
@@ -1179,6 +1192,7 @@ impl Engine {
             partitions: config.partitions,
             skew_us: micros(config.max_clock_skew),
             max_age_us: micros(config.max_intent_age),
+            max_validity_us: micros(config.max_validity),
         };
         let t = trust.clone();
         let s = shared.clone();

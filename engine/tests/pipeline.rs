@@ -524,6 +524,24 @@ fn replays_are_told_by_content_and_a_redelivery_never_extends_an_authorization()
     assert_eq!(none[0].0, Reason::Malformed);
 }
 
+/// The engine's own ceiling on validity cuts what the rule would grant
+/// (the test policy's rule grants one minute of the five requested).
+#[test]
+fn no_authorization_outlasts_the_engines_max_validity() {
+    let run = run(
+        Config {
+            max_validity: Duration::from_secs(10),
+            ..config()
+        },
+        &[("svc-1", Spec::new(1).signed())],
+        Some(policy()),
+    );
+    let d = &run.decisions()[&id(1)][0];
+    let d = open_decision(d, &Default::default()).unwrap();
+    assert_eq!(d.reason(), Reason::Authorized);
+    assert_eq!(d.valid_until_us() - d.issued_at_us(), 10_000_000);
+}
+
 #[test]
 fn a_stall_inside_the_pipeline_turns_into_deadline_denies() {
     let now = now_us();

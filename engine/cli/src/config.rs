@@ -28,6 +28,7 @@
 //! linger_us = 200
 //! max_clock_skew_s = 30
 //! max_intent_age_s = 300
+//! max_validity_s = 3600         # longest authorization, whatever the rule
 //! replay_capacity = 1048576
 //! shed_after_ms = 100
 //! checkpoint_interval_ms = 10
@@ -127,6 +128,8 @@ pub struct Engine {
     pub max_clock_skew_s: u64,
     /// How old an intent may be when read, s.
     pub max_intent_age_s: u64,
+    /// Longest validity any authorization gets, s.
+    pub max_validity_s: u64,
     /// Nonces remembered per partition.
     pub replay_capacity: usize,
     /// How long a full batch waits for room before it is shed, ms.
@@ -155,6 +158,7 @@ impl Default for Engine {
             linger_us: u64::try_from(d.linger.as_micros()).unwrap_or(u64::MAX),
             max_clock_skew_s: d.max_clock_skew.as_secs(),
             max_intent_age_s: d.max_intent_age.as_secs(),
+            max_validity_s: d.max_validity.as_secs(),
             replay_capacity: d.replay_capacity,
             shed_after_ms: u64::try_from(d.shed_after.as_millis()).unwrap_or(u64::MAX),
             checkpoint_interval_ms: u64::try_from(d.checkpoint_interval.as_millis())
@@ -427,6 +431,7 @@ impl Config {
             audience: e.audience.clone(),
             max_clock_skew: Duration::from_secs(e.max_clock_skew_s),
             max_intent_age: Duration::from_secs(e.max_intent_age_s),
+            max_validity: Duration::from_secs(e.max_validity_s),
             replay_capacity: e.replay_capacity,
             layout: if e.pin {
                 Layout::auto()
