@@ -221,13 +221,15 @@ fn verify_accepts_a_sealed_decision_and_refuses_everything_else() {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    let run = |audience: &str, now: &str, decision: &str| {
+    // `intent`: the flag and its value (`--intent FILE` or
+    // `--intent-digest HEX`).
+    let verify = |decision: &str, intent: [&str; 2], audience: &str, now: &str| {
         warrant(&[
             "verify",
             "--decision",
             dir.join(decision).to_str().unwrap(),
-            "--intent",
-            dir.join("intent").to_str().unwrap(),
+            intent[0],
+            intent[1],
             "--engine-key",
             &pk,
             "--audience",
@@ -236,6 +238,10 @@ fn verify_accepts_a_sealed_decision_and_refuses_everything_else() {
             now,
         ])
     };
+    let intent_file = dir.join("intent");
+    let intent_arg = ["--intent", intent_file.to_str().unwrap()];
+    let run =
+        |audience: &str, now: &str, decision: &str| verify(decision, intent_arg, audience, now);
     let ok = run("executor-eu", "1500", "decision");
     assert!(ok.status.success(), "{}", text(&ok));
     assert!(
@@ -272,19 +278,12 @@ fn verify_accepts_a_sealed_decision_and_refuses_everything_else() {
         .map(|b| format!("{b:02x}"))
         .collect();
     let by_digest = |digest: &str| {
-        warrant(&[
-            "verify",
-            "--decision",
-            dir.join("decision").to_str().unwrap(),
-            "--intent-digest",
-            digest,
-            "--engine-key",
-            &pk,
-            "--audience",
+        verify(
+            "decision",
+            ["--intent-digest", digest],
             "executor-eu",
-            "--now-us",
             "1500",
-        ])
+        )
     };
     let ok = by_digest(&digest);
     assert!(ok.status.success(), "{}", text(&ok));
@@ -296,19 +295,13 @@ fn verify_accepts_a_sealed_decision_and_refuses_everything_else() {
     );
     assert!(!by_digest("xyz").status.success());
     // A file that is not a SignedIntent (here: the decision) says so.
-    let swapped = warrant(&[
-        "verify",
-        "--decision",
-        dir.join("decision").to_str().unwrap(),
-        "--intent",
-        dir.join("decision").to_str().unwrap(),
-        "--engine-key",
-        &pk,
-        "--audience",
+    let decision_file = dir.join("decision");
+    let swapped = verify(
+        "decision",
+        ["--intent", decision_file.to_str().unwrap()],
         "executor-eu",
-        "--now-us",
         "1500",
-    ]);
+    );
     assert!(
         !swapped.status.success()
             && text(&swapped).contains("is not a SignedIntent")
