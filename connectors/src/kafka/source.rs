@@ -240,7 +240,23 @@ impl TailReader {
             let from = high.saturating_sub(window).max(low);
             let frames = self.frames(pi, from, high)?;
             match resume(p, &frames, from == 0, engine_keys, replay) {
-                Ok(tail) => return Ok(tail),
+                Ok(tail) => {
+                    if tail.size() > tail.checkpointed() {
+                        // Nothing signed vouches for these yet, and this
+                        // engine's next checkpoint will (SECURITY.md,
+                        // "write access to the lineage topic"): say so.
+                        eprintln!(
+                            "warrant: lineage partition {p}: continuing after records {}..{} \
+                             that no checkpoint signs (the previous owner stopped before \
+                             signing them, or someone else appended them); the next \
+                             checkpoint covers them; `warrant audit` checks them against \
+                             the decisions topic",
+                            tail.checkpointed(),
+                            tail.size()
+                        );
+                    }
+                    return Ok(tail);
+                }
                 Err(ResumeError::NeedMore) if from > low => window = window.saturating_mul(8),
                 Err(ResumeError::NeedMore) => {
                     return Err(format!(
