@@ -287,6 +287,38 @@ impl LineageTail {
     }
 }
 
+/// Appends `leaf`, then checks the root against every signed (size, root)
+/// of that size.
+fn push_checked(
+    frontier: &mut Frontier,
+    leaf: Hash,
+    signed: &[(u64, Hash)],
+) -> Result<(), LineageError> {
+    frontier.push(leaf);
+    if signed
+        .iter()
+        .any(|&(size, root)| size == frontier.size && root != frontier.root())
+    {
+        return Err(LineageError::RootMismatch {
+            index: 0,
+            size: frontier.size,
+        });
+    }
+    Ok(())
+}
+
+/// No signed checkpoint may cover more records than the frontier holds.
+fn signs_no_more(frontier: &Frontier, signed: &[(u64, Hash)]) -> Result<(), LineageError> {
+    match signed.iter().map(|s| s.0).max() {
+        Some(size) if size > frontier.size => Err(LineageError::Truncated {
+            index: 0,
+            size,
+            present: frontier.size,
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// Why [`resume`] could not find where a log ends.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ResumeError {
@@ -410,26 +442,11 @@ pub fn resume(
                     edited: None,
                 }));
             }
-            frontier.push(leaf);
+            push_checked(&mut frontier, leaf, &signed).map_err(broken)?;
             prev = leaf;
-            if signed
-                .iter()
-                .any(|&(size, root)| size == frontier.size && root != frontier.root())
-            {
-                return Err(broken(LineageError::RootMismatch {
-                    index: 0,
-                    size: frontier.size,
-                }));
-            }
         }
+        signs_no_more(&frontier, &signed).map_err(broken)?;
         let checkpointed = signed.iter().map(|s| s.0).max().unwrap_or(0);
-        if checkpointed > frontier.size {
-            return Err(broken(LineageError::Truncated {
-                index: 0,
-                size: checkpointed,
-                present: frontier.size,
-            }));
-        }
         return Ok(LineageTail {
             frontier,
             prev_hash: prev,
@@ -489,24 +506,9 @@ pub fn resume(
     // (one without a frontier is still signed), and none may sign more
     // records than there are: the chain would fork under it.
     for &(_, _, leaf) in records.iter().skip(skip) {
-        frontier.push(leaf);
-        if signed
-            .iter()
-            .any(|&(s, r)| s == frontier.size && r != frontier.root())
-        {
-            return Err(broken(LineageError::RootMismatch {
-                index: 0,
-                size: frontier.size,
-            }));
-        }
+        push_checked(&mut frontier, leaf, &signed).map_err(broken)?;
     }
-    if let Some(&(signed_size, _)) = signed.iter().find(|&&(s, _)| s > frontier.size) {
-        return Err(broken(LineageError::Truncated {
-            index: 0,
-            size: signed_size,
-            present: frontier.size,
-        }));
-    }
+    signs_no_more(&frontier, &signed).map_err(broken)?;
     Ok(LineageTail {
         frontier,
         prev_hash: last_leaf,
