@@ -455,6 +455,12 @@ fn errors_name_file_line_and_rule() {
             "bad.toml:6: rule `r1`: rule id is already used at bad.toml:3",
         ),
         (
+            // Meant as "1 or 5"; it once compiled to the range 1..=5.
+            "[[rule]]\nid = \"r1\"\neffect = \"allow\"\nwhen = { tier = [1, 5] }\n",
+            "bad.toml:3: rule `r1`: `tier` = [1, 5]: a list of integers is not a condition; \
+             write a range `{ min = .., max = .. }` or one rule per value",
+        ),
+        (
             "[[rule]]\nid = \"has space\"\neffect = \"allow\"\n",
             "bad.toml:3: rule `has space`: rule id `has space` must be non-empty",
         ),
@@ -471,6 +477,21 @@ fn errors_name_file_line_and_rule() {
         got.starts_with("bad.toml:6: unknown field `regoin`"),
         "{got}"
     );
+    for (when, want) in [
+        ("{ amount = { minimum = 100 } }", "expected a condition"),
+        ("{ amount = 1.5 }", "expected a condition"),
+        ("{ amount = [1, 5, 9] }", "a list of integers is not a condition"),
+    ] {
+        let got = error(&format!(
+            "{header}[[rule]]\nid = \"r1\"\neffect = \"allow\"\nwhen = {when}\n"
+        ));
+        assert!(got.starts_with("bad.toml:"), "{got}");
+        assert!(got.contains(want), "{when}: {got}");
+    }
+    let got = error(&format!(
+        "{header}[[rule]]\nid = \"r1\"\neffect = \"allow\"\nmax_validity = -5\n"
+    ));
+    assert!(got.contains("expected a duration"), "{got}");
     let got = error(&format!("{header}[[rule]]\nid = \"r1\"\neffect = \n"));
     assert!(got.starts_with("bad.toml:5: "), "{got}");
     let got = error("[[rule]]\nid = \"r1\"\neffect = \"allow\"\n");

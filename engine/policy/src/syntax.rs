@@ -82,22 +82,51 @@ impl OneOrMany {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "expected a condition: `true`/`false`, a string or list of strings, or a range `{ min = N, max = N }`"
+)]
 enum CondDef {
     Bool(bool),
     Range(RangeDef),
     Str(OneOrMany),
+    /// Refused when compiled, with a message: a list of integers has no
+    /// meaning here (and must never be read as a range).
+    Ints(Vec<i64>),
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug)]
 struct RangeDef {
     min: Option<i64>,
     max: Option<i64>,
 }
 
+impl<'de> Deserialize<'de> for RangeDef {
+    /// A table only. A derived struct would also take a sequence, so
+    /// `tier = [1, 5]` (meant as "1 or 5", like a list of strings) would
+    /// silently become the range 1..=5 and allow tier 3.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let fields = BTreeMap::<String, i64>::deserialize(d)?;
+        let mut range = RangeDef {
+            min: None,
+            max: None,
+        };
+        for (key, value) in fields {
+            match key.as_str() {
+                "min" => range.min = Some(value),
+                "max" => range.max = Some(value),
+                other => return Err(serde::de::Error::unknown_field(other, &["min", "max"])),
+            }
+        }
+        Ok(range)
+    }
+}
+
 #[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "expected a duration: whole seconds (`300`) or text (`\"5m\"`, `\"1h\"`)"
+)]
 enum DurationDef {
     Seconds(u64),
     Text(String),
@@ -426,6 +455,12 @@ impl Context<'_> {
                 }
                 CondDef::Str(v) => {
                     AttrCond::Str(self.str_match(&key, v.into_vec(), false).map_err(&fail)?)
+                }
+                CondDef::Ints(v) => {
+                    return Err(fail(format!(
+                        "`{key}` = {v:?}: a list of integers is not a condition; \
+                         write a range `{{ min = .., max = .. }}` or one rule per value"
+                    )));
                 }
             };
             attrs.push((key, cond));
