@@ -480,7 +480,10 @@ fn errors_name_file_line_and_rule() {
     for (when, want) in [
         ("{ amount = { minimum = 100 } }", "expected a condition"),
         ("{ amount = 1.5 }", "expected a condition"),
-        ("{ amount = [1, 5, 9] }", "a list of integers is not a condition"),
+        (
+            "{ amount = [1, 5, 9] }",
+            "a list of integers is not a condition",
+        ),
     ] {
         let got = error(&format!(
             "{header}[[rule]]\nid = \"r1\"\neffect = \"allow\"\nwhen = {when}\n"
