@@ -616,6 +616,38 @@ fn live_reload_swaps_good_policies_and_keeps_the_last_good_one() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[test]
+fn an_edit_made_before_the_watcher_starts_is_loaded_not_missed() {
+    let dir = std::env::temp_dir().join(format!("warrant-since-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("policy.toml");
+    let text = |v: u32, effect: &str| {
+        format!("[policy]\nversion = {v}\n[[rule]]\nid = \"a\"\neffect = \"{effect}\"\n")
+    };
+    std::fs::write(&file, text(1, "allow")).unwrap();
+    let store = Arc::new(PolicyStore::new());
+    // As `warrant run` does: the content is noted, the policy read, and
+    // the watcher started only later (after the broker checks).
+    let read = warrant_policy::Fingerprint::of(&file);
+    store.reload(&file).unwrap();
+    std::fs::write(&file, text(2, "deny")).unwrap();
+    let _watcher = store.watch_since(file.clone(), Duration::from_millis(20), read, |_| {});
+    let mut version = 0;
+    for _ in 0..250 {
+        version = store.current().unwrap().version();
+        if version == 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        version, 2,
+        "the edit made before the watcher started was missed"
+    );
+    assert!(!store.evaluate(&REQ).clone_outcome_is_allow());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 trait OutcomeExt {
     fn clone_outcome_is_allow(&self) -> bool;
 }

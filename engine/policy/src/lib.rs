@@ -64,7 +64,7 @@ use warrant_schemas::Attr;
 pub use analyze::Finding;
 pub use error::PolicyError;
 pub use spec::{Effect, KeyStatus, RuleSpec};
-pub use store::{Decided, PolicyStore, Watcher};
+pub use store::{Decided, Fingerprint, PolicyStore, Watcher};
 
 /// What a request looks like to policy.
 #[derive(Debug, Clone, Copy)]

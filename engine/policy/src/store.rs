@@ -104,23 +104,45 @@ impl PolicyStore {
 
     /// Watches `path` (file or directory) and reloads when any file's
     /// content changes (compared by SHA-256, so same-size edits within one
-    /// mtime tick are seen), checking every `interval`. A policy that does
-    /// not compile leaves the running one in force (its error in
+    /// mtime tick are seen), checking every `interval`. A change is
+    /// applied once two checks in a row see the same content, so a file
+    /// caught half written, or a directory caught between two of its
+    /// files' updates, is never compiled into the running policy (replace
+    /// files atomically all the same: write aside, then rename). A policy
+    /// that does not compile leaves the running one in force (its error in
     /// [`PolicyStore::last_error`]); a path that is gone, or holds no
     /// file, removes the policy: every request is then denied "no policy"
     /// until it comes back. `on_change` hears of every change.
+    ///
+    /// Changes are counted from the content as it is when `watch` is
+    /// called; to count them from when the policy in force was read, take
+    /// a [`Fingerprint`] before reading it and use
+    /// [`PolicyStore::watch_since`].
     pub fn watch(
         self: &Arc<Self>,
         path: PathBuf,
         interval: Duration,
         on_change: impl Fn(&Result<Arc<Policy>, String>) + Send + 'static,
     ) -> Watcher {
+        let baseline = Fingerprint::of(&path);
+        self.watch_since(path, interval, baseline, on_change)
+    }
+
+    /// Like [`PolicyStore::watch`], with changes counted from `baseline`:
+    /// content that differs from it when the watcher starts (an edit made
+    /// between reading the policy and starting the watcher) is loaded at
+    /// the first checks, not taken as the starting point and missed.
+    pub fn watch_since(
+        self: &Arc<Self>,
+        path: PathBuf,
+        interval: Duration,
+        baseline: Fingerprint,
+        on_change: impl Fn(&Result<Arc<Policy>, String>) + Send + 'static,
+    ) -> Watcher {
         let stop = Arc::new(AtomicBool::new(false));
         let store = Arc::clone(self);
         let flag = Arc::clone(&stop);
-        // Taken before the thread starts, so no change after `watch`
-        // returns can be missed.
-        let mut seen = fingerprint(&path);
+        let mut settle = Settle::new(baseline.0);
         let handle = std::thread::Builder::new()
             .name("policy-watch".into())
             .spawn(move || {
@@ -137,8 +159,7 @@ impl PolicyStore {
                     if now.is_empty() && !gone {
                         continue;
                     }
-                    if now != seen {
-                        seen = now;
+                    if settle.changed(now) {
                         let result = if gone {
                             store.clear();
                             let e = format!(
@@ -176,6 +197,53 @@ impl Drop for Watcher {
     }
 }
 
+/// The content of a policy path (every file's SHA-256), to tell whether it
+/// changed since it was read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fingerprint(Vec<(PathBuf, [u8; 32])>);
+
+impl Fingerprint {
+    /// The content of `path` (a file, or every file of a directory) now.
+    pub fn of(path: &Path) -> Fingerprint {
+        Fingerprint(fingerprint(path))
+    }
+}
+
+/// Decides when a watched path's content counts as changed: when it
+/// differs from the content last applied and two checks in a row saw it
+/// the same. A state seen only once (a file half written, a directory
+/// between two files' updates) is never applied.
+#[derive(Debug)]
+struct Settle<T> {
+    applied: T,
+    pending: Option<T>,
+}
+
+impl<T: PartialEq> Settle<T> {
+    fn new(applied: T) -> Self {
+        Settle {
+            applied,
+            pending: None,
+        }
+    }
+
+    /// Whether `now`, the content at this check, is a settled change to
+    /// apply (it then becomes the applied content).
+    fn changed(&mut self, now: T) -> bool {
+        if now == self.applied {
+            self.pending = None;
+            false
+        } else if self.pending.as_ref() == Some(&now) {
+            self.pending = None;
+            self.applied = now;
+            true
+        } else {
+            self.pending = Some(now);
+            false
+        }
+    }
+}
+
 fn fingerprint(path: &Path) -> Vec<(PathBuf, [u8; 32])> {
     use sha2::Digest;
     let mut out = Vec::new();
@@ -195,4 +263,25 @@ fn fingerprint(path: &Path) -> Vec<(PathBuf, [u8; 32])> {
     }
     out.sort();
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Settle;
+
+    #[test]
+    fn a_state_seen_once_is_never_applied() {
+        let mut s = Settle::new("v1");
+        assert!(!s.changed("v1"));
+        // Half-way through an update: seen once, then gone.
+        assert!(!s.changed("half"));
+        assert!(!s.changed("v2"));
+        // The same new content twice in a row: applied, once.
+        assert!(s.changed("v2"));
+        assert!(!s.changed("v2"));
+        // A change that is undone before it settles is never applied.
+        assert!(!s.changed("v3"));
+        assert!(!s.changed("v2"));
+        assert!(!s.changed("v2"));
+    }
 }
