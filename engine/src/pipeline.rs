@@ -869,6 +869,41 @@ impl Probe {
     }
 }
 
+impl Config {
+    /// Whether the engine can start with these settings: the error
+    /// [`Engine::start`] would give, without starting anything (`warrant
+    /// run --check` uses it).
+    pub fn check(&self) -> Result<(), EngineError> {
+        if self.audience.is_empty() || self.audience.len() > Limits::default().max_string_bytes {
+            return Err(EngineError::Config(format!(
+                "audience must be 1 to {} bytes, got {}",
+                Limits::default().max_string_bytes,
+                self.audience.len()
+            )));
+        }
+        if self.max_batch == 0 || self.max_batch > 65_536 {
+            return Err(EngineError::Config(format!(
+                "max batch must be 1 to 65536, got {}",
+                self.max_batch
+            )));
+        }
+        if self.partitions == 0 {
+            return Err(EngineError::Config("partitions must be at least 1".into()));
+        }
+        if self.max_validity < Duration::from_micros(1) {
+            return Err(EngineError::Config(
+                "max validity must be longer than zero".into(),
+            ));
+        }
+        if self.max_intent_age < Duration::from_secs(1) {
+            return Err(EngineError::Config(
+                "max intent age must be at least 1 s (every intent would be expired)".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// A running engine. Drop it only through [`Engine::shutdown`] or
 /// [`Engine::join`], which drain what was read.
 pub struct Engine {
@@ -948,6 +983,8 @@ struct Ownership {
     engine_keys: Vec<[u8; 32]>,
     /// How far back decisions can have left live replay memory.
     replay_horizon: Duration,
+    /// `Config::partitions`: principals are routed over this many.
+    partitions: u32,
 }
 
 /// A partition change for the policy stage.
@@ -1009,6 +1046,19 @@ impl Handover for Ownership {
     }
 
     fn acquire(&self, partition: u32, mut tail: LineageTail) {
+        if partition >= self.partitions {
+            // The topic grew after start: every intent of this partition
+            // would be denied "malformed" (its principal routes elsewhere
+            // under the old count) and committed, gone for good.
+            self.shared.fail(format!(
+                "partition {partition} was assigned, but this engine routes principals over {} \
+                 partitions (the intents topic's count when it started): the topic has grown; \
+                 stop every instance and start them again (see connectors/README.md on \
+                 changing the partition count)",
+                self.partitions
+            ));
+            return;
+        }
         self.managed.store(true, Ordering::SeqCst);
         let replay = tail.take_replay();
         self.push_policy(PolicyChange::Acquire(partition, replay));
@@ -1091,28 +1141,7 @@ impl Engine {
         trust: Arc<ArcSwap<TrustStore>>,
         policy: Arc<PolicyStore>,
     ) -> Result<Engine, EngineError> {
-        if config.audience.is_empty() || config.audience.len() > Limits::default().max_string_bytes
-        {
-            return Err(EngineError::Config(format!(
-                "audience must be 1 to {} bytes, got {}",
-                Limits::default().max_string_bytes,
-                config.audience.len()
-            )));
-        }
-        if config.max_batch == 0 || config.max_batch > 65_536 {
-            return Err(EngineError::Config(format!(
-                "max batch must be 1 to 65536, got {}",
-                config.max_batch
-            )));
-        }
-        if config.partitions == 0 {
-            return Err(EngineError::Config("partitions must be at least 1".into()));
-        }
-        if config.max_validity < Duration::from_micros(1) {
-            return Err(EngineError::Config(
-                "max validity must be longer than zero".into(),
-            ));
-        }
+        config.check()?;
         let shared = Shared {
             stop: Arc::new(AtomicBool::new(false)),
             draining: Arc::new(AtomicBool::new(false)),
@@ -1159,6 +1188,7 @@ impl Engine {
                 .chain(config.peer_engine_keys.iter().copied())
                 .collect(),
             replay_horizon: config.max_intent_age.saturating_add(config.max_clock_skew),
+            partitions: config.partitions,
         });
         let mut source = source;
         source.attach(owner.clone());

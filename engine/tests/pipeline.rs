@@ -978,3 +978,73 @@ fn a_sink_that_stays_down_ends_the_drain_with_an_error_and_commits_nothing() {
     // still there to be read again.
     assert_eq!(topic.snapshot().len(), 1);
 }
+
+/// A source whose consumer group assigns it a partition the engine was not
+/// started with (the topic grew): the engine must stop, not deny that
+/// partition's intents "malformed" and commit them.
+struct Grown {
+    inner: warrant_engine::transport::embedded::Consumer,
+    handover: Option<Arc<dyn warrant_engine::transport::Handover>>,
+    assigned: bool,
+}
+
+impl warrant_engine::transport::Source for Grown {
+    fn poll(
+        &mut self,
+        out: &mut Vec<warrant_engine::transport::InRecord>,
+        max: usize,
+        timeout: Duration,
+    ) -> Result<usize, warrant_engine::transport::TransportError> {
+        if !self.assigned
+            && let Some(h) = &self.handover
+        {
+            self.assigned = true;
+            h.acquire(
+                PARTITIONS + 1,
+                warrant_engine::lineage::LineageTail::empty(),
+            );
+        }
+        self.inner.poll(out, max, timeout)
+    }
+
+    fn commit(
+        &mut self,
+        partition: u32,
+        offset: u64,
+    ) -> Result<(), warrant_engine::transport::TransportError> {
+        self.inner.commit(partition, offset)
+    }
+
+    fn attach(&mut self, handover: Arc<dyn warrant_engine::transport::Handover>) {
+        self.handover = Some(handover);
+    }
+}
+
+#[test]
+fn a_partition_beyond_the_count_the_engine_started_with_stops_it() {
+    let topic = Topic::new(PARTITIONS, 1_000);
+    let store = Arc::new(PolicyStore::new());
+    store.install(policy());
+    let engine = Engine::start(
+        Config {
+            partitions: PARTITIONS,
+            ..Config::default()
+        },
+        Grown {
+            inner: topic.consumer(),
+            handover: None,
+            assigned: false,
+        },
+        Collector::new(),
+        EngineKey::from_seed([42; 32]),
+        Arc::new(ArcSwap::from_pointee(trust())),
+        store,
+    )
+    .unwrap();
+    let err = engine.join().expect_err("the engine must stop");
+    let message = err.to_string();
+    assert!(
+        message.contains(&format!("partition {} was assigned", PARTITIONS + 1)),
+        "{message}"
+    );
+}

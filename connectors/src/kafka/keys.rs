@@ -77,7 +77,16 @@ pub fn retention_problem(configs: &[(String, String)]) -> Option<String> {
             return Some(format!(
                 "has cleanup.policy={policy} with retention.ms={retention}: retention would \
                  delete key records, a revocation among them; use cleanup.policy=compact \
-                 (or retention.ms=-1)"
+                 (or retention.ms=-1 and retention.bytes=-1)"
+            ));
+        }
+        // Retention by size deletes old segments as retention by time does.
+        let bytes = get("retention.bytes").unwrap_or("-1");
+        if bytes != "-1" {
+            return Some(format!(
+                "has cleanup.policy={policy} with retention.bytes={bytes}: retention would \
+                 delete key records, a revocation among them; use cleanup.policy=compact \
+                 (or retention.bytes=-1)"
             ));
         }
     }
@@ -240,6 +249,22 @@ mod tests {
         assert!(
             retention_problem(&configs(&[("cleanup.policy", "compact,delete")]))
                 .is_some_and(|m| m.contains("retention.ms=604800000"))
+        );
+        // Kept forever by time but deleted by size: refused too.
+        let by_size = retention_problem(&configs(&[
+            ("cleanup.policy", "compact,delete"),
+            ("retention.ms", "-1"),
+            ("retention.bytes", "1073741824"),
+        ]))
+        .unwrap_or_default();
+        assert!(by_size.contains("retention.bytes=1073741824"), "{by_size}");
+        // Size limits do not apply to a compact-only topic.
+        assert_eq!(
+            retention_problem(&configs(&[
+                ("cleanup.policy", "compact"),
+                ("retention.bytes", "1073741824"),
+            ])),
+            None
         );
     }
 }
