@@ -270,12 +270,37 @@ pub enum ConfigError {
 /// Prefix of the environment overrides.
 pub const ENV_PREFIX: &str = "WARRANT_";
 
+/// This process's `WARRANT_*` environment variables, for [`Config::load`].
+/// Other variables are skipped whatever they hold (`std::env::vars` would
+/// panic on one that is not Unicode); a `WARRANT_*` one whose value is not
+/// UTF-8 is an error naming it.
+pub fn warrant_env() -> Result<Vec<(String, String)>, ConfigError> {
+    warrant_vars(std::env::vars_os())
+}
+
+fn warrant_vars(
+    vars: impl IntoIterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut out = Vec::new();
+    for (name, value) in vars {
+        let Some(name) = name.to_str().filter(|n| n.starts_with(ENV_PREFIX)) else {
+            continue;
+        };
+        let value = value.into_string().map_err(|_| ConfigError::Invalid {
+            origin: name.to_owned(),
+            message: "the value is not UTF-8 text".into(),
+        })?;
+        out.push((name.to_owned(), value));
+    }
+    Ok(out)
+}
+
 /// The sections, as they appear in environment variable names.
 const SECTIONS: [&str; 5] = ["kafka", "engine", "trust", "policy", "admin"];
 
 impl Config {
     /// Reads `path`, applies overrides from `env` (name, value pairs;
-    /// pass `std::env::vars()`), and checks the result. Relative paths in
+    /// pass [`warrant_env`]), and checks the result. Relative paths in
     /// it are resolved against `path`'s directory.
     pub fn load(
         path: &Path,
@@ -359,6 +384,11 @@ impl Config {
             return Err("`engine.replay_capacity` must be at least 1".into());
         }
         self.peer_keys()?;
+        // What `Engine::start` would refuse, refused here, before `run`
+        // touches the broker (and by `run --check`).
+        self.engine_config(1)
+            .check()
+            .map_err(|e| format!("[engine]: {e}"))?;
         let a = &self.admin;
         if !a.listen.trim().is_empty() && a.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(format!(
@@ -527,6 +557,30 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
     use super::*;
 
+    #[test]
+    fn environment_that_is_not_unicode_is_skipped_or_named_never_a_panic() {
+        use std::ffi::OsString;
+        use std::os::unix::ffi::OsStringExt;
+        let bad = || OsString::from_vec(vec![b'x', 0xff]);
+        // Someone else's variable: skipped (std::env::vars() panics on it).
+        let got = warrant_vars([
+            (OsString::from("LANGX"), bad()),
+            (OsString::from_vec(vec![0xff]), OsString::from("1")),
+            (
+                OsString::from("WARRANT_ENGINE_MAX_BATCH"),
+                OsString::from("512"),
+            ),
+        ])
+        .unwrap();
+        assert_eq!(got, env(&[("WARRANT_ENGINE_MAX_BATCH", "512")]));
+        // A setting of ours: an error that names it.
+        let err = warrant_vars([(OsString::from("WARRANT_KAFKA_BROKERS"), bad())]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "WARRANT_KAFKA_BROKERS: the value is not UTF-8 text"
+        );
+    }
+
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs
             .iter()
@@ -561,6 +615,34 @@ mod tests {
             .properties
             .insert("security.protocol".into(), "SASL_SSL".into());
         assert_eq!(c, expected, "the documented defaults drifted from the code");
+    }
+
+    #[test]
+    fn settings_the_engine_would_refuse_are_refused_when_read() {
+        for (setting, want) in [
+            (
+                "max_validity_s = 0",
+                "max validity must be longer than zero",
+            ),
+            (
+                "max_intent_age_s = 0",
+                "max intent age must be at least 1 s",
+            ),
+        ] {
+            let e = Config::parse(&format!("[engine]\n{setting}\n"), "w.toml", env(&[]))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{setting}: {e}");
+        }
+        let long = "a".repeat(4_096);
+        let e = Config::parse(
+            &format!("[engine]\naudience = \"{long}\"\n"),
+            "w.toml",
+            env(&[]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("audience must be 1 to"), "{e}");
     }
 
     #[test]

@@ -10,12 +10,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use tracing::{error, info, warn};
-use warrant_cli::config::Config;
+use warrant_cli::config::{Config, warrant_env};
 use warrant_connectors::kafka::{self, KafkaSink, KafkaSource, KeyChange, KeyTopic};
 use warrant_engine::pipeline::{Engine, StatsSnapshot};
 use warrant_engine::seal::EngineKey;
 use warrant_engine::trust::{LiveTrust, TrustStore};
-use warrant_policy::{Policy, PolicyStore};
+use warrant_policy::{Fingerprint, Policy, PolicyStore};
 use warrant_schemas::wire::Reason;
 
 use warrant_cli::admin::{self, Admin};
@@ -29,6 +29,8 @@ struct Loaded {
     /// The trust file's bytes `trust` was parsed from.
     trust_bytes: Vec<u8>,
     policy: Policy,
+    /// The policy path's content before `policy` was read from it.
+    policy_read: Fingerprint,
 }
 
 /// Sets up logging from the configuration; `WARRANT_LOG` overrides the
@@ -54,7 +56,8 @@ fn init_logs(config: &Config) -> Result<(), String> {
 }
 
 fn load(path: &Path) -> Result<Loaded, String> {
-    let config = Config::load(path, std::env::vars()).map_err(|e| e.to_string())?;
+    let config =
+        Config::load(path, warrant_env().map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
     init_logs(&config)?;
     info!("config  {}: ok", path.display());
     let key = EngineKey::load(Path::new(&config.engine.key_file)).map_err(|e| e.to_string())?;
@@ -66,9 +69,19 @@ fn load(path: &Path) -> Result<Loaded, String> {
     );
     let trust_bytes = std::fs::read(&config.trust.file)
         .map_err(|e| format!("cannot read trust store `{}`: {e}", config.trust.file))?;
-    let trust = TrustStore::parse(&String::from_utf8_lossy(&trust_bytes), &config.trust.file)
-        .map_err(|e| e.to_string())?;
+    // Strictly UTF-8, as every later reload reads it: a file accepted here
+    // and refused there would refuse every live edit, revocations too.
+    let trust_text = std::str::from_utf8(&trust_bytes).map_err(|e| {
+        format!(
+            "trust store `{}` is not UTF-8 text ({e})",
+            config.trust.file
+        )
+    })?;
+    let trust = TrustStore::parse(trust_text, &config.trust.file).map_err(|e| e.to_string())?;
     info!("trust   {}: {} keys", config.trust.file, trust.len());
+    // Taken before reading: an edit made from here until the watcher
+    // starts is then loaded by it, not missed.
+    let policy_read = Fingerprint::of(Path::new(&config.policy.path));
     let policy = Policy::load(Path::new(&config.policy.path)).map_err(|e| e.to_string())?;
     info!(
         "policy  {}: {} v{}, {} rules, hash {}",
@@ -84,6 +97,7 @@ fn load(path: &Path) -> Result<Loaded, String> {
         trust,
         trust_bytes,
         policy,
+        policy_read,
     })
 }
 
@@ -125,7 +139,8 @@ pub fn audit(
     json: bool,
 ) -> Result<(), String> {
     use warrant_engine::audit::{Ground, audit};
-    let config = Config::load(path, std::env::vars()).map_err(|e| e.to_string())?;
+    let config =
+        Config::load(path, warrant_env().map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
     let kafka_config = config.kafka_config();
     let mut engine_keys = config.peer_keys()?;
     engine_keys.push(
@@ -207,7 +222,8 @@ pub fn publish_key(
     withdraw: bool,
 ) -> Result<(), String> {
     use warrant_engine::trust::{KeyRecord, KeyState};
-    let config = Config::load(path, std::env::vars()).map_err(|e| e.to_string())?;
+    let config =
+        Config::load(path, warrant_env().map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
     if config.trust.topic.is_empty() {
         return Err(format!(
             "{}: `[trust] topic` is not set: there is no keys topic to publish to",
@@ -336,6 +352,7 @@ pub fn run(path: &Path, check: bool, status_every: Duration) -> Result<(), Strin
         trust,
         trust_bytes,
         policy,
+        policy_read,
     } = load(path)?;
     let trust_bytes = Some(trust_bytes);
     let kafka_config = config.kafka_config();
@@ -417,9 +434,10 @@ pub fn run(path: &Path, check: bool, status_every: Duration) -> Result<(), Strin
 
     let _watcher = (config.policy.watch_ms > 0).then(|| {
         let policy_path = PathBuf::from(&config.policy.path);
-        store.watch(
+        store.watch_since(
             policy_path,
             Duration::from_millis(config.policy.watch_ms),
+            policy_read,
             |result| match result {
                 Ok(p) => info!(
                     "policy reloaded: {} v{}, {} rules, hash {}",
