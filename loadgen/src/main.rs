@@ -110,7 +110,9 @@ struct RunArgs {
     /// % expired intents.
     #[arg(long, default_value_t = Mix::default().expired)]
     expired: u8,
-    /// % new intents reusing an earlier intent's nonce.
+    /// % new intents reusing an earlier intent's nonce (one still
+    /// remembered: its principal's previous intent, sent less than half a
+    /// deadline before; otherwise a valid intent is sent instead).
     #[arg(long, default_value_t = Mix::default().replayed)]
     replayed: u8,
     /// % intents a policy deny rule refuses.

@@ -68,7 +68,9 @@ enum Command {
         /// Percent issued too long ago.
         #[arg(long, default_value_t = 2)]
         expired: u8,
-        /// Percent reusing an earlier intent's nonce.
+        /// Percent reusing an earlier intent's nonce (one still remembered:
+        /// its principal's previous intent, sent less than half a deadline
+        /// before; otherwise a valid intent is sent instead).
         #[arg(long, default_value_t = 2)]
         replayed: u8,
         /// Percent a policy deny rule refuses.
@@ -447,13 +449,27 @@ fn verify_cmd(
         Ok(buf)
     };
     let decision_bytes = read(decision)?;
+    // What the intent claims, for the executor to hold against itself:
+    // the decision binds these bytes, not the executor's environment.
+    let mut claims = None;
     let digest: [u8; 32] = match (intent, intent_digest) {
         (Some(path), _) => {
             let bytes = read(path)?;
             // Only a whole SignedIntent can be what a decision is bound to:
             // say so, rather than "bound to a different intent".
-            warrant_schemas::open_signed_intent(&bytes, &warrant_schemas::Limits::default())
-                .map_err(|e| format!("`{}` is not a SignedIntent: {e}", path.display()))?;
+            let opened =
+                warrant_schemas::open_signed_intent(&bytes, &warrant_schemas::Limits::default())
+                    .map_err(|e| format!("`{}` is not a SignedIntent: {e}", path.display()))?;
+            let i = opened.intent;
+            claims = Some(format!(
+                "  the intent: principal `{}`, action `{}`, resource `{}`, environment `{}`, \
+                 region `{}`; run it only if these are this executor's",
+                i.principal(),
+                i.action(),
+                i.resource(),
+                i.environment(),
+                i.region()
+            ));
             warrant_schemas::sha256(&bytes)
         }
         (None, Some(hex_digest)) => hex::decode(hex_digest.trim())
@@ -486,6 +502,9 @@ fn verify_cmd(
                 auth.policy_version,
                 auth.valid_until_us
             );
+            if let Some(claims) = claims {
+                println!("{claims}");
+            }
             Ok(())
         }
         Err(e) => {

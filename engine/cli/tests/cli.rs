@@ -250,6 +250,16 @@ fn verify_accepts_a_sealed_decision_and_refuses_everything_else() {
         "{}",
         text(&ok)
     );
+    // The intent's own claims, which the decision does not bind to this
+    // executor (SECURITY.md): shown for it to check.
+    assert!(
+        text(&ok).contains(
+            "the intent: principal `svc-example`, action `payments.transfer`, resource \
+             `accounts/eu/1234`, environment `prod`, region `DE`"
+        ),
+        "{}",
+        text(&ok)
+    );
     let late = run("executor-eu", "2000", "decision");
     assert!(
         !late.status.success() && text(&late).contains("DO NOT EXECUTE: decision expired"),
