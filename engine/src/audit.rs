@@ -75,6 +75,33 @@ pub struct Ground<'a> {
     pub max_intent_age_us: u64,
 }
 
+/// An authorized use of a nonce: (first authorization's issue time, end
+/// of the engine's memory of it, intent digest).
+type NonceUse = (u64, u64, [u8; 32]);
+
+/// Authorized uses of one (principal, nonce), each as (first
+/// authorization's issue time, end of the window the engine remembers its
+/// nonce for, digest): the pairs (earlier, later) where the later was
+/// authorized while the earlier's nonce was still remembered, a replay the
+/// engine should have denied. A use after that window is a fresh one.
+fn reused_while_remembered(mut uses: Vec<NonceUse>) -> Vec<([u8; 32], [u8; 32])> {
+    uses.sort_unstable();
+    let mut found = Vec::new();
+    // The earlier use whose memory lasts longest so far.
+    let mut longest: Option<(u64, [u8; 32])> = None;
+    for (at, until, digest) in uses {
+        if let Some((end, earlier)) = longest
+            && at < end
+        {
+            found.push((earlier, digest));
+        }
+        if until > longest.map_or(0, |(end, _)| end) {
+            longest = Some((until, digest));
+        }
+    }
+    found
+}
+
 /// What the audit found.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct AuditReport {
@@ -364,8 +391,10 @@ pub fn audit(
         verdicts.entry(digest).or_default().push((reason, n));
     }
 
-    // Nonces authorized, for the replay check: (principal, nonce) → intent id.
-    let mut nonces: HashMap<(String, [u8; 16]), [u8; 32]> = HashMap::new();
+    // Nonces authorized, for the replay check: (principal, nonce) → each
+    // authorized intent's (first authorization's issue time, end of the
+    // window the engine remembers its nonce for, digest).
+    let mut nonces: HashMap<(String, [u8; 16]), Vec<NonceUse>> = HashMap::new();
     for (digest, intent) in &by_digest {
         let Some(list) = verdicts.get(digest) else {
             r.missing += 1;
@@ -416,23 +445,65 @@ pub fn audit(
             }
         }
         if let Ok(s) = open_signed_intent(intent, &Limits::default()) {
-            let key = (s.intent.principal().to_owned(), s.intent.nonce().0);
-            if let Some(other) = nonces.insert(key, *digest)
-                && other != *digest
-            {
-                r.invalid_authorized += 1;
-                note(
-                    &mut r,
-                    "invalid authorized",
-                    format!(
-                        "intents {} and {} of {} share a nonce and were both authorized",
-                        hex::encode(&other[..8]),
-                        hex::encode(&digest[..8]),
-                        s.intent.principal()
-                    ),
-                );
-            }
+            let first_authorized = list
+                .iter()
+                .filter(|(x, _)| *x == Reason::Authorized)
+                .filter_map(|(_, n)| decisions.get(*n))
+                .filter_map(|d| open_decision(d, &Limits::default()).ok())
+                .map(|d| d.issued_at_us())
+                .min()
+                .unwrap_or(0);
+            // As the engine's replay memory keeps it (`pipeline::decode`).
+            let remembered_until = s.intent.deadline_us().min(
+                s.intent
+                    .issued_at_us()
+                    .saturating_add(ground.max_intent_age_us),
+            );
+            nonces
+                .entry((s.intent.principal().to_owned(), s.intent.nonce().0))
+                .or_default()
+                .push((first_authorized, remembered_until, *digest));
+        }
+    }
+    // Two intents sharing a nonce may both be authorized only when the
+    // later one was decided after the engine's memory of the earlier one
+    // ended: a nonce is remembered for its intent's window, then free.
+    for ((principal, _), uses) in nonces {
+        for (earlier, later) in reused_while_remembered(uses) {
+            r.invalid_authorized += 1;
+            note(
+                &mut r,
+                "invalid authorized",
+                format!(
+                    "intents {} and {} of {principal} share a nonce and were both \
+                     authorized, the second while the first's nonce was remembered",
+                    hex::encode(&earlier[..8]),
+                    hex::encode(&later[..8]),
+                ),
+            );
         }
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reused_while_remembered;
+
+    #[test]
+    fn a_nonce_is_a_replay_only_while_the_engine_remembers_it() {
+        let (a, b, c) = ([1; 32], [2; 32], [3; 32]);
+        // b authorized at 150, while a's nonce was remembered (until 200).
+        assert_eq!(
+            reused_while_remembered(vec![(150, 900, b), (100, 200, a)]),
+            [(a, b)]
+        );
+        // b authorized at 200, when a's window had ended: a fresh use.
+        assert!(reused_while_remembered(vec![(100, 200, a), (200, 900, b)]).is_empty());
+        // c falls in a's long window though b's short one has ended.
+        assert_eq!(
+            reused_while_remembered(vec![(500, 600, c), (100, 1_000, a), (300, 400, b)]),
+            [(a, b), (a, c)]
+        );
+    }
 }

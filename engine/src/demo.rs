@@ -491,7 +491,6 @@ fn check(
     let mut guard = SingleUse::new(4_096);
     let step = (sent.len() / 1_000).max(1);
     let mut sampled = 0;
-    let now = now_us();
     let mut sample: Option<(&[u8], &[u8])> = None;
     for i in (0..sent.len()).step_by(step) {
         let (Some(s), Some(Some(bytes)), Some(Some(reason))) =
@@ -499,6 +498,12 @@ fn check(
         else {
             continue;
         };
+        // Checked as an executor would have checked it on receipt: at its
+        // issue time (an authorization valid for 30 s has expired by the
+        // end of a longer run).
+        let now = warrant_schemas::open_decision(bytes, &warrant_schemas::Limits::default())
+            .map(|d| d.issued_at_us())
+            .map_err(|e| format!("intent {i}: its decision does not open: {e}"))?;
         match verify_decision(bytes, &keys, &s.digest, audience, now) {
             Ok(auth) if *reason == Reason::Authorized => {
                 guard.consume(&auth, now).map_err(|e| e.to_string())?;

@@ -316,8 +316,8 @@ impl Generated {
     }
 }
 
-/// A principal's last valid intent: id, nonce, index.
-type Prior = ([u8; 16], [u8; 16], u64);
+/// A principal's last valid intent: id, nonce, index, scheduled time (µs).
+type Prior = ([u8; 16], [u8; 16], u64, u64);
 
 /// Builds the intents of one run, in index order.
 pub struct Workload {
@@ -375,6 +375,16 @@ impl Workload {
         if matches!(kind, Kind::Replayed | Kind::Chained) && prior.is_none() {
             kind = Kind::Valid;
         }
+        // The engine remembers a nonce until its intent's deadline: reusing
+        // it later is a fresh use, rightly authorized, not a replay. A
+        // replay is made only of an intent whose deadline is at least half
+        // a deadline away (room for the replay to be queued and decided).
+        let half = u64::try_from(self.shape.deadline.as_micros() / 2).unwrap_or(u64::MAX);
+        if kind == Kind::Replayed
+            && prior.is_some_and(|(_, _, _, at)| scheduled_us.saturating_sub(at) >= half)
+        {
+            kind = Kind::Valid;
+        }
         let id = intent_id(i, &self.tag);
         let mut nonce = first16(&sha256(&id));
         let agent = p >= 2;
@@ -405,7 +415,7 @@ impl Workload {
         };
         let mut parent = None;
         let mut original = None;
-        if let Some((pid, pnonce, pindex)) = prior {
+        if let Some((pid, pnonce, pindex, _)) = prior {
             if kind == Kind::Chained {
                 parent = Some(pid);
             }
@@ -450,7 +460,7 @@ impl Workload {
             Kind::Malformed => bytes.truncate(bytes.len() / 2),
             Kind::Valid | Kind::Chained => {
                 if let Some(slot) = self.last.get_mut(p) {
-                    *slot = Some((id, nonce, i));
+                    *slot = Some((id, nonce, i, scheduled_us));
                 }
             }
             _ => {}
@@ -488,6 +498,29 @@ mod tests {
         // 5 % forged of 10,000: the spread is exact per 100 indices.
         assert_eq!(counts.get(&Kind::Forged), Some(&500));
         assert_eq!(Mix::default().percent(Kind::Valid), 74);
+    }
+
+    #[test]
+    fn a_replay_reuses_only_a_nonce_the_engine_still_remembers() {
+        let shape = Shape::default();
+        let half = u64::try_from(shape.deadline.as_micros() / 2).unwrap();
+        for (gap_us, replays_expected) in [(200, true), (100_000, false)] {
+            let mut w = Workload::new(shape.clone(), [2; 8]).unwrap();
+            let mut at = Vec::new();
+            let mut replays = 0;
+            for i in 0..2_000u64 {
+                let g = w.generate(i, 1_000_000_000_000 + i * gap_us);
+                at.push(1_000_000_000_000 + i * gap_us);
+                if g.kind == Kind::Replayed {
+                    replays += 1;
+                    let o = usize::try_from(g.original.unwrap()).unwrap();
+                    // The original's deadline is at least half a deadline
+                    // after the replay is due.
+                    assert!(at[usize::try_from(i).unwrap()] - at[o] < half);
+                }
+            }
+            assert_eq!(replays > 0, replays_expected, "gap {gap_us} µs");
+        }
     }
 
     #[test]

@@ -238,7 +238,7 @@ impl Admin {
                 "warrant_stage_duration_seconds",
                 &format!("stage=\"{stage}\""),
                 b,
-                1e-6,
+                true,
             );
         }
         header(
@@ -247,7 +247,7 @@ impl Admin {
             "Intents per batch read.",
             "histogram",
         );
-        buckets(&mut m, "warrant_batch_size", "", &s.batch_sizes, 1.0);
+        buckets(&mut m, "warrant_batch_size", "", &s.batch_sizes, false);
         latency(&mut m, &s);
         header(
             &mut m,
@@ -310,12 +310,29 @@ fn escape(s: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// A histogram's series from fixed buckets; `scale` turns bound units
-/// into the metric's (µs → s: 1e-6).
-fn buckets(m: &mut String, name: &str, labels: &str, b: &BucketCounts, scale: f64) {
+/// Microseconds as decimal seconds, exactly: `le="0.025"`, never the
+/// `0.024999999999999998` of `25000.0 * 1e-6`, which a rule selecting
+/// `le="0.025"` would not match.
+fn micros_as_seconds(us: u64) -> String {
+    let (whole, frac) = (us / 1_000_000, us % 1_000_000);
+    if frac == 0 {
+        return whole.to_string();
+    }
+    let digits = format!("{frac:06}");
+    format!("{whole}.{}", digits.trim_end_matches('0'))
+}
+
+/// A histogram's series from fixed buckets, counted in µs and written in
+/// seconds when `seconds`, else written as counted.
+fn buckets(m: &mut String, name: &str, labels: &str, b: &BucketCounts, seconds: bool) {
+    let scale = if seconds { 1e-6 } else { 1.0 };
     let sep = if labels.is_empty() { "" } else { "," };
     for (bound, n) in b.bounds.iter().zip(&b.cumulative) {
-        let le = *bound as f64 * scale;
+        let le = if seconds {
+            micros_as_seconds(*bound)
+        } else {
+            bound.to_string()
+        };
         let _ = writeln!(m, "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {n}");
     }
     let _ = writeln!(m, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}", b.count());
@@ -341,7 +358,11 @@ fn latency(m: &mut String, s: &StatsSnapshot) {
     let h = &s.latency_us;
     for bound in LATENCY_BOUNDS_US {
         let n = h.count_between(0, bound);
-        let _ = writeln!(m, "{name}_bucket{{le=\"{}\"}} {n}", bound as f64 * 1e-6);
+        let _ = writeln!(
+            m,
+            "{name}_bucket{{le=\"{}\"}} {n}",
+            micros_as_seconds(bound)
+        );
     }
     let _ = writeln!(m, "{name}_bucket{{le=\"+Inf\"}} {}", h.len());
     let _ = writeln!(m, "{name}_sum {}", h.mean() * h.len() as f64 * 1e-6);
@@ -560,4 +581,24 @@ async fn respond(
     }
     stream.write_all(out.as_bytes()).await?;
     stream.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::micros_as_seconds;
+
+    #[test]
+    fn bucket_bounds_are_written_as_exact_decimals() {
+        for (us, want) in [
+            (0, "0"),
+            (10, "0.00001"),
+            (25_000, "0.025"),
+            (100_000, "0.1"),
+            (1_000_000, "1"),
+            (2_500_000, "2.5"),
+            (10_000_001, "10.000001"),
+        ] {
+            assert_eq!(micros_as_seconds(us), want);
+        }
+    }
 }
