@@ -369,8 +369,19 @@ fn latency(m: &mut String, s: &StatsSnapshot) {
     let _ = writeln!(m, "{name}_count {}", h.len());
 }
 
-/// Connections served at once; more are closed at accept.
+/// Connections served at once. When all are taken, the oldest one still
+/// waiting for its request head is closed to make room: a probe sends its
+/// request at once, so idle connections (a slow or hostile client) can
+/// never shut probes and scrapes out.
 const MAX_CONNECTIONS: usize = 32;
+
+/// How long a connection may take to send its request head.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Connections still waiting for their request head, oldest first: (id,
+/// the sender whose drop closes it).
+type Waiting =
+    Arc<std::sync::Mutex<std::collections::VecDeque<(u64, tokio::sync::oneshot::Sender<()>)>>>;
 
 /// A running admin server; stops when dropped.
 pub struct Server {
@@ -429,22 +440,56 @@ pub fn serve_on(std_listener: std::net::TcpListener, admin: Arc<Admin>) -> Resul
                 // connections is refused, never allowed to take the
                 // process's file descriptors.
                 let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+                let waiting: Waiting = Arc::default();
+                let mut next_id = 0u64;
                 loop {
                     tokio::select! {
                         _ = &mut stop_rx => return,
                         accepted = listener.accept() => match accepted {
                             Ok((stream, _)) => {
-                                let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-                                    drop(stream);
-                                    continue;
+                                let slot = match Arc::clone(&slots).try_acquire_owned() {
+                                    Ok(slot) => slot,
+                                    Err(_) => {
+                                        // Close the oldest idle one and wait
+                                        // (briefly) for its slot.
+                                        let evicted = lock_waiting(&waiting).pop_front();
+                                        drop(evicted);
+                                        match tokio::time::timeout(
+                                            Duration::from_millis(100),
+                                            Arc::clone(&slots).acquire_owned(),
+                                        )
+                                        .await
+                                        {
+                                            Ok(Ok(slot)) => slot,
+                                            _ => {
+                                                drop(stream);
+                                                continue;
+                                            }
+                                        }
+                                    }
                                 };
-                                let admin = Arc::clone(&admin);
+                                next_id += 1;
+                                let id = next_id;
+                                let (close_tx, close_rx) = tokio::sync::oneshot::channel();
+                                lock_waiting(&waiting).push_back((id, close_tx));
+                                let (admin, waiting) = (Arc::clone(&admin), Arc::clone(&waiting));
                                 tokio::spawn(async move {
-                                    let _ = tokio::time::timeout(
-                                        Duration::from_secs(5),
-                                        handle(stream, &admin),
-                                    )
-                                    .await;
+                                    let mut stream = stream;
+                                    let head = tokio::select! {
+                                        _ = close_rx => None,
+                                        head = tokio::time::timeout(
+                                            HEAD_TIMEOUT,
+                                            read_head(&mut stream),
+                                        ) => head.ok(),
+                                    };
+                                    lock_waiting(&waiting).retain(|(i, _)| *i != id);
+                                    if let Some(Ok(head)) = head {
+                                        let _ = tokio::time::timeout(
+                                            Duration::from_secs(5),
+                                            handle(stream, head, &admin),
+                                        )
+                                        .await;
+                                    }
                                     drop(slot);
                                 });
                             }
@@ -465,8 +510,15 @@ pub fn serve_on(std_listener: std::net::TcpListener, admin: Arc<Admin>) -> Resul
     })
 }
 
-/// Reads one request head and answers it.
-async fn handle(mut stream: tokio::net::TcpStream, admin: &Admin) -> std::io::Result<()> {
+fn lock_waiting(
+    w: &Waiting,
+) -> std::sync::MutexGuard<'_, std::collections::VecDeque<(u64, tokio::sync::oneshot::Sender<()>)>>
+{
+    w.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Reads one request head: `None` when it is larger than 8 KiB.
+async fn read_head(stream: &mut tokio::net::TcpStream) -> std::io::Result<Option<Vec<u8>>> {
     let mut head = Vec::with_capacity(1024);
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -476,16 +528,28 @@ async fn handle(mut stream: tokio::net::TcpStream, admin: &Admin) -> std::io::Re
         }
         head.extend_from_slice(buf.get(..n).unwrap_or_default());
         if head.len() > 8 * 1024 {
-            return respond(
-                &mut stream,
-                431,
-                "text/plain",
-                "request head too large\n",
-                false,
-            )
-            .await;
+            return Ok(None);
         }
     }
+    Ok(Some(head))
+}
+
+/// Answers a request whose head [`read_head`] read.
+async fn handle(
+    mut stream: tokio::net::TcpStream,
+    head: Option<Vec<u8>>,
+    admin: &Admin,
+) -> std::io::Result<()> {
+    let Some(head) = head else {
+        return respond(
+            &mut stream,
+            431,
+            "text/plain",
+            "request head too large\n",
+            false,
+        )
+        .await;
+    };
     let text = String::from_utf8_lossy(&head);
     let mut parts = text.lines().next().unwrap_or("").split_whitespace();
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
@@ -585,7 +649,65 @@ async fn respond(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
     use super::micros_as_seconds;
+
+    #[test]
+    fn idle_connections_never_shut_out_a_probe() {
+        use std::io::{Read, Write};
+        use std::sync::Arc;
+        use std::sync::atomic::AtomicBool;
+        use warrant_engine::pipeline::{Config, Engine};
+        use warrant_engine::seal::EngineKey;
+        use warrant_engine::transport::embedded::{Collector, Topic};
+        use warrant_engine::trust::TrustStore;
+        let topic = Topic::new(1, 16);
+        let store = Arc::new(warrant_policy::PolicyStore::new());
+        let engine = Engine::start(
+            Config {
+                partitions: 1,
+                ..Config::default()
+            },
+            topic.consumer(),
+            Collector::new(),
+            EngineKey::from_seed([5; 32]),
+            Arc::new(arc_swap::ArcSwap::from_pointee(TrustStore::new())),
+            Arc::clone(&store),
+        )
+        .unwrap();
+        let admin = Arc::new(super::Admin {
+            probe: engine.probe(),
+            policy: store,
+            broker_reachable: Arc::new(AtomicBool::new(true)),
+            stopping: Arc::new(AtomicBool::new(false)),
+            lag: None,
+            queue_capacity: [4; 6],
+            started: std::time::SystemTime::now(),
+        });
+        let server = super::serve_on(super::bind("127.0.0.1:0").unwrap(), admin).unwrap();
+        // More idle connections than there are slots, each holding one
+        // open without a request (they once shut every probe out for 5 s
+        // at a time, renewed as they timed out).
+        let idle: Vec<_> = (0..2 * super::MAX_CONNECTIONS)
+            .map(|_| std::net::TcpStream::connect(server.addr).unwrap())
+            .collect();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let mut probe = std::net::TcpStream::connect(server.addr).unwrap();
+        probe
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        probe
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut answer = String::new();
+        let _ = probe.read_to_string(&mut answer);
+        assert!(answer.starts_with("HTTP/1.1 200"), "got {answer:?}");
+        assert!(answer.ends_with("ok\n"), "got {answer:?}");
+        drop(idle);
+        drop(server);
+        topic.close();
+        engine.join().unwrap();
+    }
 
     #[test]
     fn bucket_bounds_are_written_as_exact_decimals() {
