@@ -567,7 +567,10 @@ fn a_stall_inside_the_pipeline_turns_into_deadline_denies() {
 /// in steps longer than the old 20 ms default of `shed_after`: here every
 /// verify group takes 25 ms or more (with one batch queued between
 /// stages), so a full batch waits about that long for room each time.
-/// Only a pipeline stuck for `shed_after` (default 100 ms) sheds.
+/// Only a pipeline stuck for `shed_after` sheds. (`shed_after` is 400 ms
+/// here, not the default 100: a group of two batches stalls 50 ms, and on
+/// a loaded 2-core CI machine a thread can wait tens of milliseconds more
+/// for a CPU; the test failed once that way with the default.)
 #[test]
 fn a_backlog_drains_without_sheds_through_steps_shorter_than_shed_after() {
     const N: u64 = 400;
@@ -577,6 +580,7 @@ fn a_backlog_drains_without_sheds_through_steps_shorter_than_shed_after() {
             max_batch: 8,
             queue_batches: 1,
             verify_stall: Duration::from_millis(25),
+            shed_after: Duration::from_millis(400),
             ..config()
         },
         &records,
