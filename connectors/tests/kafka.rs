@@ -14,7 +14,8 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -27,6 +28,7 @@ use warrant_engine::lineage::file::by_partition;
 use warrant_engine::lineage::verify_log;
 use warrant_engine::pipeline::{Config, Engine, Layout, now_us};
 use warrant_engine::seal::EngineKey;
+use warrant_engine::transport::{OutBatch, Sink, TransportError};
 use warrant_engine::trust::{KeyState, TrustStore};
 use warrant_policy::{Policy, PolicyStore};
 use warrant_schemas::wire::Reason;
@@ -197,4 +199,158 @@ fn every_intent_produced_gets_one_decision_and_one_lineage_record() {
             .records;
     }
     assert_eq!(records, N + 1);
+}
+
+/// A sink that holds every `send` while `stalled` is set: a broker that
+/// takes the engine's records but does not acknowledge them.
+struct Stalling {
+    inner: KafkaSink,
+    stalled: Arc<AtomicBool>,
+}
+
+impl Sink for Stalling {
+    fn send(&mut self, batch: &OutBatch) -> Result<(), TransportError> {
+        while self.stalled.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.inner.send(batch)
+    }
+}
+
+/// While the sink cannot deliver and the pipeline is full, the engine keeps
+/// polling its consumer (partitions paused): it stays in the group past
+/// `max.poll.interval.ms`, keeps its partition, and after the stall every
+/// intent gets one decision and the lineage verifies as one chain. Without
+/// that, librdkafka leaves the group when the interval passes and the
+/// partition is revoked (as lost) and assigned again, or to another
+/// instance that would then fork its lineage.
+#[test]
+fn a_sink_stall_longer_than_the_poll_interval_keeps_the_partitions() {
+    let brokers = brokers();
+    let mut config = fresh_topics(&brokers, "stall", 1).unwrap();
+    const POLL_INTERVAL_MS: u64 = 8_000;
+    for (k, v) in [
+        ("max.poll.interval.ms", POLL_INTERVAL_MS.to_string()),
+        ("session.timeout.ms", POLL_INTERVAL_MS.to_string()),
+        ("heartbeat.interval.ms", "500".to_owned()),
+    ] {
+        config.properties.push((k.to_owned(), v));
+    }
+    let signer = IntentSigner::from_seed([9; 32]);
+    let mut trust = TrustStore::new();
+    trust
+        .add("svc-a", signer.public_key(), KeyState::Active)
+        .unwrap();
+
+    let source = KafkaSource::new(&config).unwrap();
+    let events: Arc<Mutex<Vec<String>>> = Arc::default();
+    let log = Arc::clone(&events);
+    source.on_rebalance(move |what, partitions| {
+        log.lock().unwrap().push(format!("{what} {partitions:?}"));
+    });
+    let stalled = Arc::new(AtomicBool::new(true));
+    let sink = Stalling {
+        inner: KafkaSink::new(&config, Duration::from_secs(30)).unwrap(),
+        stalled: Arc::clone(&stalled),
+    };
+    let store = Arc::new(PolicyStore::new());
+    store.install(
+        Policy::from_sources(&[(
+            "p.toml",
+            "[policy]\nversion = 1\n[[rule]]\nid = \"allow\"\neffect = \"allow\"\n",
+        )])
+        .unwrap(),
+    );
+    let key = EngineKey::from_seed([7; 32]);
+    let public = key.public_key();
+    let engine = Engine::start(
+        Config {
+            partitions: 1,
+            layout: Layout::unpinned(2),
+            // A small pipeline, so that the stall fills it and ingest
+            // holds a full batch it cannot hand on.
+            max_batch: 16,
+            queue_batches: 1,
+            emit_queue_batches: 1,
+            ..Config::default()
+        },
+        source,
+        sink,
+        key,
+        Arc::new(ArcSwap::from_pointee(trust)),
+        store,
+    )
+    .unwrap();
+
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    const N: u64 = 2_000;
+    let now = now_us();
+    for i in 0..N {
+        let bytes = signer.sign_intent(&IntentFields {
+            id: u128::from(i).to_le_bytes(),
+            nonce: u128::from(i).to_le_bytes(),
+            principal: "svc-a",
+            issued_at_us: now,
+            deadline_us: now + 300_000_000,
+            ..IntentFields::example()
+        });
+        loop {
+            match producer.send(
+                BaseRecord::to(&config.intents_topic)
+                    .key("svc-a")
+                    .payload(&bytes),
+            ) {
+                Ok(()) => break,
+                Err((_, _)) => {
+                    producer.poll(Duration::from_millis(50));
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while events.lock().unwrap().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(*events.lock().unwrap(), ["assigned [0]"]);
+    // Stalled for well over the poll interval, with the pipeline full.
+    std::thread::sleep(Duration::from_millis(POLL_INTERVAL_MS * 5 / 2));
+    let held = engine.stats();
+    assert!(
+        held.decisions() < N / 2,
+        "the pipeline did not fill up during the stall: {held:?}"
+    );
+    stalled.store(false, Ordering::SeqCst);
+
+    let decisions = read_all(&brokers, &config.decisions_topic, N as usize);
+    // (Before shutdown, which revokes the partition as the consumer leaves.)
+    assert_eq!(
+        *events.lock().unwrap(),
+        ["assigned [0]"],
+        "the partition changed hands during the stall"
+    );
+    let stats = engine.shutdown().unwrap();
+    let mut ids = HashMap::new();
+    for (_, key, payload) in &decisions {
+        let d = open_decision(payload, &Default::default()).unwrap();
+        assert_eq!(d.reason(), Reason::Authorized);
+        *ids.entry(key.clone()).or_insert(0) += 1;
+    }
+    assert_eq!(ids.len() as u64, N, "{stats:?}");
+    let lineage = read_all(&brokers, &config.lineage_topic, N as usize);
+    let frames: Vec<(u32, Vec<u8>)> = lineage
+        .iter()
+        .map(|(p, _, v)| (*p as u32, v.clone()))
+        .collect();
+    let mut records = 0;
+    for (p, f) in by_partition(&frames) {
+        records += verify_log(p, &f.records, &f.checkpoints, &[public])
+            .unwrap_or_else(|e| panic!("partition {p}: {e}"))
+            .records;
+    }
+    assert!(records >= N, "{records} lineage records for {N} intents");
 }

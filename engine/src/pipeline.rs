@@ -125,7 +125,9 @@ use warrant_schemas::{
 use crate::lineage::{Entry, LineageTail, LineageWriter, ReplayEntry};
 use crate::replay::{NonceKey, Outcome, ReplayCache, Seen};
 use crate::seal::{DecisionCore, EngineKey, seal_with_leaves};
-use crate::transport::{Handover, InRecord, OutBatch, Sink, Source, TransportError, partition_for};
+use crate::transport::{
+    Handover, InRecord, KEEP_ALIVE, OutBatch, Sink, Source, TransportError, partition_for,
+};
 use crate::trust::{Lookup, TrustStore};
 use crate::verify::{SigError, SigItem, verify_batch, verify_batch_parallel};
 
@@ -1602,6 +1604,20 @@ const MIN_NAP: Duration = Duration::from_micros(20);
 /// linger closes, or ingest notices a shutdown.
 const MAX_NAP: Duration = Duration::from_millis(5);
 
+/// Lets the source keep its place while ingest holds `held` and cannot
+/// hand it on; false when the engine must stop (the failure is recorded).
+fn keep_alive<S: Source>(source: &mut S, held: &mut Vec<InRecord>, shared: &Shared) -> bool {
+    match source.keep_alive(held) {
+        Ok(()) => true,
+        // Tried again on the next wait.
+        Err(e) if e.retryable() => true,
+        Err(e) => {
+            shared.fail(format!("source failed: {e}"));
+            false
+        }
+    }
+}
+
 /// Ingest: poll, close batches on size or linger, shed when the pipeline
 /// is full, apply commits the emit stage sends back.
 fn ingest<S: Source>(
@@ -1713,9 +1729,9 @@ fn ingest<S: Source>(
                 // `shed_after` (a backlog drains at full speed), then shed
                 // it past verify and policy, denied "overloaded".
                 Err(TrySendError::Full(b)) => {
-                    let waited = blocked_since.get_or_insert_with(Instant::now).elapsed();
-                    let left = config.shed_after.saturating_sub(waited);
-                    let mut b = match decode_tx.send_timeout(b, left) {
+                    let since = *blocked_since.get_or_insert_with(Instant::now);
+                    let left = config.shed_after.saturating_sub(since.elapsed());
+                    let mut b = match decode_tx.send_timeout(b, left.min(KEEP_ALIVE)) {
                         Ok(()) => {
                             owner.handed.store(seq, Ordering::SeqCst);
                             shared.stats.depth(0, decode_tx.len());
@@ -1724,6 +1740,27 @@ fn ingest<S: Source>(
                         Err(SendTimeoutError::Timeout(b)) => b,
                         Err(SendTimeoutError::Disconnected(_)) => break 'outer,
                     };
+                    // However long this lasts (a sink that cannot deliver
+                    // holds everything up), the source keeps its place: a
+                    // Kafka consumer not polled for `max.poll.interval.ms`
+                    // loses its partitions while this engine still holds
+                    // sealed records of theirs.
+                    for (p, o) in commit_rx.try_iter() {
+                        commit(&mut source, p, o);
+                    }
+                    if !keep_alive(&mut source, &mut b.records, shared) {
+                        break 'outer;
+                    }
+                    if b.records.is_empty() {
+                        // Every record was of a revoked partition: the
+                        // batch was never handed on, so its number is free.
+                        seq -= 1;
+                        continue 'outer;
+                    }
+                    if b.records.len() < max || since.elapsed() < config.shed_after {
+                        batch = b;
+                        continue;
+                    }
                     if emit_backlog.is_full() && !shared.stop.load(Ordering::SeqCst) {
                         // (A stage that died sets `stop` through its guard,
                         // so this never waits on a sink that is gone.)
@@ -1736,12 +1773,23 @@ fn ingest<S: Source>(
                         continue;
                     }
                     b.shed = true;
-                    let n = b.records.len() as u64;
-                    // Blocks only when sealing itself is behind:
+                    // Waits only when sealing itself is behind:
                     // backpressure to the source, memory still bounded.
-                    if shed_tx.send(b).is_err() {
-                        break 'outer;
-                    }
+                    let n = loop {
+                        let n = b.records.len() as u64;
+                        match shed_tx.send_timeout(b, KEEP_ALIVE) {
+                            Ok(()) => break n,
+                            Err(SendTimeoutError::Timeout(back)) => b = back,
+                            Err(SendTimeoutError::Disconnected(_)) => break 'outer,
+                        }
+                        if !keep_alive(&mut source, &mut b.records, shared) {
+                            break 'outer;
+                        }
+                        if b.records.is_empty() {
+                            seq -= 1;
+                            continue 'outer;
+                        }
+                    };
                     shared.stats.depth(4, shed_tx.len());
                     owner.handed.store(seq, Ordering::SeqCst);
                     shared.stats.shed_intents.fetch_add(n, Ordering::Relaxed);

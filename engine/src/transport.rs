@@ -19,6 +19,10 @@
 
 use std::time::Duration;
 
+/// Longest the engine goes without calling [`Source::keep_alive`] while it
+/// holds records it cannot hand on.
+pub const KEEP_ALIVE: Duration = Duration::from_millis(100);
+
 /// A record read from the intents topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InRecord {
@@ -88,6 +92,20 @@ pub trait Source: Send {
     /// Marks every record of `partition` up to and including `offset` as
     /// done: they will not be handed out again, even after a restart.
     fn commit(&mut self, partition: u32, offset: u64) -> Result<(), TransportError>;
+
+    /// Called at least every [`KEEP_ALIVE`] while the engine holds records
+    /// it cannot hand on (its pipeline is full: a sink that cannot
+    /// deliver, or a backlog). A source that loses its partitions when it
+    /// is not polled (a Kafka consumer past `max.poll.interval.ms`) keeps
+    /// its place here without handing out records: it serves its events,
+    /// rebalances included, and keeps what it reads for the next
+    /// [`Source::poll`]. On revocation it follows the [`Source::attach`]
+    /// contract with `held` as the `out` of a poll: the engine's held
+    /// records of revoked partitions are removed. The default does nothing.
+    fn keep_alive(&mut self, held: &mut Vec<InRecord>) -> Result<(), TransportError> {
+        let _unused = held;
+        Ok(())
+    }
 
     /// Called once by the engine before its first poll. A source whose
     /// partitions move between engine instances (a Kafka consumer group)

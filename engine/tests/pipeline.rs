@@ -1052,3 +1052,138 @@ fn a_partition_beyond_the_count_the_engine_started_with_stops_it() {
         "{message}"
     );
 }
+
+/// A source that, the first time the engine asks it to keep its place
+/// while the pipeline is full, takes back every record the engine holds
+/// (as a consumer group does with a revoked partition's).
+struct TakesBack {
+    inner: warrant_engine::transport::embedded::Consumer,
+    calls: Arc<std::sync::atomic::AtomicUsize>,
+    taken: Arc<std::sync::Mutex<Vec<u64>>>,
+}
+
+impl warrant_engine::transport::Source for TakesBack {
+    fn poll(
+        &mut self,
+        out: &mut Vec<warrant_engine::transport::InRecord>,
+        max: usize,
+        timeout: Duration,
+    ) -> Result<usize, warrant_engine::transport::TransportError> {
+        self.inner.poll(out, max, timeout)
+    }
+
+    fn commit(
+        &mut self,
+        partition: u32,
+        offset: u64,
+    ) -> Result<(), warrant_engine::transport::TransportError> {
+        self.inner.commit(partition, offset)
+    }
+
+    fn keep_alive(
+        &mut self,
+        held: &mut Vec<warrant_engine::transport::InRecord>,
+    ) -> Result<(), warrant_engine::transport::TransportError> {
+        if self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+            self.taken
+                .lock()
+                .unwrap()
+                .extend(held.drain(..).map(|r| r.offset));
+        }
+        Ok(())
+    }
+}
+
+/// A sink that holds every `send` until `open` is set.
+struct Gated {
+    inner: Collector,
+    open: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl warrant_engine::transport::Sink for Gated {
+    fn send(&mut self, batch: &OutBatch) -> Result<(), warrant_engine::transport::TransportError> {
+        while !self.open.load(std::sync::atomic::Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.inner.send(batch)
+    }
+}
+
+/// While the sink holds everything up, ingest keeps calling the source's
+/// `keep_alive` (a Kafka consumer must be polled to keep its partitions),
+/// and records the source takes back meanwhile leave the engine's hands
+/// undecided: every other intent gets exactly one decision, and the batch
+/// numbering has no gap (a gap would hold back every commit after it).
+#[test]
+fn a_full_pipeline_keeps_the_source_alive_and_gives_back_what_it_revokes() {
+    let topic = Topic::new(PARTITIONS, 100_000);
+    const N: u64 = 2_000;
+    for n in 0..N {
+        topic.publish(b"svc-1", Spec::new(n).signed()).unwrap();
+    }
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let taken = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let open = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let collector = Collector::new();
+    let store = Arc::new(PolicyStore::new());
+    store.install(policy());
+    let engine = Engine::start(
+        Config {
+            max_batch: 16,
+            queue_batches: 1,
+            emit_queue_batches: 1,
+            ..config()
+        },
+        TakesBack {
+            inner: topic.consumer(),
+            calls: Arc::clone(&calls),
+            taken: Arc::clone(&taken),
+        },
+        Gated {
+            inner: collector.clone(),
+            open: Arc::clone(&open),
+        },
+        EngineKey::from_seed([42; 32]),
+        Arc::new(ArcSwap::from_pointee(trust())),
+        store,
+    )
+    .unwrap();
+    let until = Instant::now() + Duration::from_secs(60);
+    while calls.load(std::sync::atomic::Ordering::SeqCst) < 3 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        calls.load(std::sync::atomic::Ordering::SeqCst) >= 3,
+        "ingest held a batch for a minute without keeping the source alive"
+    );
+    open.store(true, std::sync::atomic::Ordering::SeqCst);
+    topic.close();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _sent = done_tx.send(engine.join());
+    });
+    let stats = done_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the engine drains (no gap in its batch numbers)")
+        .unwrap();
+    // Every offset was committed (the commit watermark follows batch
+    // numbers: a gap would hold back every commit after it).
+    assert!(topic.snapshot().is_empty(), "uncommitted records remain");
+    let taken = taken.lock().unwrap().clone();
+    assert!(!taken.is_empty(), "the source took nothing back");
+    let out = collector.take_snapshot();
+    let mut decided: HashMap<[u8; 16], usize> = HashMap::new();
+    for (id, _) in &out.decisions {
+        *decided.entry(*id).or_default() += 1;
+    }
+    // svc-1's intents are all on one partition: offset n holds intent n.
+    for n in 0..N {
+        let want = usize::from(!taken.contains(&n));
+        assert_eq!(
+            decided.get(&id(n)).copied().unwrap_or(0),
+            want,
+            "intent {n}"
+        );
+    }
+    assert_eq!(stats.decisions(), N - taken.len() as u64);
+}

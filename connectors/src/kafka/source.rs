@@ -27,10 +27,15 @@
 //!   continue the chain from and the nonces still remembered. A log that
 //!   does not verify stops the engine: it is never extended.
 //!
+//! - **stalled**: while the engine cannot hand records on (its sink cannot
+//!   deliver), it calls [`Source::keep_alive`]: every partition is paused
+//!   and the consumer polled, so the callbacks above still run and the
+//!   member stays in the group past `max.poll.interval.ms`.
+//!
 //! A commit for a partition this instance no longer owns is dropped, never
 //! sent: not committing is always safe (the records come again).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -43,10 +48,23 @@ use warrant_engine::transport::{Handover, InRecord, Source, TransportError};
 
 use super::{KafkaConfig, KafkaError};
 
-/// How long a revoke waits for the engine to finish what it read: under
-/// librdkafka's default `max.poll.interval.ms` (300 s), the longest the
-/// group waits for a member to rejoin.
-const RELEASE_TIMEOUT: Duration = Duration::from_secs(240);
+/// librdkafka's default `max.poll.interval.ms`.
+const MAX_POLL_INTERVAL: Duration = Duration::from_secs(300);
+
+/// How long a revoke waits for the engine to finish what it read: four
+/// fifths of `max.poll.interval.ms`, the longest the group waits for a
+/// member to rejoin (the rebalance timeout librdkafka sends). Past it, the
+/// group would hand the partitions on while this instance still works.
+fn release_timeout(config: &KafkaConfig) -> Duration {
+    config
+        .properties
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "max.poll.interval.ms")
+        .and_then(|(_, v)| v.trim().parse::<u64>().ok())
+        .map_or(MAX_POLL_INTERVAL, Duration::from_millis)
+        .mul_f64(0.8)
+}
 /// How long reading a lineage tail may take.
 const TAIL_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -58,6 +76,8 @@ struct Group {
     owned: Mutex<HashSet<u32>>,
     /// Partitions revoked during the current consumer poll.
     revoked: Mutex<Vec<u32>>,
+    /// How long a revoke waits for the engine ([`release_timeout`]).
+    release_timeout: Duration,
     tails: TailReader,
     /// Told of each change of ownership (for logs).
     observer: Mutex<Option<Observer>>,
@@ -118,7 +138,7 @@ impl ConsumerContext for Group {
             Rebalance::Revoke(tpl) => {
                 let partitions = ours(&self.topic, tpl);
                 if let Some(h) = &handover {
-                    match h.release(RELEASE_TIMEOUT) {
+                    match h.release(self.release_timeout) {
                         Ok(done) => self.commit_now(consumer, &done),
                         // Records of these partitions are still queued in
                         // the producer. Once this callback returns, another
@@ -330,6 +350,12 @@ pub struct KafkaSource {
     consumer: BaseConsumer<Group>,
     topic: String,
     partitions: u32,
+    /// Whether [`Source::keep_alive`] paused fetching; the next
+    /// [`Source::poll`] resumes it.
+    paused: bool,
+    /// Records read while paused (fetched before the pause took hold, or of
+    /// a partition assigned meanwhile): handed out first by the next poll.
+    pending: VecDeque<InRecord>,
 }
 
 impl KafkaSource {
@@ -384,6 +410,7 @@ impl KafkaSource {
             handover: Mutex::new(None),
             owned: Mutex::new(HashSet::new()),
             revoked: Mutex::new(Vec::new()),
+            release_timeout: release_timeout(config),
             tails: TailReader {
                 consumer: tail_consumer,
                 topic: config.lineage_topic.clone(),
@@ -397,6 +424,8 @@ impl KafkaSource {
             consumer,
             topic,
             partitions,
+            paused: false,
+            pending: VecDeque::new(),
         })
     }
 
@@ -446,6 +475,46 @@ fn partition_count(consumer: &BaseConsumer, topic: &str) -> Result<u32, KafkaErr
     Ok(u32::try_from(n).unwrap_or(u32::MAX))
 }
 
+impl KafkaSource {
+    /// Removes records of partitions revoked during the last consumer poll
+    /// from `out` and from the pending records: the next owner reads them
+    /// again. Returns how many left `out`.
+    fn drop_revoked(&mut self, out: &mut Vec<InRecord>) -> usize {
+        let revoked = std::mem::take(&mut *lock(&self.consumer.context().revoked));
+        if revoked.is_empty() {
+            return 0;
+        }
+        self.pending.retain(|r| !revoked.contains(&r.partition));
+        let before = out.len();
+        out.retain(|r| !revoked.contains(&r.partition));
+        before - out.len()
+    }
+
+    /// Pauses fetching from every partition assigned now.
+    fn pause_all(&mut self) -> Result<(), TransportError> {
+        let assigned = self
+            .consumer
+            .assignment()
+            .map_err(|e| TransportError::Unavailable(e.to_string()))?;
+        if assigned.count() > 0 {
+            self.consumer
+                .pause(&assigned)
+                .map_err(|e| TransportError::Unavailable(e.to_string()))?;
+        }
+        self.paused = true;
+        Ok(())
+    }
+}
+
+fn in_record(m: &rdkafka::message::BorrowedMessage<'_>) -> Option<InRecord> {
+    Some(InRecord {
+        partition: u32::try_from(m.partition()).ok()?,
+        offset: u64::try_from(m.offset()).ok()?,
+        key: m.key().unwrap_or_default().to_vec(),
+        payload: m.payload().unwrap_or_default().to_vec(),
+    })
+}
+
 impl Source for KafkaSource {
     fn poll(
         &mut self,
@@ -453,8 +522,24 @@ impl Source for KafkaSource {
         max: usize,
         timeout: Duration,
     ) -> Result<usize, TransportError> {
+        if self.paused {
+            let assigned = self
+                .consumer
+                .assignment()
+                .map_err(|e| TransportError::Unavailable(e.to_string()))?;
+            self.consumer
+                .resume(&assigned)
+                .map_err(|e| TransportError::Unavailable(e.to_string()))?;
+            self.paused = false;
+        }
         let deadline = Instant::now() + timeout;
         let mut taken = 0;
+        while taken < max
+            && let Some(r) = self.pending.pop_front()
+        {
+            out.push(r);
+            taken += 1;
+        }
         // A poll that does not wait also comes back empty when it served a
         // commit or rebalance event (rdkafka returns `None` then, unless
         // the timeout is infinite), though records may be ready: look
@@ -467,31 +552,19 @@ impl Source for KafkaSource {
             } else {
                 Duration::ZERO
             };
-            let polled = self.consumer.poll(wait);
+            let polled = self.consumer.poll(wait).map(|r| r.map(|m| in_record(&m)));
             // Partitions revoked during that poll: what the engine holds of
             // them and has not handed on is the next owner's to read.
-            let revoked = std::mem::take(&mut *lock(&self.consumer.context().revoked));
-            if !revoked.is_empty() {
-                let before = out.len();
-                out.retain(|r| !revoked.contains(&r.partition));
-                taken = taken.saturating_sub(before - out.len());
-            }
+            let dropped = self.drop_revoked(out);
+            taken = taken.saturating_sub(dropped);
             match polled {
                 None if wait.is_zero() && empty_looks < 2 => empty_looks += 1,
                 None => break,
-                Some(Ok(m)) => {
-                    let (Ok(partition), Ok(offset)) =
-                        (u32::try_from(m.partition()), u64::try_from(m.offset()))
-                    else {
-                        continue;
-                    };
-                    out.push(InRecord {
-                        partition,
-                        offset,
-                        key: m.key().unwrap_or_default().to_vec(),
-                        payload: m.payload().unwrap_or_default().to_vec(),
-                    });
-                    taken += 1;
+                Some(Ok(record)) => {
+                    if let Some(r) = record {
+                        out.push(r);
+                        taken += 1;
+                    }
                 }
                 Some(Err(e)) if taken == 0 => {
                     return Err(TransportError::Unavailable(e.to_string()));
@@ -527,7 +600,51 @@ impl Source for KafkaSource {
             .map_err(|e| TransportError::Unavailable(e.to_string()))
     }
 
+    /// Pauses every assigned partition and serves the consumer's events
+    /// (rebalances included) without handing out records: a consumer not
+    /// polled for `max.poll.interval.ms` leaves the group, and another
+    /// instance would take its partitions while this one still holds
+    /// sealed records of theirs. The next [`Source::poll`] resumes.
+    fn keep_alive(&mut self, held: &mut Vec<InRecord>) -> Result<(), TransportError> {
+        let mut empty_looks = 0;
+        // A few looks: a poll that serves an event comes back empty.
+        while empty_looks < 3 {
+            // Again before each look: a partition assigned during the last
+            // one starts unpaused.
+            self.pause_all()?;
+            let polled = self
+                .consumer
+                .poll(Duration::ZERO)
+                .map(|r| r.map(|m| in_record(&m)));
+            let _dropped = self.drop_revoked(held);
+            match polled {
+                // Fetched before the pause took hold: kept, in order.
+                Some(Ok(record)) => self.pending.extend(record),
+                // Connection errors pass: librdkafka reconnects.
+                None | Some(Err(_)) => empty_looks += 1,
+            }
+        }
+        Ok(())
+    }
+
     fn attach(&mut self, handover: Arc<dyn Handover>) {
         *lock(&self.consumer.context().handover) = Some(handover);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+
+    use super::*;
+
+    #[test]
+    fn the_revoke_wait_stays_inside_the_poll_interval() {
+        let mut config = KafkaConfig::new("localhost:9092");
+        assert_eq!(release_timeout(&config), Duration::from_secs(240));
+        config
+            .properties
+            .push(("max.poll.interval.ms".into(), "10000".into()));
+        assert_eq!(release_timeout(&config), Duration::from_secs(8));
     }
 }
