@@ -119,6 +119,11 @@ create_topics() {
     if [[ "$t" == *keys* ]]; then
       config=(--config cleanup.policy=compact)
     fi
+    # A lineage topic keeps every record: it is the audit trail, and a
+    # partition is resumed from its last checkpoint, however old.
+    if [[ "$t" == *lineage* ]]; then
+      config=(--config retention.ms=-1 --config retention.bytes=-1)
+    fi
     if ! grep -q "\"$t\"" <<<"$existing"; then
       if ! timeout 10 "$(tansu_bin)" topic create --broker "$url" --partitions "$partitions" "${config[@]}" "$t" >/dev/null; then
         echo "broker: cannot create topic $t" >&2

@@ -139,7 +139,52 @@ pub fn check(config: &super::KafkaConfig, timeout: Duration) -> Result<TopicsRep
             message: format!("has {l} partitions; it needs at least as many as `{intents}` ({i})"),
         });
     }
+    let configs = topic_config(config, &config.lineage_topic, timeout)?;
+    if let Some(problem) = lineage_retention_problem(&configs) {
+        return Err(KafkaError::Topic {
+            topic: config.lineage_topic.clone(),
+            message: problem,
+        });
+    }
     Ok(TopicsReport { topics })
+}
+
+/// The settings a lineage topic must have: it is the append-only record of
+/// every decision, and an engine taking a partition over resumes from its
+/// last checkpoint, however old (an idle partition's may be weeks old).
+pub const LINEAGE_TOPIC_CONFIG: [(&str, &str); 2] =
+    [("retention.ms", "-1"), ("retention.bytes", "-1")];
+
+/// Why a lineage topic with this configuration could lose records, if it
+/// could. `configs` as [`topic_config`] returns them (a setting left out
+/// is at the broker's default: `cleanup.policy=delete`, seven days).
+pub fn lineage_retention_problem(configs: &[(String, String)]) -> Option<String> {
+    let get = |name: &str| {
+        configs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.trim())
+    };
+    let policy = get("cleanup.policy").unwrap_or("delete");
+    let fix = "create it with retention.ms=-1 and retention.bytes=-1 (and no compaction), \
+               or set those with kafka-configs.sh --alter";
+    if policy.split(',').any(|p| p.trim() == "compact") {
+        return Some(format!(
+            "has cleanup.policy={policy}: compaction drops lineage records, and the chain \
+             would no longer verify; {fix}"
+        ));
+    }
+    for (name, default) in [("retention.ms", "604800000"), ("retention.bytes", "-1")] {
+        let value = get(name).unwrap_or(default);
+        if value != "-1" {
+            return Some(format!(
+                "has {name}={value}: retention would delete lineage records, the audit trail \
+                 of every decision, and a partition idle that long could not be taken over \
+                 (its last checkpoint gone); {fix}"
+            ));
+        }
+    }
+    None
 }
 
 /// A configuration with a fresh consumer group and fresh intents,
@@ -162,12 +207,14 @@ pub fn fresh_topics(
     config.lineage_topic = format!("lineage-{unique}");
     create_topics(
         brokers,
-        &[
-            &config.intents_topic,
-            &config.decisions_topic,
-            &config.lineage_topic,
-        ],
+        &[&config.intents_topic, &config.decisions_topic],
         partitions,
+    )?;
+    create_topics_with(
+        brokers,
+        &[&config.lineage_topic],
+        partitions,
+        &LINEAGE_TOPIC_CONFIG,
     )?;
     Ok(config)
 }
@@ -277,4 +324,54 @@ pub(crate) fn assign_from_start(
     }
     consumer.assign(&tpl)?;
     Ok(bounds)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lineage_retention_problem;
+
+    fn configs(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn only_a_lineage_topic_that_keeps_every_record_is_accepted() {
+        let keeps = configs(&[("retention.ms", "-1"), ("retention.bytes", "-1")]);
+        assert_eq!(lineage_retention_problem(&keeps), None);
+        let with_delete = configs(&[
+            ("cleanup.policy", "delete"),
+            ("retention.ms", "-1"),
+            ("retention.bytes", "-1"),
+        ]);
+        assert_eq!(lineage_retention_problem(&with_delete), None);
+        for (bad, named) in [
+            (configs(&[]), "retention.ms=604800000"),
+            (
+                configs(&[("retention.ms", "-1"), ("retention.bytes", "1000000")]),
+                "retention.bytes=1000000",
+            ),
+            (
+                configs(&[
+                    ("cleanup.policy", "compact"),
+                    ("retention.ms", "-1"),
+                    ("retention.bytes", "-1"),
+                ]),
+                "cleanup.policy=compact",
+            ),
+            (
+                configs(&[
+                    ("cleanup.policy", "delete, compact"),
+                    ("retention.ms", "-1"),
+                ]),
+                "cleanup.policy=delete, compact",
+            ),
+        ] {
+            let problem = lineage_retention_problem(&bad).unwrap_or_default();
+            assert!(problem.contains(named), "{bad:?}: {problem}");
+            assert!(problem.contains("retention.ms=-1"), "{problem}");
+        }
+    }
 }

@@ -531,8 +531,18 @@ fn check_validates_the_setup_and_the_broker() {
     );
     assert!(stdout.ends_with("check: ok\n"), "{stdout}");
 
+    // A lineage topic that retention can cut (the broker's default) is
+    // refused: it is the audit trail, and takeovers resume from it.
+    let loose = rig.lineage.replacen("lineage-", "looselineage-", 1);
+    warrant_connectors::kafka::create_topics(&rig.brokers, &[&loose], 4).unwrap();
+
     // Each kind of mistake fails with a message naming it.
-    let cases: [(&str, &str, &str); 4] = [
+    let cases: [(&str, &str, &str); 5] = [
+        (
+            "WARRANT_KAFKA_LINEAGE_TOPIC",
+            loose.as_str(),
+            "retention.ms=604800000: retention would delete lineage records",
+        ),
         (
             "WARRANT_KAFKA_INTENTS_TOPIC",
             "no-such-topic",
