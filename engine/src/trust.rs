@@ -31,7 +31,7 @@
 //! to every batch decoded after it. Decisions already issued are signed by
 //! the engine, not by producers' keys: they stay verifiable.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -320,8 +320,21 @@ impl KeyRecord {
 /// it.
 #[derive(Debug)]
 pub struct LiveTrust {
-    layers: Mutex<(TrustStore, BTreeMap<[u8; 32], KeyRecord>)>,
+    layers: Mutex<Layers>,
     target: Arc<ArcSwap<TrustStore>>,
+}
+
+#[derive(Debug)]
+struct Layers {
+    file: TrustStore,
+    records: BTreeMap<[u8; 32], KeyRecord>,
+    /// Keys whose latest keys-topic record is unusable (does not parse, or
+    /// was refused): revoked if the file lists them, unknown otherwise (as
+    /// after compaction), until a usable record or a tombstone replaces
+    /// it. Their latest record is their
+    /// state and it cannot be known; keeping the one before would make
+    /// instances disagree once compaction removes it.
+    distrusted: BTreeSet<[u8; 32]>,
 }
 
 impl LiveTrust {
@@ -329,7 +342,11 @@ impl LiveTrust {
     pub fn new(file: TrustStore) -> LiveTrust {
         LiveTrust {
             target: Arc::new(ArcSwap::from_pointee(file.clone())),
-            layers: Mutex::new((file, BTreeMap::new())),
+            layers: Mutex::new(Layers {
+                file,
+                records: BTreeMap::new(),
+                distrusted: BTreeSet::new(),
+            }),
         }
     }
 
@@ -341,46 +358,102 @@ impl LiveTrust {
     /// A new version of the file; returns the store installed.
     pub fn set_file(&self, file: TrustStore) -> Result<usize, TrustError> {
         let mut l = self.layers.lock().unwrap_or_else(|p| p.into_inner());
-        let built = build(&file, &l.1)?;
-        l.0 = file;
+        let built = build(&file, &l.records, &l.distrusted)?;
+        l.file = file;
         let n = built.len();
         self.target.store(Arc::new(built));
         Ok(n)
     }
 
     /// A keys-topic record (`None`: a tombstone) for `public_key`. A
-    /// record that would make the store invalid (a weak key, a key listed
-    /// twice) is refused and the store stays as it was.
+    /// record that cannot be used (under another key, a weak key, a key
+    /// listed twice) is refused, and the key is revoked until a usable
+    /// record or a tombstone for it comes ([`LiveTrust::distrust`]).
     pub fn apply(
         &self,
         public_key: [u8; 32],
         record: Option<KeyRecord>,
     ) -> Result<usize, TrustError> {
         let mut l = self.layers.lock().unwrap_or_else(|p| p.into_inner());
-        let mut records = l.1.clone();
-        match record {
-            Some(r) => {
-                if r.key()? != public_key {
-                    return Err(TrustError::Parse {
-                        path: "keys topic record".into(),
-                        message: format!(
-                            "its Kafka key {} is not its public key {}",
-                            hex::encode(public_key),
-                            r.public_key
-                        ),
-                    });
+        let mut records = l.records.clone();
+        let mut distrusted = l.distrusted.clone();
+        distrusted.remove(&public_key);
+        let checked = match record {
+            Some(r) => match r.key() {
+                Ok(k) if k == public_key => {
+                    records.insert(public_key, r);
+                    Ok(())
                 }
-                records.insert(public_key, r);
-            }
+                Ok(_) => Err(TrustError::Parse {
+                    path: "keys topic record".into(),
+                    message: format!(
+                        "its Kafka key {} is not its public key {}",
+                        hex::encode(public_key),
+                        r.public_key
+                    ),
+                }),
+                Err(e) => Err(e),
+            },
             None => {
                 records.remove(&public_key);
+                Ok(())
+            }
+        };
+        let built = checked.and_then(|()| build(&l.file, &records, &distrusted));
+        match built {
+            Ok(built) => {
+                l.records = records;
+                l.distrusted = distrusted;
+                let n = built.len();
+                self.target.store(Arc::new(built));
+                Ok(n)
+            }
+            Err(e) => {
+                Self::distrust_locked(&mut l, &self.target, public_key);
+                Err(e)
             }
         }
-        let built = build(&l.0, &records)?;
-        l.1 = records;
-        let n = built.len();
-        self.target.store(Arc::new(built));
-        Ok(n)
+    }
+
+    /// The latest keys-topic record of `public_key` is unusable (it does
+    /// not parse): the key is revoked, whichever layer has it, until a
+    /// usable record or a tombstone for it comes. Returns the number of
+    /// keys in the store installed.
+    pub fn distrust(&self, public_key: [u8; 32]) -> usize {
+        let mut l = self.layers.lock().unwrap_or_else(|p| p.into_inner());
+        Self::distrust_locked(&mut l, &self.target, public_key)
+    }
+
+    fn distrust_locked(
+        l: &mut Layers,
+        target: &ArcSwap<TrustStore>,
+        public_key: [u8; 32],
+    ) -> usize {
+        l.distrusted.insert(public_key);
+        // The record it replaces is dropped: it is no longer the key's
+        // latest, and compaction will remove it.
+        l.records.remove(&public_key);
+        match build(&l.file, &l.records, &l.distrusted) {
+            Ok(built) => {
+                let n = built.len();
+                target.store(Arc::new(built));
+                n
+            }
+            // Fewer records and one more revocation than a store that
+            // built cannot fail to build; if it ever did, the store in
+            // force, with only this key revoked in it, is the safe one.
+            Err(_) => {
+                let mut current = TrustStore::clone(&target.load());
+                for k in current.keys.values_mut() {
+                    if k.key.as_bytes() == &public_key {
+                        k.state = KeyState::Revoked;
+                    }
+                }
+                let n = current.len();
+                target.store(Arc::new(current));
+                n
+            }
+        }
     }
 }
 
@@ -390,11 +463,17 @@ impl LiveTrust {
 fn build(
     file: &TrustStore,
     records: &BTreeMap<[u8; 32], KeyRecord>,
+    distrusted: &BTreeSet<[u8; 32]>,
 ) -> Result<TrustStore, TrustError> {
     let mut out = TrustStore::new();
     for k in file.keys.values() {
         if !records.contains_key(k.key.as_bytes()) {
-            out.add(&k.principal, *k.key.as_bytes(), k.state)?;
+            let state = if distrusted.contains(k.key.as_bytes()) {
+                KeyState::Revoked
+            } else {
+                k.state
+            };
+            out.add(&k.principal, *k.key.as_bytes(), state)?;
         }
     }
     for (key, r) in records {
@@ -403,7 +482,7 @@ fn build(
             .keys
             .values()
             .any(|k| k.key.as_bytes() == key && k.state == KeyState::Revoked);
-        let state = if revoked_in_file {
+        let state = if revoked_in_file || distrusted.contains(key) {
             KeyState::Revoked
         } else {
             r.status
@@ -486,11 +565,23 @@ mod tests {
             target.load().lookup(&a.key_id(), "svc-a"),
             Lookup::Usable(_, KeyStatus::Active)
         ));
-        // A record under another key, or a weak key, changes nothing.
+        // A record under another key is refused, and the key it was
+        // published under is revoked until a usable record comes: its
+        // latest record is its state, and that state cannot be known.
         assert!(
-            live.apply(a.public_key(), Some(record(&a2, KeyState::Revoked)))
+            live.apply(a.public_key(), Some(record(&a2, KeyState::Active)))
                 .is_err()
         );
+        assert!(matches!(
+            target.load().lookup(&a.key_id(), "svc-a"),
+            Lookup::Revoked
+        ));
+        live.apply(a.public_key(), None).unwrap();
+        assert!(matches!(
+            target.load().lookup(&a.key_id(), "svc-a"),
+            Lookup::Usable(_, KeyStatus::Active)
+        ));
+        // A weak key is refused and adds nothing.
         let mut identity = [0u8; 32];
         identity[0] = 1;
         let weak = KeyRecord {
@@ -555,5 +646,55 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("t.toml"), "{err}");
+    }
+
+    /// A key whose latest keys-topic record does not parse is revoked, and
+    /// stays revoked however much of its history compaction has removed:
+    /// every instance, and every restart, agrees.
+    #[test]
+    fn an_unusable_latest_record_revokes_its_key_before_and_after_compaction() {
+        let a = IntentSigner::from_seed([1; 32]);
+        let b = IntentSigner::from_seed([2; 32]);
+        let mut file = TrustStore::new();
+        file.add("svc-a", a.public_key(), KeyState::Active).unwrap();
+        let record = |k: &IntentSigner| KeyRecord {
+            principal: "svc-b".into(),
+            public_key: hex::encode(k.public_key()),
+            status: KeyState::Active,
+        };
+        // The whole history: b published active, then a garbage record for
+        // a and one for b.
+        let full = LiveTrust::new(file.clone());
+        full.apply(b.public_key(), Some(record(&b))).unwrap();
+        full.distrust(a.public_key());
+        full.distrust(b.public_key());
+        // After compaction only the garbage records remain.
+        let compacted = LiveTrust::new(file);
+        compacted.distrust(a.public_key());
+        compacted.distrust(b.public_key());
+        for live in [&full, &compacted] {
+            let s = live.target().load();
+            assert!(matches!(s.lookup(&a.key_id(), "svc-a"), Lookup::Revoked));
+            assert!(!matches!(
+                s.lookup(&b.key_id(), "svc-b"),
+                Lookup::Usable(..)
+            ));
+        }
+        // A usable record ends it.
+        full.apply(b.public_key(), Some(record(&b))).unwrap();
+        assert!(matches!(
+            full.target().load().lookup(&b.key_id(), "svc-b"),
+            Lookup::Usable(_, KeyStatus::Active)
+        ));
+        // A new version of the file does not lift it.
+        let mut again = TrustStore::new();
+        again
+            .add("svc-a", a.public_key(), KeyState::Active)
+            .unwrap();
+        full.set_file(again).unwrap();
+        assert!(matches!(
+            full.target().load().lookup(&a.key_id(), "svc-a"),
+            Lookup::Revoked
+        ));
     }
 }

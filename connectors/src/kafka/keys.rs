@@ -21,8 +21,12 @@ use super::{KafkaConfig, KafkaError};
 pub enum KeyChange {
     /// A record for this public key (`None`: a tombstone).
     Record([u8; 32], Option<KeyRecord>),
-    /// A message that is not a valid record: skipped, reported.
-    Invalid(String),
+    /// A message that is not a valid record. With the public key its
+    /// Kafka key names, that key's latest record is unusable: the engine
+    /// treats the key as revoked ([`warrant_engine::trust::LiveTrust::distrust`])
+    /// until a valid record or a tombstone comes. Without one, it names no
+    /// key and is only reported.
+    Invalid(Option<[u8; 32]>, String),
 }
 
 /// Reads the keys topic.
@@ -38,6 +42,7 @@ fn decode(key: Option<&[u8]>, value: Option<&[u8]>) -> KeyChange {
     let mut bytes = [0u8; 32];
     if key.is_none_or(|k| hex::decode_to_slice(k, &mut bytes).is_err()) {
         return KeyChange::Invalid(
+            None,
             "a record whose Kafka key is not a 64-hex-digit public key".into(),
         );
     }
@@ -45,7 +50,7 @@ fn decode(key: Option<&[u8]>, value: Option<&[u8]>) -> KeyChange {
         None => KeyChange::Record(bytes, None),
         Some(v) => match KeyRecord::parse(v) {
             Ok(r) => KeyChange::Record(bytes, Some(r)),
-            Err(e) => KeyChange::Invalid(format!("key {}: {e}", hex::encode(bytes))),
+            Err(e) => KeyChange::Invalid(Some(bytes), format!("key {}: {e}", hex::encode(bytes))),
         },
     }
 }

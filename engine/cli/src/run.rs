@@ -159,12 +159,8 @@ pub fn audit(
     if !config.trust.topic.is_empty() {
         let mut t = KeyTopic::open(&kafka_config, &config.trust.topic)
             .map_err(|e| format!("keys topic: {e}"))?;
-        t.catch_up(timeout, |c| {
-            if let KeyChange::Record(k, r) = c {
-                let _ = live.apply(k, r);
-            }
-        })
-        .map_err(|e| format!("keys topic: {e}"))?;
+        t.catch_up(timeout, |c| apply_key(&live, c))
+            .map_err(|e| format!("keys topic: {e}"))?;
     }
     let policy = Policy::load(Path::new(&config.policy.path)).map_err(|e| e.to_string())?;
     let read = |topic: &str| {
@@ -290,10 +286,21 @@ fn apply_key(live: &LiveTrust, change: KeyChange) {
                     "trust: key {} {what} (keys topic; {n} keys)",
                     hex::encode(key)
                 ),
-                Err(e) => error!("trust: key {} refused: {e}", hex::encode(key)),
+                Err(e) => error!(
+                    "trust: key {} refused: {e}; the key is treated as revoked until a \
+                     valid record or a tombstone for it",
+                    hex::encode(key)
+                ),
             }
         }
-        KeyChange::Invalid(e) => error!("trust: keys topic: {e}"),
+        KeyChange::Invalid(Some(key), e) => {
+            let n = live.distrust(key);
+            error!(
+                "trust: keys topic: {e}; the key is treated as revoked until a valid record \
+                 or a tombstone for it ({n} keys)"
+            );
+        }
+        KeyChange::Invalid(None, e) => error!("trust: keys topic: {e}"),
     }
 }
 

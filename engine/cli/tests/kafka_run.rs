@@ -1076,6 +1076,22 @@ fn keys_rotate_and_revoke_while_the_engine_runs_and_its_own_key_rotates() {
         "the revocation outlives a restart"
     );
     assert_eq!(reason_of(8), Reason::Authorized);
+
+    // A record for K2 that does not parse is K2's latest state, unknown:
+    // K2 signs nothing until a valid record replaces it (the record before
+    // would be gone after compaction, so it cannot stand in). K2 is only
+    // in the topic, so it is denied as unknown, as it would be after
+    // compaction; a key the trust file lists would be denied as revoked.
+    send(&producer, &keys_topic, &k2_hex, b"{not json");
+    producer.flush(Duration::from_secs(30)).unwrap();
+    engine.wait_for("the unusable record", Duration::from_secs(30), |l| {
+        l.contains(&k2_hex) && l.contains("treated as revoked")
+    });
+    produce(9, "svc-a", &k2);
+    assert_eq!(reason_of(9), Reason::UnknownKey);
+    set_key(&mut engine, &k2_hex, "active");
+    produce(10, "svc-a", &k2);
+    assert_eq!(reason_of(10), Reason::Authorized);
     engine.terminate();
 
     // Every decision verifies against the engine key set, the ones issued
@@ -1091,7 +1107,7 @@ fn keys_rotate_and_revoke_while_the_engine_runs_and_its_own_key_rotates() {
             last = Instant::now();
         }
     }
-    assert_eq!(decisions.len(), 8);
+    assert_eq!(decisions.len(), 10);
     let mut both = EngineKeys::new();
     both.add(&old_engine).unwrap();
     both.add(&new_engine).unwrap();
@@ -1102,7 +1118,7 @@ fn keys_rotate_and_revoke_while_the_engine_runs_and_its_own_key_rotates() {
         let digest = warrant_schemas::sha256(&sent[i]);
         let r = verify_decision(d, &both, &digest, "executor", now);
         match *i {
-            2 | 3 | 5 | 8 => assert!(r.is_ok(), "intent {i}: {r:?}"),
+            2 | 3 | 5 | 8 | 10 => assert!(r.is_ok(), "intent {i}: {r:?}"),
             _ => assert!(
                 matches!(r, Err(DecisionError::Denied(_))),
                 "intent {i}: {r:?}"
@@ -1119,6 +1135,6 @@ fn keys_rotate_and_revoke_while_the_engine_runs_and_its_own_key_rotates() {
     let by_id: BTreeMap<u64, Vec<Reason>> = BTreeMap::new();
     assert_eq!(
         rig.verify_lineage_with(&by_id, &[old_engine, new_engine]),
-        8
+        10
     );
 }
