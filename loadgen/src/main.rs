@@ -366,7 +366,7 @@ fn run(args: &RunArgs) -> Result<bool, String> {
                 report::plot_svg(&title, &series).as_bytes(),
             )?;
         }
-        println!("{}", if args.json { json_text } else { text });
+        say(&format!("{}\n", if args.json { json_text } else { text }));
         // A step that broke a guarantee fails the run, whatever else met
         // the SLO.
         let broken: Vec<String> = outcome
@@ -404,8 +404,19 @@ fn run(args: &RunArgs) -> Result<bool, String> {
             report::plot_svg(&title, &series).as_bytes(),
         )?;
     }
-    println!("{}", if args.json { json_text } else { text });
+    say(&format!("{}\n", if args.json { json_text } else { text }));
     Ok(outcome.violations().is_empty())
+}
+
+/// Writes `text` to standard output. A reader that has gone (`loadgen … |
+/// head`) is not an error: `print!` would panic there.
+fn say(text: &str) {
+    use std::io::Write;
+    if let Err(e) = std::io::stdout().lock().write_all(text.as_bytes())
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        eprintln!("loadgen: cannot write to standard output: {e}");
+    }
 }
 
 fn main() -> ExitCode {
@@ -414,11 +425,11 @@ fn main() -> ExitCode {
         Some(Command::Trust { principals }) => {
             match warrant_engine::workload::trust_store(principals) {
                 Ok(t) => {
-                    println!(
-                        "# loadgen's {} test principals (keys derived from their index: for load tests only)",
-                        principals.max(2)
-                    );
-                    print!("{}", t.to_toml());
+                    say(&format!(
+                        "# loadgen's {} test principals (keys derived from their index: for load tests only)\n{}",
+                        principals.max(2),
+                        t.to_toml()
+                    ));
                     Ok(true)
                 }
                 Err(e) => Err(e.to_string()),

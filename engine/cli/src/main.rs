@@ -14,6 +14,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
+use warrant_cli::outln;
 use warrant_engine::pipeline::{Config, Layout};
 use warrant_engine::verify::{PublicKey, SigItem, verify_all, verify_one};
 use warrant_engine::{backend, demo};
@@ -309,7 +310,7 @@ fn main() -> ExitCode {
             withdraw,
         } => run::publish_key(&config, &public_key, principal, &status, withdraw),
         Command::Backend => {
-            println!("{}", backend::describe());
+            outln!("{}", backend::describe());
             Ok(())
         }
         Command::Policy(cmd) => policy_cli::run(cmd),
@@ -411,9 +412,12 @@ fn lineage_verify(
             r.records
         )),
         Ok(r) => {
-            println!(
+            outln!(
                 "lineage ok: partition {partition}, {} records ({} authorized, {} chained to a parent), {} checkpoints",
-                r.records, r.authorized, r.chained, r.checkpoints
+                r.records,
+                r.authorized,
+                r.chained,
+                r.checkpoints
             );
             Ok(())
         }
@@ -495,7 +499,7 @@ fn verify_cmd(
     };
     match verify_decision(&decision_bytes, &keys, &digest, audience, now) {
         Ok(auth) => {
-            println!(
+            outln!(
                 "AUTHORIZED: intent {} by rule `{}` (policy version {}), valid until {} µs",
                 hex::encode(auth.intent_id),
                 auth.rule_id,
@@ -503,12 +507,12 @@ fn verify_cmd(
                 auth.valid_until_us
             );
             if let Some(claims) = claims {
-                println!("{claims}");
+                outln!("{claims}");
             }
             Ok(())
         }
         Err(e) => {
-            println!("DO NOT EXECUTE: {e}");
+            outln!("DO NOT EXECUTE: {e}");
             Err("the decision does not authorize this intent".into())
         }
     }
@@ -516,14 +520,14 @@ fn verify_cmd(
 
 fn keygen(out: &std::path::Path) -> Result<(), String> {
     let key = warrant_engine::seal::EngineKey::generate(out).map_err(|e| e.to_string())?;
-    println!("public key: {}", hex::encode(key.public_key()));
-    println!("key id:     {}", hex::encode(key.id()));
+    outln!("public key: {}", hex::encode(key.public_key()));
+    outln!("key id:     {}", hex::encode(key.id()));
     Ok(())
 }
 
 fn demo(opts: demo::Options) -> Result<(), String> {
-    println!("{}", backend::describe());
-    println!(
+    outln!("{}", backend::describe());
+    outln!(
         "warrant demo: {:.1} s at {} intents/s over {} partitions, {} principals, example policy `payments`",
         opts.duration.as_secs_f64(),
         opts.rate,
@@ -531,24 +535,24 @@ fn demo(opts: demo::Options) -> Result<(), String> {
         opts.principals
     );
     let layout = &opts.engine.layout;
-    println!(
+    outln!(
         "engine: batches of up to {} or {} µs; {} verify threads on cores {:?}",
         opts.engine.max_batch,
         opts.engine.linger.as_micros(),
         layout.verify_threads,
         layout.verify_cores
     );
-    let report = demo::run(&opts, |line| println!("{line}"))?;
-    println!("{report}");
+    let report = demo::run(&opts, |line| outln!("{line}"))?;
+    outln!("{report}");
     if let Some(dir) = &opts.out {
         let key = hex::encode(report.engine_public_key);
-        println!("check it yourself:");
-        println!(
+        outln!("check it yourself:");
+        outln!(
             "  warrant lineage verify --log {} --partition 0 --engine-key {key}",
             dir.join("lineage-0.log").display()
         );
         if dir.join("decision.bin").exists() {
-            println!(
+            outln!(
                 "  warrant verify --decision {} --intent {} --engine-key {key} --audience executor",
                 dir.join("decision.bin").display(),
                 dir.join("intent.bin").display()
@@ -559,7 +563,7 @@ fn demo(opts: demo::Options) -> Result<(), String> {
 }
 
 fn selftest(count: usize, forged_percent: u8, principals: usize) -> Result<(), String> {
-    println!("{}", backend::describe());
+    outln!("{}", backend::describe());
     let signers: Vec<(String, IntentSigner)> = (0..principals)
         .map(|i| {
             let mut seed = [0u8; 32];
@@ -598,7 +602,7 @@ fn selftest(count: usize, forged_percent: u8, principals: usize) -> Result<(), S
         buffers.push(buf);
         forged.push(is_forged);
     }
-    println!(
+    outln!(
         "signed {count} intents by {principals} principals in {:.2?}",
         started.elapsed()
     );
@@ -646,17 +650,17 @@ fn selftest(count: usize, forged_percent: u8, principals: usize) -> Result<(), S
         .filter(|(v, f)| !**f && v.is_err())
         .count();
     let per_sig = |d: std::time::Duration| d.as_secs_f64() * 1e6 / count.max(1) as f64;
-    println!(
+    outln!(
         "batch verify (all cores): {:.2} µs/signature wall, {:.0} signatures/s",
         per_sig(batch_time),
         count as f64 / batch_time.as_secs_f64()
     );
-    println!(
+    outln!(
         "single verify (one core):  {:.2} µs/signature, {:.0} signatures/s",
         per_sig(single_time),
         count as f64 / single_time.as_secs_f64()
     );
-    println!(
+    outln!(
         "accepted {accepted}, rejected {} (forged {}); forged accepted: {forged_accepted}, \
          valid rejected: {valid_rejected}, batch/single disagreements: {disagreements}",
         count - accepted,
@@ -665,6 +669,6 @@ fn selftest(count: usize, forged_percent: u8, principals: usize) -> Result<(), S
     if disagreements + forged_accepted + valid_rejected > 0 {
         return Err("selftest failed".into());
     }
-    println!("selftest passed");
+    outln!("selftest passed");
     Ok(())
 }

@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use warrant_cli::outln;
 use warrant_policy::cases::{RequestDef, run_cases};
 use warrant_policy::{Effect, Policy};
 
@@ -31,19 +32,19 @@ fn summary(policy: &Policy) -> String {
 
 fn check(path: &Path, deny_warnings: bool) -> Result<(), String> {
     let policy = Policy::load(path).map_err(|e| e.to_string())?;
-    println!("{}", summary(&policy));
+    outln!("{}", summary(&policy));
     for f in policy.findings() {
-        println!("warning: {}", f.describe(policy.rules()));
+        outln!("warning: {}", f.describe(policy.rules()));
     }
     if policy.unlisted_overlaps() > 0 {
-        println!(
+        outln!(
             "warning: {} more allow/deny overlaps not listed",
             policy.unlisted_overlaps()
         );
     }
     let n = policy.findings().len() + policy.unlisted_overlaps();
     if n == 0 {
-        println!("ok: no findings");
+        outln!("ok: no findings");
     } else if deny_warnings {
         return Err(format!("{n} analysis findings (--deny-warnings)"));
     }
@@ -52,7 +53,7 @@ fn check(path: &Path, deny_warnings: bool) -> Result<(), String> {
 
 fn test(cases: &Path) -> Result<(), String> {
     let report = run_cases(cases).map_err(|e| e.to_string())?;
-    println!(
+    outln!(
         "cases {} against {} (version {})",
         cases.display(),
         report.policy_path.display(),
@@ -60,12 +61,12 @@ fn test(cases: &Path) -> Result<(), String> {
     );
     for r in &report.results {
         match &r.failure {
-            None => println!("  ok    {}", r.name),
-            Some(why) => println!("  FAIL  {}: {why}", r.name),
+            None => outln!("  ok    {}", r.name),
+            Some(why) => outln!("  FAIL  {}: {why}", r.name),
         }
     }
     let failed = report.failed();
-    println!("{} passed, {failed} failed", report.results.len() - failed);
+    outln!("{} passed, {failed} failed", report.results.len() - failed);
     if failed > 0 {
         return Err(format!("{failed} policy cases failed"));
     }
@@ -86,14 +87,14 @@ fn explain(path: &Path, request: Option<&Path>, set: &[String]) -> Result<(), St
         def.set(s)?;
     }
     let req = def.build()?;
-    println!("{}", summary(&policy));
+    outln!("{}", summary(&policy));
     let rules = policy.rules();
     let id = |i: &usize| rules.get(*i).map_or("?", |r| r.id.as_str());
     req.with(|r| {
-        println!("rules each field of the request selects (a rule must be selected by all):");
+        outln!("rules each field of the request selects (a rule must be selected by all):");
         for (dim, selected) in policy.explain(r) {
             let names: Vec<&str> = selected.iter().map(id).collect();
-            println!(
+            outln!(
                 "  {dim:<40} {}",
                 if names.is_empty() {
                     "(none)".to_owned()
@@ -107,7 +108,7 @@ fn explain(path: &Path, request: Option<&Path>, set: &[String]) -> Result<(), St
             .filter(|rule| warrant_policy::reference::rule_matches(rule, r))
             .map(|rule| format!("{} ({:?})", rule.id, rule.effect).to_lowercase())
             .collect();
-        println!(
+        outln!(
             "matching rules: {}",
             if matching.is_empty() {
                 "none".into()
@@ -127,22 +128,23 @@ fn explain(path: &Path, request: Option<&Path>, set: &[String]) -> Result<(), St
                     (Effect::Deny, Some(reason)) => format!(", reason `{reason}`"),
                     _ => String::new(),
                 };
-                println!(
+                outln!(
                     "verdict: {verdict} by rule `{}` ({}){why}",
-                    rule.id, rule.origin
+                    rule.id,
+                    rule.origin
                 );
             }
-            None => println!("verdict: {verdict}: no rule matched (default deny)"),
+            None => outln!("verdict: {verdict}: no rule matched (default deny)"),
         }
         if outcome.is_allow() {
-            println!(
+            outln!(
                 "validity: requested {} s, granted {} s",
                 req.requested_validity_us / 1_000_000,
                 policy.granted_validity_us(&outcome, req.requested_validity_us) / 1_000_000
             );
         }
         if policy.evaluate_reference(r) != outcome {
-            println!("error: the reference evaluator disagrees; please report this");
+            outln!("error: the reference evaluator disagrees; please report this");
         }
     });
     Ok(())

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tracing::{error, info, warn};
 use warrant_cli::config::{Config, warrant_env};
+use warrant_cli::outln;
 use warrant_connectors::kafka::{self, KafkaSink, KafkaSource, KeyChange, KeyTopic};
 use warrant_engine::pipeline::{Engine, StatsSnapshot};
 use warrant_engine::seal::EngineKey;
@@ -188,19 +189,19 @@ pub fn audit(
         },
     );
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
         );
     } else {
-        println!(
+        outln!(
             "audit of {} -> {} + {} on {}",
             config.kafka.intents_topic,
             config.kafka.decisions_topic,
             config.kafka.lineage_topic,
             kafka_config.brokers
         );
-        println!("{report}");
+        outln!("{report}");
     }
     match report.violation_count() {
         0 => Ok(()),
@@ -258,12 +259,12 @@ pub fn publish_key(
     )
     .map_err(|e| format!("broker {}: {e}", kafka_config.brokers))?;
     if withdraw {
-        println!(
+        outln!(
             "withdrawn: key {public_key} (keys topic {})",
             config.trust.topic
         );
     } else {
-        println!(
+        outln!(
             "published: key {public_key} {} for {} (keys topic {})",
             state.name(),
             record.principal,

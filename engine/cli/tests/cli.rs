@@ -544,3 +544,28 @@ fn demo_refuses_a_mix_over_100_percent() {
     assert!(!o.status.success());
     assert!(text(&o).contains("over 100%"), "{}", text(&o));
 }
+
+/// A reader that goes away early (`warrant policy check … | head`) is not a
+/// panic: the command runs on and exits by its own outcome.
+#[test]
+fn a_closed_standard_output_is_not_a_panic() {
+    use std::process::Stdio;
+    for args in [
+        &["policy", "check", "examples/policy/split"][..],
+        &["policy", "test", "examples/policy/payments.cases.toml"][..],
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_warrant"))
+            .args(args)
+            .current_dir(root())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("runs");
+        // The read end closes before the command writes a byte.
+        drop(child.stdout.take());
+        let o = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(o.status.success(), "{args:?}: {:?} {stderr}", o.status);
+    }
+}
