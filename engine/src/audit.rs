@@ -36,13 +36,24 @@ use crate::seal::{EngineKeys, decision_leaf_hash, verify_decision};
 use crate::trust::{Lookup, TrustStore};
 use crate::verify::{SigItem, verify_one};
 
-/// Whether two verdicts for the same intent agree: the same reason, or an
-/// authorization and a fail-closed deny of a redelivery. The engine checks
-/// time and key state before its replay memory and does not remember
-/// transient denies, so an intent authorized before a crash and read again
-/// after its deadline or its key's revocation, or with no policy or no
-/// room, is denied the second time.
-pub fn consistent(a: Reason, b: Reason) -> bool {
+/// Whether `then`, a later verdict for the same intent (a redelivery after
+/// a crash or a rebalance), agrees with `first`: the same reason, or one
+/// the engine's order of checks allows. It checks time and key state
+/// before its replay memory and does not remember transient denies, so:
+///
+/// - an intent authorized, then read again after its deadline or its
+///   key's revocation, or with no policy or no room, is denied the second
+///   time (and any two such denies agree);
+/// - an intent denied "overloaded" was not remembered and is decided
+///   afresh: any later verdict agrees;
+/// - an intent denied "revoked key" can be authorized once the key is
+///   trusted again (an operator's act, on the keys topic or in the file).
+///
+/// Not the other way round: an intent denied for its time (expired,
+/// deadline exceeded) and later authorized was authorized after its
+/// deadline, and a remembered deny (bad signature, deny rule, no policy,
+/// ...) never turns into an authorization.
+pub fn consistent(first: Reason, then: Reason) -> bool {
     let late = |r: Reason| {
         matches!(
             r,
@@ -53,10 +64,11 @@ pub fn consistent(a: Reason, b: Reason) -> bool {
                 | Reason::NoPolicy
         )
     };
-    a == b
-        || (a == Reason::Authorized && late(b))
-        || (b == Reason::Authorized && late(a))
-        || (late(a) && late(b))
+    first == then
+        || (first == Reason::Authorized && late(then))
+        || (late(first) && late(then))
+        || first == Reason::Overloaded
+        || (first == Reason::RevokedKey && then == Reason::Authorized)
 }
 
 /// What the auditor is given besides the topics.
@@ -406,9 +418,12 @@ pub fn audit(
             continue;
         };
         r.re_emitted += list.len() as u64 - 1;
+        // In the order they were emitted (decisions are keyed by intent
+        // id: one partition, offset order).
         let agree = list
             .iter()
-            .all(|(a, _)| list.iter().all(|(b, _)| consistent(*a, *b)));
+            .enumerate()
+            .all(|(i, (a, _))| list.iter().skip(i + 1).all(|(b, _)| consistent(*a, *b)));
         let authorized = list.iter().any(|(x, _)| *x == Reason::Authorized);
         if !agree {
             r.conflicting += 1;

@@ -226,7 +226,16 @@ fn a_redelivery_denied_for_time_or_key_state_is_consistent_with_its_authorizatio
         Reason::NoPolicy,
     ] {
         assert!(consistent(Reason::Authorized, late));
-        assert!(consistent(late, Reason::Authorized));
+    }
+    // Not remembered, decided afresh: any later verdict.
+    assert!(consistent(Reason::Overloaded, Reason::Authorized));
+    assert!(consistent(Reason::Overloaded, Reason::BadSignature));
+    // Trusted again by an operator.
+    assert!(consistent(Reason::RevokedKey, Reason::Authorized));
+    // Authorized after its deadline was seen passed, or after a
+    // remembered deny: the order matters.
+    for first in [Reason::DeadlineExceeded, Reason::Expired, Reason::NoPolicy] {
+        assert!(!consistent(first, Reason::Authorized), "{first:?}");
     }
     for other in [
         Reason::BadSignature,
