@@ -303,6 +303,18 @@ fn why_invalid(
                 .unwrap_or("deny")
         ));
     }
+    // Never longer than the rule grants and the intent asked for (the
+    // engine may cut it further: its own maximum, a redelivery's first
+    // authorization).
+    let granted = ground
+        .policy
+        .granted_validity_us(&outcome, i.requested_validity_us());
+    if d.valid_until_us() > issued.saturating_add(granted) {
+        return Some(format!(
+            "valid for {} µs after its issue, longer than the {granted} µs the policy grants it",
+            d.valid_until_us().saturating_sub(issued)
+        ));
+    }
     None
 }
 

@@ -207,6 +207,28 @@ fn a_clean_run_has_no_violation_and_damage_is_found() {
     assert!(authorized > 0);
     assert_eq!(report.conflicting, authorized, "{report}");
 
+    // Judged by a policy that grants a shorter validity than the one the
+    // engine ran: every authorization outlasts what it grants.
+    let allow = |max: &str| {
+        Policy::from_sources(&[(
+            "allow.toml",
+            &format!(
+                "[policy]\nname = \"allow\"\nversion = 1\n[[rule]]\nid = \"all\"\neffect = \"allow\"\nmax_validity = \"{max}\"\n"
+            ),
+        )])
+        .unwrap()
+    };
+    let long = run_with(allow("10m"), &generated);
+    let as_run = check(&long, &allow("10m"), &long.trust);
+    assert!(as_run.authorized > 0, "{as_run}");
+    assert_eq!(as_run.invalid_authorized, 0, "{as_run}");
+    let report = check(&long, &allow("1s"), &long.trust);
+    assert_eq!(report.invalid_authorized, as_run.authorized, "{report}");
+    assert!(
+        report.violations.iter().any(|v| v.contains("longer than")),
+        "{report}"
+    );
+
     // A decision for an intent that is not on the topic.
     let mut orphan = run_copy(&r);
     orphan.intents.remove(0);
