@@ -47,6 +47,15 @@ impl KafkaConfig {
         c.set("bootstrap.servers", &self.brokers);
         for (k, v) in &self.properties {
             let name = canonical(k);
+            if name == "group.id" {
+                // The source's group and the lineage reader's own each
+                // need a different one; a pass-through value would clash
+                // with one of them.
+                return Err(KafkaError::Config(format!(
+                    "`{k}` is set by `[kafka] group_id` (`KafkaConfig::group_id`), not among \
+                     the librdkafka properties"
+                )));
+            }
             if let Some((_, want)) = fixed.iter().find(|(f, _)| canonical(f) == name) {
                 if same_value(name, want, v) {
                     // Set below under the fixed name, once.
@@ -86,6 +95,7 @@ fn canonical(name: &str) -> &str {
 fn same_value(name: &str, a: &str, b: &str) -> bool {
     let norm = |v: &str| match (name, v.trim()) {
         ("acks", "-1") => "all".to_owned(),
+        ("auto.offset.reset", "smallest" | "beginning") => "earliest".to_owned(),
         (_, v) => v.to_ascii_lowercase(),
     };
     norm(a) == norm(b)
@@ -158,6 +168,19 @@ mod tests {
         assert_eq!(c.get("delivery.timeout.ms"), None);
         assert_eq!(c.get("acks"), Some("all"));
         assert_eq!(c.get("message.timeout.ms"), Some("0"));
+        // The consumer group is `group_id`'s alone.
+        let err = with(&[("group.id", "other")]).client(FIXED).err().unwrap();
+        assert!(err.to_string().contains("[kafka] group_id"), "{err}");
+        // A value's synonyms are the same value.
+        let c = with(&[("auto.offset.reset", "smallest")])
+            .client(&[("auto.offset.reset", "earliest")])
+            .unwrap();
+        assert_eq!(c.get("auto.offset.reset"), Some("earliest"));
+        assert!(
+            with(&[("auto.offset.reset", "latest")])
+                .client(&[("auto.offset.reset", "earliest")])
+                .is_err()
+        );
         // Anything else passes through.
         let c = with(&[("security.protocol", "SASL_SSL")])
             .client(FIXED)

@@ -367,14 +367,18 @@ impl KafkaSource {
             ("group.id", config.group_id.as_str()),
             ("enable.auto.commit", "false"),
             ("enable.auto.offset.store", "false"),
-        ])?;
-        // Defaults a user may override: a new group starts at the
-        // beginning; a fetch waits at most 5 ms. Brokers that answer a
-        // waiting fetch only when its wait expires (Tansu does) otherwise
-        // add librdkafka's default 500 ms to every intent's latency; see
-        // connectors/README.md for the measurement.
-        for (key, value) in [
+            // A partition without a committed offset (a new group, or
+            // offsets the broker expired) is read from its start: from
+            // its end, the intents before it would never be decided.
             ("auto.offset.reset", "earliest"),
+            // End-of-partition events would come back as poll errors.
+            ("enable.partition.eof", "false"),
+        ])?;
+        // Defaults a user may override: a fetch waits at most 5 ms.
+        // Brokers that answer a waiting fetch only when its wait expires
+        // (Tansu does) otherwise add librdkafka's default 500 ms to every
+        // intent's latency; see connectors/README.md for the measurement.
+        for (key, value) in [
             ("fetch.wait.max.ms", "5"),
             // Consumer lag for the metrics endpoint.
             ("statistics.interval.ms", "5000"),
