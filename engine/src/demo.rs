@@ -21,7 +21,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -199,7 +199,9 @@ impl std::fmt::Display for Report {
 /// Collects decisions and measures latency from scheduled send times.
 #[derive(Clone)]
 struct DemoSink {
-    start: Instant,
+    /// When the publisher starts: after the engine has started, so that
+    /// its start-up is not charged to the first intents.
+    start: Arc<OnceLock<Instant>>,
     tag: [u8; 8],
     /// Scheduled send, ns after `start`, per intent index.
     scheduled: Arc<Vec<AtomicU64>>,
@@ -221,7 +223,9 @@ impl DemoSink {
 
 impl Sink for DemoSink {
     fn send(&mut self, batch: &OutBatch) -> Result<(), TransportError> {
-        let now = u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let now = self.start.get().map_or(0, |start| {
+            u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX)
+        });
         if let Ok(mut h) = self.latency.lock() {
             for (id, _) in &batch.decisions {
                 if let Some(s) = self.index(id).and_then(|i| self.scheduled.get(i)) {
@@ -267,9 +271,8 @@ pub fn run(opts: &Options, mut progress: impl FnMut(&str)) -> Result<Report, Str
     getrandom::fill(&mut tag).map_err(|e| format!("no randomness: {e}"))?;
 
     let topic = Topic::new(opts.partitions, 65_536);
-    let start = Instant::now();
     let sink = DemoSink {
-        start,
+        start: Arc::new(OnceLock::new()),
         tag,
         scheduled: Arc::new((0..total).map(|_| AtomicU64::new(u64::MAX)).collect()),
         unreadable: Arc::new(Mutex::new(HashMap::new())),
@@ -330,7 +333,9 @@ pub fn run(opts: &Options, mut progress: impl FnMut(&str)) -> Result<Report, Str
         })
         .map_err(|e| e.to_string())?;
 
-    // Publisher: open loop, on schedule; a late publish is latency.
+    // Publisher: open loop, on schedule; a late publish is latency. The
+    // clock starts now, with the engine running.
+    let start = *sink.start.get_or_init(Instant::now);
     let mut next_report = Duration::from_secs(1);
     let mut published = 0u64;
     for (i, key, bytes) in rx.iter() {
