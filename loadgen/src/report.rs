@@ -178,7 +178,10 @@ pub fn hgrm(h: &Histogram<u64>) -> String {
         "{:>12} {:>14} {:>10} {:>14}\n",
         "Value", "Percentile", "TotalCount", "1/(1-Percentile)"
     );
+    // TotalCount is cumulative: every value up to this row's.
+    let mut total = 0u64;
     for v in h.iter_quantiles(5) {
+        total = total.saturating_add(v.count_since_last_iteration());
         let q = v.quantile_iterated_to();
         let inv = if q < 1.0 {
             1.0 / (1.0 - q)
@@ -187,10 +190,10 @@ pub fn hgrm(h: &Histogram<u64>) -> String {
         };
         let _ = writeln!(
             s,
-            "{:>12.3} {:>2.12} {:>10} {:>14.2}",
+            "{:>12.3} {:>14.12} {:>10} {:>14.2}",
             v.value_iterated_to() as f64 / 1_000.0,
             q,
-            v.count_since_last_iteration(),
+            total,
             inv
         );
     }

@@ -179,6 +179,15 @@ fn the_hlog_reads_back_and_the_plot_and_distribution_are_written() {
 
     let hgrm = report::hgrm(&o.histogram);
     assert!(hgrm.contains(&format!("Total count    = {:>12}", o.decided)));
+    // The TotalCount column is cumulative: it rises to every decision.
+    let counts: Vec<u64> = hgrm
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .skip(1)
+        .map(|l| l.split_whitespace().nth(2).unwrap().parse().unwrap())
+        .collect();
+    assert!(counts.windows(2).all(|w| w[0] <= w[1]), "{hgrm}");
+    assert_eq!(counts.last().copied(), Some(o.decided), "{hgrm}");
     let svg = report::plot_svg("t", &[("1000/s".into(), &o.histogram)]);
     assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
     assert_eq!(svg.matches("<polyline").count(), 1);
