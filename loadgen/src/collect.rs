@@ -52,6 +52,8 @@ pub struct Collector {
     latency: Mutex<Latency>,
     sent: AtomicU64,
     decided: AtomicU64,
+    /// When the latest first decision came, ns after `start` (0: none yet).
+    last_decided_ns: AtomicU64,
     duplicates: AtomicU64,
     conflicting: AtomicU64,
     strays: AtomicU64,
@@ -126,6 +128,7 @@ impl Collector {
             }),
             sent: AtomicU64::new(0),
             decided: AtomicU64::new(0),
+            last_decided_ns: AtomicU64::new(0),
             duplicates: AtomicU64::new(0),
             conflicting: AtomicU64::new(0),
             strays: AtomicU64::new(0),
@@ -230,6 +233,7 @@ impl Collector {
         }
         let now =
             u64::try_from(at.saturating_duration_since(self.start).as_nanos()).unwrap_or(NONE64);
+        self.last_decided_ns.fetch_max(now, Ordering::Relaxed);
         let us = (now.saturating_sub(scheduled) / 1_000).max(1);
         if let Ok(mut l) = self.latency.lock() {
             l.total.saturating_record(us);
@@ -248,6 +252,14 @@ impl Collector {
             unreadable_decisions: self.unreadable_decisions.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
             undelivered: self.undelivered.lock().map_or(0, |u| u.len() as u64),
+        }
+    }
+
+    /// When the latest intent got its first decision, after `start`.
+    pub fn last_decision_at(&self) -> Option<Duration> {
+        match self.last_decided_ns.load(Ordering::Relaxed) {
+            0 | NONE64 => None,
+            ns => Some(Duration::from_nanos(ns)),
         }
     }
 

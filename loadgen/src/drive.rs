@@ -292,6 +292,9 @@ pub fn run(
     let mut late_sends = 0u64;
     let mut max_lag = Duration::ZERO;
     let mut failure = None;
+    // When the last decision came (or the drain gave up): the end of the
+    // throughput interval, before the threads are joined.
+    let mut drained_at = None;
     std::thread::scope(|scope| {
         let ticker = scope.spawn(|| {
             let mut next = lead + load.interval;
@@ -373,11 +376,16 @@ pub fn run(
             }
             std::thread::sleep(Duration::from_millis(5));
         }
+        drained_at = Some(
+            collector
+                .last_decision_at()
+                .unwrap_or_else(|| created.elapsed()),
+        );
         done.store(true, Ordering::Relaxed);
         let _ = ticker.join();
     });
     let _ = generator.join();
-    let last = created.elapsed();
+    let last = drained_at.unwrap_or_else(|| created.elapsed());
     let finished = target_run.finish();
     if let Some(e) = failure {
         return Err(e);
