@@ -354,3 +354,91 @@ fn a_sink_stall_longer_than_the_poll_interval_keeps_the_partitions() {
     }
     assert!(records >= N, "{records} lineage records for {N} intents");
 }
+
+/// librdkafka keeps an application's pause on a partition across its
+/// revocation and reassignment. A source paused by `keep_alive` when a
+/// rebalance takes its partitions must still read the ones it gets back,
+/// or they would stay unread (the member alive, its lag growing) for good.
+#[test]
+fn partitions_paused_by_keep_alive_are_read_again_after_a_rebalance() {
+    use warrant_engine::transport::{InRecord, Source};
+    let brokers = brokers();
+    let config = fresh_topics(&brokers, "repause", 2).unwrap();
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    for p in 0..2 {
+        for i in 0..20u32 {
+            producer
+                .send(
+                    BaseRecord::to(&config.intents_topic)
+                        .partition(p)
+                        .key("k")
+                        .payload(&i.to_le_bytes()[..]),
+                )
+                .map_err(|(e, _)| e)
+                .unwrap();
+        }
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+
+    let mut a = KafkaSource::new(&config).unwrap();
+    let events: Arc<Mutex<Vec<String>>> = Arc::default();
+    let log = Arc::clone(&events);
+    a.on_rebalance(move |what, partitions| {
+        log.lock().unwrap().push(format!("{what} {partitions:?}"));
+    });
+    let mut out: Vec<InRecord> = Vec::new();
+    let until = Instant::now() + Duration::from_secs(60);
+    while a.owned().len() < 2 && Instant::now() < until {
+        a.poll(&mut out, 100, Duration::from_millis(100)).unwrap();
+    }
+    assert_eq!(a.owned(), [0, 1], "{:?}", events.lock().unwrap());
+    // The engine is full: `keep_alive` pauses both partitions (it acts
+    // once the consumer has gone unpolled for a second).
+    std::thread::sleep(Duration::from_millis(1_100));
+    a.keep_alive(&mut Vec::new()).unwrap();
+
+    // A second member joins; `a` takes part in the rebalance from
+    // `keep_alive` alone, as a full engine does, until it is revoked.
+    let mut b = KafkaSource::new(&config).unwrap();
+    let mut from_b: Vec<InRecord> = Vec::new();
+    let until = Instant::now() + Duration::from_secs(90);
+    while !events
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|e| e.starts_with("revoked"))
+        && Instant::now() < until
+    {
+        b.poll(&mut from_b, 100, Duration::from_millis(100))
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(1_000));
+        a.keep_alive(&mut Vec::new()).unwrap();
+    }
+    assert!(
+        events
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| e.starts_with("revoked")),
+        "no rebalance: {:?}",
+        events.lock().unwrap()
+    );
+    // The engine has room again: `a` polls, gets a partition back and
+    // must read it (nothing of either partition was committed).
+    let mut got: Vec<InRecord> = Vec::new();
+    let until = Instant::now() + Duration::from_secs(60);
+    while got.is_empty() && Instant::now() < until {
+        a.poll(&mut got, 100, Duration::from_millis(100)).unwrap();
+        b.poll(&mut from_b, 100, Duration::from_millis(10)).unwrap();
+    }
+    let owned = a.owned();
+    assert_eq!(owned.len(), 1, "{:?}", events.lock().unwrap());
+    assert!(
+        !got.is_empty() && got.iter().all(|r| r.partition == owned[0]),
+        "partition {owned:?} was assigned back but not read: {:?}",
+        events.lock().unwrap()
+    );
+}

@@ -42,12 +42,14 @@ use crate::verify::{SigItem, verify_one};
 /// before its replay memory and does not remember transient denies, so:
 ///
 /// - an intent authorized, then read again after its deadline or its
-///   key's revocation, or with no policy or no room, is denied the second
-///   time (and any two such denies agree);
+///   key's revocation or withdrawal, or with no policy or no room, is
+///   denied the second time (and any two such denies agree);
 /// - an intent denied "overloaded" was not remembered and is decided
 ///   afresh: any later verdict agrees;
-/// - an intent denied "revoked key" can be authorized once the key is
-///   trusted again (an operator's act, on the keys topic or in the file).
+/// - an intent denied "revoked key" or "unknown key" can be authorized
+///   once the key is trusted (an operator's act, on the keys topic or in
+///   the file), and one denied "not yet valid" once its time has come:
+///   those denies are made before the replay memory and not remembered.
 ///
 /// Not the other way round: an intent denied for its time (expired,
 /// deadline exceeded) and later authorized was authorized after its
@@ -61,6 +63,7 @@ pub fn consistent(first: Reason, then: Reason) -> bool {
                 | Reason::Expired
                 | Reason::Overloaded
                 | Reason::RevokedKey
+                | Reason::UnknownKey
                 | Reason::NoPolicy
         )
     };
@@ -68,7 +71,10 @@ pub fn consistent(first: Reason, then: Reason) -> bool {
         || (first == Reason::Authorized && late(then))
         || (late(first) && late(then))
         || first == Reason::Overloaded
-        || (first == Reason::RevokedKey && then == Reason::Authorized)
+        || (matches!(
+            first,
+            Reason::RevokedKey | Reason::UnknownKey | Reason::NotYetValid
+        ) && then == Reason::Authorized)
 }
 
 /// What the auditor is given besides the topics.

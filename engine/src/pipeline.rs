@@ -1757,7 +1757,11 @@ fn ingest<S: Source>(
                         seq -= 1;
                         continue 'outer;
                     }
-                    if b.records.len() < max || since.elapsed() < config.shed_after {
+                    // Room may come yet; or records were taken back and
+                    // the batch can grow again.
+                    let may_grow =
+                        b.records.len() < max && !closed && !shared.stop.load(Ordering::SeqCst);
+                    if may_grow || since.elapsed() < config.shed_after {
                         batch = b;
                         continue;
                     }
@@ -1807,12 +1811,20 @@ fn ingest<S: Source>(
             break;
         }
     }
-    // Hang up so the stages drain, then apply the commits of what they emit.
+    // Hang up so the stages drain, then apply the commits of what they
+    // emit, keeping the source's place while a slow sink finishes.
     shared.draining.store(true, Ordering::SeqCst);
     drop(decode_tx);
     drop(shed_tx);
-    for (p, o) in commit_rx.iter() {
-        commit(&mut source, p, o);
+    loop {
+        match commit_rx.recv_timeout(KEEP_ALIVE) {
+            Ok((p, o)) => commit(&mut source, p, o),
+            // A failure is recorded; the stages still drain and hang up.
+            Err(RecvTimeoutError::Timeout) => {
+                let _alive = keep_alive(&mut source, &mut Vec::new(), shared);
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
     }
 }
 

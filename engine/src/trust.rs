@@ -368,7 +368,8 @@ impl LiveTrust {
     /// A keys-topic record (`None`: a tombstone) for `public_key`. A
     /// record that cannot be used (under another key, a weak key, a key
     /// listed twice) is refused, and the key is revoked until a usable
-    /// record or a tombstone for it comes ([`LiveTrust::distrust`]).
+    /// record or a tombstone for it comes ([`LiveTrust::distrust`]: revoked
+    /// if the file lists it, else unknown).
     pub fn apply(
         &self,
         public_key: [u8; 32],
@@ -416,8 +417,10 @@ impl LiveTrust {
     }
 
     /// The latest keys-topic record of `public_key` is unusable (it does
-    /// not parse): the key is revoked, whichever layer has it, until a
-    /// usable record or a tombstone for it comes. Returns the number of
+    /// not parse): the key signs nothing until a usable record or a
+    /// tombstone for it comes. It is revoked if the file lists it, and
+    /// otherwise absent (unknown), which is also what a restart sees once
+    /// compaction has removed its earlier records. Returns the number of
     /// keys in the store installed.
     pub fn distrust(&self, public_key: [u8; 32]) -> usize {
         let mut l = self.layers.lock().unwrap_or_else(|p| p.into_inner());

@@ -245,6 +245,7 @@ fn a_redelivery_denied_for_time_or_key_state_is_consistent_with_its_authorizatio
         Reason::Expired,
         Reason::Overloaded,
         Reason::RevokedKey,
+        Reason::UnknownKey,
         Reason::NoPolicy,
     ] {
         assert!(consistent(Reason::Authorized, late));
@@ -252,8 +253,10 @@ fn a_redelivery_denied_for_time_or_key_state_is_consistent_with_its_authorizatio
     // Not remembered, decided afresh: any later verdict.
     assert!(consistent(Reason::Overloaded, Reason::Authorized));
     assert!(consistent(Reason::Overloaded, Reason::BadSignature));
-    // Trusted again by an operator.
-    assert!(consistent(Reason::RevokedKey, Reason::Authorized));
+    // Trusted (again) by an operator, or its time has come.
+    for first in [Reason::RevokedKey, Reason::UnknownKey, Reason::NotYetValid] {
+        assert!(consistent(first, Reason::Authorized), "{first:?}");
+    }
     // Authorized after its deadline was seen passed, or after a
     // remembered deny: the order matters.
     for first in [Reason::DeadlineExceeded, Reason::Expired, Reason::NoPolicy] {
@@ -264,7 +267,6 @@ fn a_redelivery_denied_for_time_or_key_state_is_consistent_with_its_authorizatio
         Reason::DenyRule,
         Reason::NoMatchingRule,
         Reason::ReplayedNonce,
-        Reason::UnknownKey,
         Reason::Malformed,
     ] {
         assert!(!consistent(Reason::Authorized, other), "{other:?}");

@@ -103,10 +103,28 @@ pub struct TopicsReport {
 }
 
 /// Connects to the brokers of `config` and checks the topics Warrant
-/// needs: the intents, decisions and lineage topics exist, and the lineage
+/// needs: the intents, decisions and lineage topics exist, the lineage
 /// topic has at least as many partitions as the intents topic (lineage is
-/// kept per intents partition). Errors say which.
+/// kept per intents partition), and it keeps every record
+/// ([`lineage_retention_problem`]). Errors say which.
 pub fn check(config: &super::KafkaConfig, timeout: Duration) -> Result<TopicsReport, KafkaError> {
+    let report = check_topics(config, timeout)?;
+    let configs = topic_config(config, &config.lineage_topic, timeout)?;
+    if let Some(problem) = lineage_retention_problem(&configs) {
+        return Err(KafkaError::Topic {
+            topic: config.lineage_topic.clone(),
+            message: problem,
+        });
+    }
+    Ok(report)
+}
+
+/// [`check`] without the lineage topic's configuration: metadata only, as
+/// a running engine's broker probe needs.
+pub fn check_topics(
+    config: &super::KafkaConfig,
+    timeout: Duration,
+) -> Result<TopicsReport, KafkaError> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     let consumer: BaseConsumer = config
         .client(&[("enable.auto.commit", "false")])?
@@ -137,13 +155,6 @@ pub fn check(config: &super::KafkaConfig, timeout: Duration) -> Result<TopicsRep
         return Err(KafkaError::Topic {
             topic: lineage.clone(),
             message: format!("has {l} partitions; it needs at least as many as `{intents}` ({i})"),
-        });
-    }
-    let configs = topic_config(config, &config.lineage_topic, timeout)?;
-    if let Some(problem) = lineage_retention_problem(&configs) {
-        return Err(KafkaError::Topic {
-            topic: config.lineage_topic.clone(),
-            message: problem,
         });
     }
     Ok(TopicsReport { topics })

@@ -23,7 +23,7 @@ pub enum KeyChange {
     Record([u8; 32], Option<KeyRecord>),
     /// A message that is not a valid record. With the public key its
     /// Kafka key names, that key's latest record is unusable: the engine
-    /// treats the key as revoked ([`warrant_engine::trust::LiveTrust::distrust`])
+    /// lets the key sign nothing ([`warrant_engine::trust::LiveTrust::distrust`])
     /// until a valid record or a tombstone comes. Without one, it names no
     /// key and is only reported.
     Invalid(Option<[u8; 32]>, String),

@@ -51,11 +51,14 @@ use super::{KafkaConfig, KafkaError};
 /// librdkafka's default `max.poll.interval.ms`.
 const MAX_POLL_INTERVAL: Duration = Duration::from_secs(300);
 
-/// How long a revoke waits for the engine to finish what it read: four
-/// fifths of `max.poll.interval.ms`, the longest the group waits for a
-/// member to rejoin (the rebalance timeout librdkafka sends). Past it, the
-/// group would hand the partitions on while this instance still works.
-fn release_timeout(config: &KafkaConfig) -> Duration {
+/// How long the consumer may go unpolled before [`Source::keep_alive`]
+/// pauses it and polls (at most a tenth of `max.poll.interval.ms`).
+/// Pausing drops what librdkafka has prefetched, to be fetched again on
+/// resume: under ordinary backpressure, where ingest waits milliseconds at
+/// a time, it would refetch the backlog over and over.
+const KEEP_ALIVE_AFTER: Duration = Duration::from_secs(1);
+
+fn max_poll_interval(config: &KafkaConfig) -> Duration {
     config
         .properties
         .iter()
@@ -63,7 +66,14 @@ fn release_timeout(config: &KafkaConfig) -> Duration {
         .find(|(k, _)| k == "max.poll.interval.ms")
         .and_then(|(_, v)| v.trim().parse::<u64>().ok())
         .map_or(MAX_POLL_INTERVAL, Duration::from_millis)
-        .mul_f64(0.8)
+}
+
+/// How long a revoke waits for the engine to finish what it read: four
+/// fifths of `max.poll.interval.ms`, the longest the group waits for a
+/// member to rejoin (the rebalance timeout librdkafka sends). Past it, the
+/// group would hand the partitions on while this instance still works.
+fn release_timeout(config: &KafkaConfig) -> Duration {
+    max_poll_interval(config).mul_f64(0.8)
 }
 /// How long reading a lineage tail may take.
 const TAIL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -137,6 +147,10 @@ impl ConsumerContext for Group {
         match rebalance {
             Rebalance::Revoke(tpl) => {
                 let partitions = ours(&self.topic, tpl);
+                // A pause by `keep_alive` outlives the assignment in
+                // librdkafka: lift it while these are still ours, or they
+                // would come back paused and never be read.
+                let _resumed = consumer.resume(tpl);
                 if let Some(h) = &handover {
                     match h.release(self.release_timeout) {
                         Ok(done) => self.commit_now(consumer, &done),
@@ -184,6 +198,14 @@ impl ConsumerContext for Group {
                 self.tell("assigned", &partitions);
             }
             Rebalance::Error(_) => {}
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            // New partitions start fetching, whatever was paused before
+            // (`keep_alive` pauses them again while the engine is full).
+            let _resumed = consumer.resume(tpl);
         }
     }
 }
@@ -353,9 +375,13 @@ pub struct KafkaSource {
     /// Whether [`Source::keep_alive`] paused fetching; the next
     /// [`Source::poll`] resumes it.
     paused: bool,
-    /// Records read while paused (fetched before the pause took hold, or of
-    /// a partition assigned meanwhile): handed out first by the next poll.
+    /// Records a keep-alive poll returned (of a partition assigned during
+    /// it, before it was paused): handed out first by the next poll.
     pending: VecDeque<InRecord>,
+    /// When the consumer was last polled.
+    last_poll: Instant,
+    /// [`KEEP_ALIVE_AFTER`], or less under a short `max.poll.interval.ms`.
+    keep_alive_after: Duration,
 }
 
 impl KafkaSource {
@@ -430,6 +456,8 @@ impl KafkaSource {
             partitions,
             paused: false,
             pending: VecDeque::new(),
+            last_poll: Instant::now(),
+            keep_alive_after: KEEP_ALIVE_AFTER.min(max_poll_interval(config) / 10),
         })
     }
 
@@ -527,15 +555,15 @@ impl Source for KafkaSource {
         timeout: Duration,
     ) -> Result<usize, TransportError> {
         if self.paused {
-            let assigned = self
-                .consumer
-                .assignment()
-                .map_err(|e| TransportError::Unavailable(e.to_string()))?;
-            self.consumer
-                .resume(&assigned)
-                .map_err(|e| TransportError::Unavailable(e.to_string()))?;
-            self.paused = false;
+            // On failure, tried again on the next poll; polling goes on
+            // regardless, so the member stays in the group.
+            if let Ok(assigned) = self.consumer.assignment()
+                && self.consumer.resume(&assigned).is_ok()
+            {
+                self.paused = false;
+            }
         }
+        self.last_poll = Instant::now();
         let deadline = Instant::now() + timeout;
         let mut taken = 0;
         while taken < max
@@ -604,18 +632,24 @@ impl Source for KafkaSource {
             .map_err(|e| TransportError::Unavailable(e.to_string()))
     }
 
-    /// Pauses every assigned partition and serves the consumer's events
-    /// (rebalances included) without handing out records: a consumer not
+    /// Once the consumer has gone unpolled for [`KEEP_ALIVE_AFTER`]:
+    /// pauses every assigned partition and serves the consumer's events
+    /// (rebalances included) without handing out records. A consumer not
     /// polled for `max.poll.interval.ms` leaves the group, and another
     /// instance would take its partitions while this one still holds
     /// sealed records of theirs. The next [`Source::poll`] resumes.
     fn keep_alive(&mut self, held: &mut Vec<InRecord>) -> Result<(), TransportError> {
+        if self.last_poll.elapsed() < self.keep_alive_after {
+            return Ok(());
+        }
+        self.last_poll = Instant::now();
         let mut empty_looks = 0;
         // A few looks: a poll that serves an event comes back empty.
         while empty_looks < 3 {
             // Again before each look: a partition assigned during the last
-            // one starts unpaused.
-            self.pause_all()?;
+            // one starts unpaused. A failure to pause is no reason not to
+            // poll: the member must stay in the group.
+            let _paused = self.pause_all();
             let polled = self
                 .consumer
                 .poll(Duration::ZERO)

@@ -115,7 +115,7 @@ fn probe_broker(
             let mut next = Instant::now();
             while !stop.load(Ordering::Relaxed) {
                 if Instant::now() >= next {
-                    let reachable = kafka::check(&config, Duration::from_secs(3)).is_ok();
+                    let reachable = kafka::check_topics(&config, Duration::from_secs(3)).is_ok();
                     if ok.swap(reachable, Ordering::Relaxed) != reachable {
                         if reachable {
                             info!("broker {}: reachable again", config.brokers);
@@ -288,8 +288,8 @@ fn apply_key(live: &LiveTrust, change: KeyChange) {
                     hex::encode(key)
                 ),
                 Err(e) => error!(
-                    "trust: key {} refused: {e}; the key is treated as revoked until a \
-                     valid record or a tombstone for it",
+                    "trust: key {} refused: {e}; the key signs nothing (revoked if the \
+                     trust file lists it, else unknown) until a valid record or a tombstone for it",
                     hex::encode(key)
                 ),
             }
@@ -297,8 +297,8 @@ fn apply_key(live: &LiveTrust, change: KeyChange) {
         KeyChange::Invalid(Some(key), e) => {
             let n = live.distrust(key);
             error!(
-                "trust: keys topic: {e}; the key is treated as revoked until a valid record \
-                 or a tombstone for it ({n} keys)"
+                "trust: keys topic: {e}; the key signs nothing (revoked if the trust file \
+                 lists it, else unknown) until a valid record or a tombstone for it ({n} keys)"
             );
         }
         KeyChange::Invalid(None, e) => error!("trust: keys topic: {e}"),

@@ -1085,7 +1085,7 @@ fn keys_rotate_and_revoke_while_the_engine_runs_and_its_own_key_rotates() {
     send(&producer, &keys_topic, &k2_hex, b"{not json");
     producer.flush(Duration::from_secs(30)).unwrap();
     engine.wait_for("the unusable record", Duration::from_secs(30), |l| {
-        l.contains(&k2_hex) && l.contains("treated as revoked")
+        l.contains(&k2_hex) && l.contains("signs nothing")
     });
     produce(9, "svc-a", &k2);
     assert_eq!(reason_of(9), Reason::UnknownKey);
