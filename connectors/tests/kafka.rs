@@ -436,6 +436,18 @@ fn partitions_paused_by_keep_alive_are_read_again_after_a_rebalance() {
     }
     let owned = a.owned();
     assert_eq!(owned.len(), 1, "{:?}", events.lock().unwrap());
+    // A source dropped while `keep_alive` has it paused (an engine that
+    // stops while its sink stalls) closes: its consumer does not hang.
+    std::thread::sleep(Duration::from_millis(1_100));
+    a.keep_alive(&mut Vec::new()).unwrap();
+    let (closed_tx, closed_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        drop(a);
+        let _sent = closed_tx.send(());
+    });
+    closed_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("a paused source closes");
     assert!(
         !got.is_empty() && got.iter().all(|r| r.partition == owned[0]),
         "partition {owned:?} was assigned back but not read: {:?}",

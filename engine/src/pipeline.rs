@@ -972,6 +972,10 @@ struct Ownership {
     handed: AtomicU64,
     /// Batches acknowledged by the sink, contiguously from the first.
     acked: AtomicU64,
+    /// Every stage has ended, the sink with them: nothing of this engine
+    /// can be written any more, so a release has nothing to wait for (a
+    /// consumer closing after a failed drain hands its partitions back).
+    finished: AtomicBool,
     /// The engine's commit queue (the emit stage's acknowledged offsets).
     commits: Receiver<(u32, u64)>,
     /// Changes for the seal stage (lineage writers).
@@ -1030,7 +1034,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Handover for Ownership {
     fn release(&self, timeout: Duration) -> Result<Vec<(u32, u64)>, String> {
         let until = Instant::now() + timeout;
-        while self.acked.load(Ordering::SeqCst) < self.handed.load(Ordering::SeqCst) {
+        while self.acked.load(Ordering::SeqCst) < self.handed.load(Ordering::SeqCst)
+            && !self.finished.load(Ordering::SeqCst)
+        {
             if let Some(f) = lock(&self.shared.failure).clone() {
                 return Err(format!("engine failed: {f}"));
             }
@@ -1180,6 +1186,7 @@ impl Engine {
             managed: AtomicBool::new(false),
             handed: AtomicU64::new(0),
             acked: AtomicU64::new(0),
+            finished: AtomicBool::new(false),
             commits: commit_rx.clone(),
             seal: Mutex::new(Vec::new()),
             seal_pending: AtomicBool::new(false),
@@ -1771,9 +1778,19 @@ fn ingest<S: Source>(
                         // The sink is the bottleneck (a broker slow to
                         // acknowledge): shed batches are emitted too, so
                         // shedding would not relieve it. Wait instead; the
-                        // source keeps what is not read (Kafka: lag).
+                        // source keeps what is not read (Kafka: lag). (A
+                        // wait of its own: with `shed_after` at zero the
+                        // one above would not wait at all.)
+                        match decode_tx.send_timeout(b, KEEP_ALIVE) {
+                            Ok(()) => {
+                                owner.handed.store(seq, Ordering::SeqCst);
+                                shared.stats.depth(0, decode_tx.len());
+                                break;
+                            }
+                            Err(SendTimeoutError::Timeout(b)) => batch = b,
+                            Err(SendTimeoutError::Disconnected(_)) => break 'outer,
+                        }
                         blocked_since = None;
-                        batch = b;
                         continue;
                     }
                     b.shed = true;
@@ -1826,6 +1843,9 @@ fn ingest<S: Source>(
             Err(RecvTimeoutError::Disconnected) => break,
         }
     }
+    // The emit stage has hung up: the sink is gone, and what it did not
+    // acknowledge can no longer be written.
+    owner.finished.store(true, Ordering::SeqCst);
 }
 
 /// Most intents a stage gathers into one group (verify, seal).

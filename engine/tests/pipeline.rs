@@ -1187,3 +1187,77 @@ fn a_full_pipeline_keeps_the_source_alive_and_gives_back_what_it_revokes() {
     }
     assert_eq!(stats.decisions(), N - taken.len() as u64);
 }
+
+/// What `Handover::release` answered.
+type Released = Arc<std::sync::Mutex<Option<Result<Vec<(u32, u64)>, String>>>>;
+
+/// A source that, when the engine drops it, hands its partitions back as a
+/// Kafka consumer's close does (through `Handover::release`).
+struct ReleasesOnDrop {
+    inner: warrant_engine::transport::embedded::Consumer,
+    handover: Option<Arc<dyn warrant_engine::transport::Handover>>,
+    released: Released,
+}
+
+impl warrant_engine::transport::Source for ReleasesOnDrop {
+    fn poll(
+        &mut self,
+        out: &mut Vec<warrant_engine::transport::InRecord>,
+        max: usize,
+        timeout: Duration,
+    ) -> Result<usize, warrant_engine::transport::TransportError> {
+        self.inner.poll(out, max, timeout)
+    }
+
+    fn commit(
+        &mut self,
+        partition: u32,
+        offset: u64,
+    ) -> Result<(), warrant_engine::transport::TransportError> {
+        self.inner.commit(partition, offset)
+    }
+
+    fn attach(&mut self, handover: Arc<dyn warrant_engine::transport::Handover>) {
+        self.handover = Some(handover);
+    }
+}
+
+impl Drop for ReleasesOnDrop {
+    fn drop(&mut self) {
+        if let Some(h) = &self.handover {
+            *self.released.lock().unwrap() = Some(h.release(Duration::from_secs(30)));
+        }
+    }
+}
+
+/// An engine whose drain failed (its sink never came back) has nothing
+/// left that could be written: handing its partitions back when the source
+/// closes succeeds, instead of failing (which the Kafka source answers by
+/// aborting the process). The drain's own error still reaches `join`.
+#[test]
+fn a_source_closed_after_a_failed_drain_hands_its_partitions_back() {
+    let topic = Topic::new(PARTITIONS, 100);
+    topic.publish(b"svc-1", Spec::new(1).signed()).unwrap();
+    topic.close();
+    let released: Released = Arc::default();
+    let store = Arc::new(PolicyStore::new());
+    store.install(policy());
+    let engine = Engine::start(
+        config(),
+        ReleasesOnDrop {
+            inner: topic.consumer(),
+            handover: None,
+            released: Arc::clone(&released),
+        },
+        Down,
+        EngineKey::from_seed([42; 32]),
+        Arc::new(ArcSwap::from_pointee(trust())),
+        store,
+    )
+    .unwrap();
+    let err = engine.join().unwrap_err();
+    assert!(err.to_string().contains("broker down"), "{err}");
+    let released = released.lock().unwrap().clone();
+    // Nothing was acknowledged: nothing to commit.
+    assert_eq!(released, Some(Ok(Vec::new())));
+}

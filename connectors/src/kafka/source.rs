@@ -547,6 +547,19 @@ fn in_record(m: &rdkafka::message::BorrowedMessage<'_>) -> Option<InRecord> {
     })
 }
 
+impl Drop for KafkaSource {
+    /// Lifts a pause `keep_alive` left before the consumer closes (the
+    /// close revokes the partitions through the rebalance callback, which
+    /// resumes them too; this does not depend on it).
+    fn drop(&mut self) {
+        if self.paused
+            && let Ok(assigned) = self.consumer.assignment()
+        {
+            let _resumed = self.consumer.resume(&assigned);
+        }
+    }
+}
+
 impl Source for KafkaSource {
     fn poll(
         &mut self,
