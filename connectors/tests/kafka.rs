@@ -59,6 +59,35 @@ fn brokers() -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
+/// Reads `topic` (at least `want` messages) and verifies every
+/// partition's lineage log with `engine`; returns the records verified.
+fn verify_lineage(brokers: &str, topic: &str, want: usize, engine: [u8; 32]) -> u64 {
+    let frames: Vec<(u32, Vec<u8>)> = read_all(brokers, topic, want)
+        .into_iter()
+        .map(|(p, _, v)| (p as u32, v))
+        .collect();
+    let mut records = 0;
+    for (p, f) in by_partition(&frames) {
+        records += verify_log(p, &f.records, &f.checkpoints, &[engine])
+            .unwrap_or_else(|e| panic!("partition {p}: {e}"))
+            .records;
+    }
+    records
+}
+
+/// A policy store holding one rule that allows everything.
+fn allow_all() -> Arc<PolicyStore> {
+    let store = Arc::new(PolicyStore::new());
+    store.install(
+        Policy::from_sources(&[(
+            "p.toml",
+            "[policy]\nversion = 1\n[[rule]]\nid = \"allow\"\neffect = \"allow\"\n",
+        )])
+        .unwrap(),
+    );
+    store
+}
+
 /// Everything on `topic` now, by partition, in offset order.
 fn read_all(brokers: &str, topic: &str, want: usize) -> Vec<(i32, Vec<u8>, Vec<u8>)> {
     let consumer: BaseConsumer = ClientConfig::new()
@@ -142,14 +171,7 @@ fn every_intent_produced_gets_one_decision_and_one_lineage_record() {
     let source = KafkaSource::new(&config).unwrap();
     assert_eq!(source.partitions(), PARTITIONS as u32);
     let sink = KafkaSink::new(&config, Duration::from_secs(30)).unwrap();
-    let store = Arc::new(PolicyStore::new());
-    store.install(
-        Policy::from_sources(&[(
-            "p.toml",
-            "[policy]\nversion = 1\n[[rule]]\nid = \"allow\"\neffect = \"allow\"\n",
-        )])
-        .unwrap(),
-    );
+    let store = allow_all();
     let key = EngineKey::from_seed([7; 32]);
     let public = key.public_key();
     let engine = Engine::start(
@@ -187,17 +209,7 @@ fn every_intent_produced_gets_one_decision_and_one_lineage_record() {
     assert_eq!(decisions.len() as u64, N + 1);
 
     // The lineage read back from the broker verifies, partition by partition.
-    let lineage = read_all(&brokers, &config.lineage_topic, N as usize + 1);
-    let frames: Vec<(u32, Vec<u8>)> = lineage
-        .iter()
-        .map(|(p, _, v)| (*p as u32, v.clone()))
-        .collect();
-    let mut records = 0;
-    for (p, f) in by_partition(&frames) {
-        records += verify_log(p, &f.records, &f.checkpoints, &[public])
-            .unwrap_or_else(|e| panic!("partition {p}: {e}"))
-            .records;
-    }
+    let records = verify_lineage(&brokers, &config.lineage_topic, N as usize + 1, public);
     assert_eq!(records, N + 1);
 }
 
@@ -253,14 +265,7 @@ fn a_sink_stall_longer_than_the_poll_interval_keeps_the_partitions() {
         inner: KafkaSink::new(&config, Duration::from_secs(30)).unwrap(),
         stalled: Arc::clone(&stalled),
     };
-    let store = Arc::new(PolicyStore::new());
-    store.install(
-        Policy::from_sources(&[(
-            "p.toml",
-            "[policy]\nversion = 1\n[[rule]]\nid = \"allow\"\neffect = \"allow\"\n",
-        )])
-        .unwrap(),
-    );
+    let store = allow_all();
     let key = EngineKey::from_seed([7; 32]);
     let public = key.public_key();
     let engine = Engine::start(
@@ -341,17 +346,7 @@ fn a_sink_stall_longer_than_the_poll_interval_keeps_the_partitions() {
         *ids.entry(key.clone()).or_insert(0) += 1;
     }
     assert_eq!(ids.len() as u64, N, "{stats:?}");
-    let lineage = read_all(&brokers, &config.lineage_topic, N as usize);
-    let frames: Vec<(u32, Vec<u8>)> = lineage
-        .iter()
-        .map(|(p, _, v)| (*p as u32, v.clone()))
-        .collect();
-    let mut records = 0;
-    for (p, f) in by_partition(&frames) {
-        records += verify_log(p, &f.records, &f.checkpoints, &[public])
-            .unwrap_or_else(|e| panic!("partition {p}: {e}"))
-            .records;
-    }
+    let records = verify_lineage(&brokers, &config.lineage_topic, N as usize, public);
     assert!(records >= N, "{records} lineage records for {N} intents");
 }
 
