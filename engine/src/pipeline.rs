@@ -1649,6 +1649,11 @@ fn ingest<S: Source>(
         Err(e) if e.retryable() => {}
         Err(e) => shared.fail(format!("commit of partition {p} offset {o} failed: {e}")),
     };
+    // Batches up to `seq` are in the pipeline.
+    let handed_on = |seq: u64| {
+        owner.handed.store(seq, Ordering::SeqCst);
+        shared.stats.depth(0, decode_tx.len());
+    };
     'outer: while !shared.stop.load(Ordering::SeqCst) {
         for (p, o) in commit_rx.try_iter() {
             commit(&mut source, p, o);
@@ -1710,8 +1715,7 @@ fn ingest<S: Source>(
         loop {
             match decode_tx.try_send(batch) {
                 Ok(()) => {
-                    owner.handed.store(seq, Ordering::SeqCst);
-                    shared.stats.depth(0, decode_tx.len());
+                    handed_on(seq);
                     break;
                 }
                 // The pipeline is busy: rather than queue another small
@@ -1740,8 +1744,7 @@ fn ingest<S: Source>(
                     let left = config.shed_after.saturating_sub(since.elapsed());
                     let mut b = match decode_tx.send_timeout(b, left.min(KEEP_ALIVE)) {
                         Ok(()) => {
-                            owner.handed.store(seq, Ordering::SeqCst);
-                            shared.stats.depth(0, decode_tx.len());
+                            handed_on(seq);
                             break;
                         }
                         Err(SendTimeoutError::Timeout(b)) => b,
@@ -1783,8 +1786,7 @@ fn ingest<S: Source>(
                         // one above would not wait at all.)
                         match decode_tx.send_timeout(b, KEEP_ALIVE) {
                             Ok(()) => {
-                                owner.handed.store(seq, Ordering::SeqCst);
-                                shared.stats.depth(0, decode_tx.len());
+                                handed_on(seq);
                                 break;
                             }
                             Err(SendTimeoutError::Timeout(b)) => batch = b,

@@ -160,6 +160,20 @@ pub fn check_topics(
     Ok(TopicsReport { topics })
 }
 
+/// Topic setting `name` as [`topic_config`] returned it, or Kafka's
+/// default when the broker left it out (Tansu lists only what was set).
+pub(crate) fn topic_setting<'a>(configs: &'a [(String, String)], name: &str) -> &'a str {
+    configs.iter().find(|(k, _)| k == name).map_or_else(
+        || match name {
+            "cleanup.policy" => "delete",
+            "retention.ms" => "604800000",
+            "retention.bytes" => "-1",
+            _ => "",
+        },
+        |(_, v)| v.trim(),
+    )
+}
+
 /// The settings a lineage topic must have: it is the append-only record of
 /// every decision, and an engine taking a partition over resumes from its
 /// last checkpoint, however old (an idle partition's may be weeks old).
@@ -170,13 +184,7 @@ pub const LINEAGE_TOPIC_CONFIG: [(&str, &str); 2] =
 /// could. `configs` as [`topic_config`] returns them (a setting left out
 /// is at the broker's default: `cleanup.policy=delete`, seven days).
 pub fn lineage_retention_problem(configs: &[(String, String)]) -> Option<String> {
-    let get = |name: &str| {
-        configs
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.trim())
-    };
-    let policy = get("cleanup.policy").unwrap_or("delete");
+    let policy = topic_setting(configs, "cleanup.policy");
     let fix = "create it with retention.ms=-1 and retention.bytes=-1 (and no compaction), \
                or set those with kafka-configs.sh --alter";
     if policy.split(',').any(|p| p.trim() == "compact") {
@@ -185,8 +193,8 @@ pub fn lineage_retention_problem(configs: &[(String, String)]) -> Option<String>
              would no longer verify; {fix}"
         ));
     }
-    for (name, default) in [("retention.ms", "604800000"), ("retention.bytes", "-1")] {
-        let value = get(name).unwrap_or(default);
+    for name in ["retention.ms", "retention.bytes"] {
+        let value = topic_setting(configs, name);
         if value != "-1" {
             return Some(format!(
                 "has {name}={value}: retention would delete lineage records, the audit trail \

@@ -61,13 +61,7 @@ fn decode(key: Option<&[u8]>, value: Option<&[u8]>) -> KeyChange {
 /// `configs` as [`super::topic_config`] returns them (a setting left out
 /// is at the broker's default: `cleanup.policy=delete`).
 pub fn retention_problem(configs: &[(String, String)]) -> Option<String> {
-    let get = |name: &str| {
-        configs
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.trim())
-    };
-    let policy = get("cleanup.policy").unwrap_or("delete");
+    let policy = super::admin::topic_setting(configs, "cleanup.policy");
     let parts: Vec<&str> = policy.split(',').map(str::trim).collect();
     if !parts.contains(&"compact") {
         return Some(format!(
@@ -77,7 +71,7 @@ pub fn retention_problem(configs: &[(String, String)]) -> Option<String> {
         ));
     }
     if parts.contains(&"delete") {
-        let retention = get("retention.ms").unwrap_or("604800000");
+        let retention = super::admin::topic_setting(configs, "retention.ms");
         if retention != "-1" {
             return Some(format!(
                 "has cleanup.policy={policy} with retention.ms={retention}: retention would \
@@ -86,7 +80,7 @@ pub fn retention_problem(configs: &[(String, String)]) -> Option<String> {
             ));
         }
         // Retention by size deletes old segments as retention by time does.
-        let bytes = get("retention.bytes").unwrap_or("-1");
+        let bytes = super::admin::topic_setting(configs, "retention.bytes");
         if bytes != "-1" {
             return Some(format!(
                 "has cleanup.policy={policy} with retention.bytes={bytes}: retention would \
