@@ -433,6 +433,8 @@ fn partitions_paused_by_keep_alive_are_read_again_after_a_rebalance() {
     assert_eq!(owned.len(), 1, "{:?}", events.lock().unwrap());
     // A source dropped while `keep_alive` has it paused (an engine that
     // stops while its sink stalls) closes: its consumer does not hang.
+    // (The close revokes through the callback, which resumes; this passes
+    // without `KafkaSource`'s own `Drop` resume, which is a second guard.)
     std::thread::sleep(Duration::from_millis(1_100));
     a.keep_alive(&mut Vec::new()).unwrap();
     let (closed_tx, closed_rx) = std::sync::mpsc::channel();
