@@ -698,4 +698,27 @@ mod tests {
             .push(("max.poll.interval.ms".into(), "10000".into()));
         assert_eq!(release_timeout(&config), Duration::from_secs(8));
     }
+
+    #[test]
+    fn settings_that_would_skip_intents_or_fail_polls_are_refused() {
+        // `latest` would skip a new group's backlog for good; partition
+        // EOF events would come back as poll errors. Refused before any
+        // connection, so no broker is needed.
+        for (key, value) in [
+            ("auto.offset.reset", "latest"),
+            ("auto.offset.reset", "end"),
+            ("enable.partition.eof", "true"),
+            ("enable.auto.commit", "true"),
+            ("auto.commit.enable", "true"),
+            ("enable.auto.offset.store", "true"),
+        ] {
+            let mut config = KafkaConfig::new("127.0.0.1:1");
+            config.properties.push((key.into(), value.into()));
+            let err = match KafkaSource::new(&config) {
+                Ok(_) => panic!("{key} = {value} accepted"),
+                Err(e) => e.to_string(),
+            };
+            assert!(err.contains(&format!("`{key}`")), "{key}: {err}");
+        }
+    }
 }
