@@ -137,7 +137,8 @@ struct File {
 #[serde(deny_unknown_fields)]
 struct FileKey {
     principal: String,
-    public_key: String,
+    /// Spanned: errors about a key name its line.
+    public_key: toml::Spanned<String>,
     status: KeyState,
 }
 
@@ -209,15 +210,27 @@ impl TrustStore {
         })?;
         let mut store = TrustStore::new();
         for (index, k) in file.key.iter().enumerate() {
+            // The file and line of the key's `public_key`, so that an
+            // operator can find the entry among hundreds.
+            let at = |e: TrustError| {
+                let start = k.public_key.span().start;
+                let line = 1 + text
+                    .get(..start)
+                    .map_or(0, |before| before.matches('\n').count());
+                TrustError::Parse {
+                    path: name.to_owned(),
+                    message: format!("line {line}: {e}"),
+                }
+            };
             let mut bytes = [0u8; 32];
-            hex::decode_to_slice(k.public_key.trim(), &mut bytes).map_err(|_| {
-                TrustError::BadKey {
+            hex::decode_to_slice(k.public_key.get_ref().trim(), &mut bytes).map_err(|_| {
+                at(TrustError::BadKey {
                     index,
                     principal: k.principal.clone(),
                     message: "`public_key` must be 64 hex digits".into(),
-                }
+                })
             })?;
-            store.add(&k.principal, bytes, k.status)?;
+            store.add(&k.principal, bytes, k.status).map_err(at)?;
         }
         Ok(store)
     }
@@ -643,6 +656,34 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("64 hex digits"), "{err}");
+        // A bad or repeated key names its file and line.
+        let a_hex = hex::encode(a.public_key());
+        let text = format!(
+            "[[key]]\nprincipal = \"x\"\npublic_key = \"{a_hex}\"\nstatus = \"active\"\n\n\
+             [[key]]\nprincipal = \"y\"\npublic_key = \"{}\"\nstatus = \"active\"\n\n\
+             [[key]]\nprincipal = \"z\"\npublic_key = \"{a_hex}\"\nstatus = \"active\"\n",
+            hex::encode(identity)
+        );
+        let err = TrustStore::parse(&text, "keys.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("trust store `keys.toml`: line 8: key 1 (principal `y`)"),
+            "{err}"
+        );
+        let without_y = text.replace(
+            &hex::encode(identity),
+            &hex::encode(IntentSigner::from_seed([2; 32]).public_key()),
+        );
+        let err = TrustStore::parse(&without_y, "keys.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(
+                "trust store `keys.toml`: line 13: key 2 (principal `z`) is listed twice"
+            ),
+            "{err}"
+        );
         let err = TrustStore::parse(
             "[[key]]\nprincipal = \"x\"\npublic_key = \"00\"\nstatus = \"sleeping\"\n",
             "t.toml",
