@@ -119,45 +119,75 @@ pub fn check(config: &super::KafkaConfig, timeout: Duration) -> Result<TopicsRep
     Ok(report)
 }
 
-/// [`check`] without the lineage topic's configuration: metadata only, as
-/// a running engine's broker probe needs.
+/// [`check`] without the lineage topic's configuration: metadata only.
+/// Creates a client for the one check; a caller that checks again and
+/// again keeps a [`TopicsProbe`] instead.
 pub fn check_topics(
     config: &super::KafkaConfig,
     timeout: Duration,
 ) -> Result<TopicsReport, KafkaError> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let consumer: BaseConsumer = config
-        .client(&[("enable.auto.commit", "false")])?
-        .create()?;
-    let mut topics = Vec::new();
-    for topic in [
-        &config.intents_topic,
-        &config.decisions_topic,
-        &config.lineage_topic,
-    ] {
-        let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
-        let n = metadata
-            .topics()
-            .iter()
-            .find(|t| t.name() == topic.as_str() && t.error().is_none())
-            .map_or(0, |t| t.partitions().len());
-        if n == 0 {
+    TopicsProbe::new(config)?.check(timeout)
+}
+
+/// One client that checks the topics' metadata as often as asked, as a
+/// running engine's broker probe does every few seconds: a new client
+/// each time would open a connection, and librdkafka's threads, to the
+/// brokers on every check. librdkafka reconnects by itself after a broker
+/// comes back.
+pub struct TopicsProbe {
+    consumer: rdkafka::consumer::BaseConsumer,
+    topics: [String; 3],
+}
+
+impl TopicsProbe {
+    /// A client for the brokers and topics of `config` (it connects on
+    /// its first check).
+    pub fn new(config: &super::KafkaConfig) -> Result<Self, KafkaError> {
+        Ok(TopicsProbe {
+            consumer: config
+                .client(&[("enable.auto.commit", "false")])?
+                .create()?,
+            topics: [
+                config.intents_topic.clone(),
+                config.decisions_topic.clone(),
+                config.lineage_topic.clone(),
+            ],
+        })
+    }
+
+    /// The intents, decisions and lineage topics exist and the lineage
+    /// topic has at least as many partitions as the intents topic; each
+    /// metadata request waits at most `timeout`.
+    pub fn check(&self, timeout: Duration) -> Result<TopicsReport, KafkaError> {
+        use rdkafka::consumer::Consumer;
+        let mut topics = Vec::new();
+        for topic in &self.topics {
+            let metadata = self.consumer.fetch_metadata(Some(topic), timeout)?;
+            let n = metadata
+                .topics()
+                .iter()
+                .find(|t| t.name() == topic.as_str() && t.error().is_none())
+                .map_or(0, |t| t.partitions().len());
+            if n == 0 {
+                return Err(KafkaError::Topic {
+                    topic: topic.clone(),
+                    message: "does not exist or has no partitions".into(),
+                });
+            }
+            topics.push((topic.clone(), n));
+        }
+        if let [(intents, i), _, (lineage, l)] = topics.as_slice()
+            && l < i
+        {
             return Err(KafkaError::Topic {
-                topic: topic.clone(),
-                message: "does not exist or has no partitions".into(),
+                topic: lineage.clone(),
+                message: format!(
+                    "has {l} partitions; it needs at least as many as `{intents}` ({i})"
+                ),
             });
         }
-        topics.push((topic.clone(), n));
+        Ok(TopicsReport { topics })
     }
-    if let [(intents, i), _, (lineage, l)] = topics.as_slice()
-        && l < i
-    {
-        return Err(KafkaError::Topic {
-            topic: lineage.clone(),
-            message: format!("has {l} partitions; it needs at least as many as `{intents}` ({i})"),
-        });
-    }
-    Ok(TopicsReport { topics })
 }
 
 /// Topic setting `name` as [`topic_config`] returned it, or Kafka's

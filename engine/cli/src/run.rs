@@ -113,9 +113,17 @@ fn probe_broker(
         .name("broker-probe".into())
         .spawn(move || {
             let mut next = Instant::now();
+            // One client for the engine's life (made again only if making
+            // it failed): a client per check reconnected every `every`.
+            let mut client: Option<kafka::TopicsProbe> = None;
             while !stop.load(Ordering::Relaxed) {
                 if Instant::now() >= next {
-                    let reachable = kafka::check_topics(&config, Duration::from_secs(3)).is_ok();
+                    if client.is_none() {
+                        client = kafka::TopicsProbe::new(&config).ok();
+                    }
+                    let reachable = client
+                        .as_ref()
+                        .is_some_and(|c| c.check(Duration::from_secs(3)).is_ok());
                     if ok.swap(reachable, Ordering::Relaxed) != reachable {
                         if reachable {
                             info!("broker {}: reachable again", config.brokers);
