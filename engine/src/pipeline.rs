@@ -2033,25 +2033,35 @@ fn policy_stage(
                     // Its first authorization has ended: so has this one.
                     Done::deny(Reason::Expired)
                 } else {
+                    // Ends exactly when the first one does: an executor
+                    // remembers a consumed decision until *its* end, so a
+                    // redelivery ending sooner, once consumed and
+                    // forgotten, would leave the first one usable again.
                     Done {
                         until_cap_us: first.valid_until_us,
+                        validity_us: first.valid_until_us.saturating_sub(now),
                         ..fresh
                     }
                 }
             }
             Seen::Again(_) | Seen::Fresh => fresh,
         };
+        let mut done = done;
+        if done.reason == Reason::Authorized {
+            // The authorization's end, fixed here: the seal stage stamps
+            // exactly this (its later clock plus the validity only reaches
+            // past it), and the replay cache records the same, so every
+            // decision for this intent ends at the same instant.
+            done.until_cap_us = done.until_cap_us.min(now.saturating_add(done.validity_us));
+        }
         let recorded = cache.record(
             &nonce,
             &item.digest,
             Outcome {
                 verdict: verdict(done.reason),
                 reason: done.reason,
-                // At most the decision's own `valid_until` (the seal stage
-                // stamps it later), so a redelivery capped at this ends no
-                // later than the first authorization.
                 valid_until_us: if done.reason == Reason::Authorized {
-                    done.until_cap_us.min(now.saturating_add(done.validity_us))
+                    done.until_cap_us
                 } else {
                     0
                 },

@@ -507,10 +507,15 @@ pub fn verify_decision(
 
 /// Remembers consumed authorizations until they expire, so each intent
 /// runs once. Keyed by the intent's digest, not its producer-chosen id:
-/// another producer's intent reusing an id cannot block this one. The
-/// engine never gives a redelivered intent a later `valid_until` than its
-/// first authorization, so remembering an intent until its consumed
-/// decision expires covers every decision the engine can issue for it.
+/// another producer's intent reusing an id cannot block this one. Every
+/// authorization the engine issues for one intent (a redelivered intent
+/// is decided again) ends at the same `valid_until`, so remembering an
+/// intent until its consumed decision expires covers every decision the
+/// engine can issue for it.
+///
+/// Time only moves forward here: each call's `now_us` is raised to the
+/// latest one seen, so a clock stepped back (NTP, or callers passing
+/// different clocks) cannot make a forgotten decision unexpired again.
 ///
 /// Memory is bounded: each [`SingleUse::consume`] first drops the entries
 /// that have expired (a min-heap of expiries, so amortised O(log n)), and
@@ -521,6 +526,8 @@ pub struct SingleUse {
     seen: HashMap<[u8; 32], u64>,
     expiries: BinaryHeap<Reverse<(u64, [u8; 32])>>,
     capacity: usize,
+    /// The latest `now_us` seen.
+    clock: u64,
 }
 
 impl SingleUse {
@@ -530,6 +537,7 @@ impl SingleUse {
             seen: HashMap::new(),
             expiries: BinaryHeap::new(),
             capacity,
+            clock: 0,
         }
     }
 
@@ -537,6 +545,10 @@ impl SingleUse {
     /// while an authorization of the same intent consumed earlier is
     /// unexpired.
     pub fn consume(&mut self, auth: &Authorized, now_us: u64) -> Result<(), DecisionError> {
+        // Entries were dropped as of the latest time seen: behind it, one
+        // of them could look unexpired again.
+        self.clock = self.clock.max(now_us);
+        let now_us = self.clock;
         // An expired decision would be forgotten at once and so reusable.
         if now_us >= auth.valid_until_us {
             return Err(DecisionError::Expired);

@@ -385,12 +385,12 @@ fn single_use_and_bounded_memory() {
         NOW + 1,
     )
     .unwrap();
-    let mut guard = SingleUse::new(2);
     // An expired decision is refused, not remembered-and-forgotten.
     assert_eq!(
-        guard.consume(&auth, auth.valid_until_us),
+        SingleUse::new(2).consume(&auth, auth.valid_until_us),
         Err(DecisionError::Expired)
     );
+    let mut guard = SingleUse::new(2);
     assert_eq!(guard.consume(&auth, NOW + 1), Ok(()));
     assert_eq!(
         guard.consume(&auth, NOW + 2),
@@ -429,6 +429,32 @@ fn single_use_and_bounded_memory() {
     assert_eq!(guard.len(), 1);
     assert_eq!(
         guard.consume(&other(51, NOW + 100_000_000), NOW + 61_000_001),
+        Err(DecisionError::AlreadyUsed)
+    );
+}
+
+/// A clock stepped back (NTP, or callers passing different clocks) must
+/// not make a decision the guard has forgotten as expired usable again.
+#[test]
+fn single_use_survives_a_clock_stepped_back() {
+    let auth = |i: u8, until: u64| warrant_engine::seal::Authorized {
+        intent_id: [i; 16],
+        intent_digest: [i; 32],
+        valid_until_us: until,
+        rule_id: String::new(),
+        policy_version: 1,
+    };
+    let mut guard = SingleUse::new(8);
+    assert_eq!(guard.consume(&auth(1, 1_000), 100), Ok(()));
+    // Consumed at 5,000: the first one has expired and is dropped.
+    assert_eq!(guard.consume(&auth(2, 10_000), 5_000), Ok(()));
+    // The clock goes back to 200, where the first decision looks valid.
+    assert_eq!(
+        guard.consume(&auth(1, 1_000), 200),
+        Err(DecisionError::Expired)
+    );
+    assert_eq!(
+        guard.consume(&auth(2, 10_000), 200),
         Err(DecisionError::AlreadyUsed)
     );
 }
