@@ -399,11 +399,12 @@ pub fn resume(
             }));
         }
         if let Some(&(last, _, leaf)) = records.last() {
-            let expected = last + 1;
-            if r.sequence() != expected {
+            // `last` came from the log: the largest sequence has no next.
+            let expected = last.checked_add(1);
+            if expected != Some(r.sequence()) {
                 return Err(broken(LineageError::Sequence {
                     index: record_index,
-                    expected,
+                    expected: expected.unwrap_or(last),
                     found: r.sequence(),
                 }));
             }

@@ -203,10 +203,18 @@ impl ReplayCache {
         true
     }
 
-    /// Restores an entry a previous owner of the partition logged (in log
-    /// order: a later entry for the same nonce replaces an earlier one,
-    /// whose window that owner saw end). Entries whose window ended by
-    /// `now_us` are skipped. Returns false only when the cache is full.
+    /// Restores an entry a previous owner of the partition logged.
+    /// Entries whose window ended by `now_us` are skipped. Returns false
+    /// only when the cache is full.
+    ///
+    /// The log's unsigned tail can be forged, so a restored entry is held
+    /// to the same rules as [`Self::record`]: it never replaces a live
+    /// entry of another intent (the earlier one stays and the later intent
+    /// is denied as a replay until it ends: fail closed; with one clock
+    /// the earlier window has already ended, so this only bites when the
+    /// new owner's clock is behind the old one's), and for the same intent
+    /// the first verdict stands, the window only grows and the
+    /// authorization's `valid_until` only shrinks.
     pub fn restore(
         &mut self,
         nonce: &NonceKey,
@@ -218,13 +226,29 @@ impl ReplayCache {
         if until_us <= now_us {
             return true;
         }
-        if !self.entries.contains_key(&nonce.0) && self.entries.len() >= self.capacity {
-            self.expire(now_us);
-            if self.entries.len() >= self.capacity {
-                return false;
+        let k = nonce.0;
+        let (until, outcome) = match self.entries.get(&k) {
+            Some(e) if e.until_us > now_us && e.digest != *digest => return true,
+            Some(e) if e.until_us > now_us => {
+                // The first verdict stands; an authorization only shrinks.
+                let mut o = e.outcome;
+                if o.valid_until_us != 0 && outcome.valid_until_us != 0 {
+                    o.valid_until_us = o.valid_until_us.min(outcome.valid_until_us);
+                }
+                (e.until_us.max(until_us), o)
             }
-        }
-        self.put(nonce.0, *digest, outcome, until_us);
+            Some(_) => (until_us, outcome),
+            None => {
+                if self.entries.len() >= self.capacity {
+                    self.expire(now_us);
+                    if self.entries.len() >= self.capacity {
+                        return false;
+                    }
+                }
+                (until_us, outcome)
+            }
+        };
+        self.put(k, *digest, outcome, until);
         true
     }
 
@@ -352,11 +376,12 @@ mod tests {
         let mut c = ReplayCache::new(2);
         let n = NonceKey::new("alice", &[1; 16]);
         // Logged in this order by the previous owner: the first intent's
-        // window had ended on its clock when the second used the nonce.
-        assert!(c.restore(&n, &digest(1), ALLOW, 10, 50));
-        assert!(c.restore(&n, &digest(2), ALLOW, 10, 90));
-        assert_eq!(c.check(&n, &digest(2), 20), Seen::Again(ALLOW));
-        assert_eq!(c.check(&n, &digest(1), 20), Seen::Replay);
+        // window had ended on its clock when the second used the nonce, so
+        // on the same clock it has ended here too and is skipped.
+        assert!(c.restore(&n, &digest(1), ALLOW, 60, 50));
+        assert!(c.restore(&n, &digest(2), ALLOW, 60, 90));
+        assert_eq!(c.check(&n, &digest(2), 70), Seen::Again(ALLOW));
+        assert_eq!(c.check(&n, &digest(1), 70), Seen::Replay);
         // Ended windows take no room.
         for i in 0..10u8 {
             assert!(c.restore(&NonceKey::new("bob", &[i; 16]), &digest(9), ALLOW, 10, 5));
@@ -365,6 +390,48 @@ mod tests {
         assert!(c.restore(&NonceKey::new("carol", &[1; 16]), &digest(3), ALLOW, 10, 90));
         // Full of live entries: refused.
         assert!(!c.restore(&NonceKey::new("dave", &[1; 16]), &digest(4), ALLOW, 10, 90));
+    }
+
+    /// The log's unsigned tail can be forged: a restored entry must not
+    /// lengthen an authorization, change a verdict or free a nonce.
+    #[test]
+    fn restore_never_loosens_what_is_already_restored() {
+        let mut c = ReplayCache::new(8);
+        let n = NonceKey::new("alice", &[1; 16]);
+        let short = Outcome {
+            valid_until_us: 80,
+            ..ALLOW
+        };
+        let long = Outcome {
+            valid_until_us: 10_000,
+            ..ALLOW
+        };
+        assert!(c.restore(&n, &digest(1), short, 10, 100));
+        assert!(c.restore(&n, &digest(1), long, 10, 100));
+        assert_eq!(c.check(&n, &digest(1), 50), Seen::Again(short));
+        // A later entry for the same intent may keep it longer, and may
+        // shorten its authorization.
+        let shorter = Outcome {
+            valid_until_us: 70,
+            ..ALLOW
+        };
+        assert!(c.restore(&n, &digest(1), shorter, 10, 200));
+        assert_eq!(c.check(&n, &digest(1), 150), Seen::Again(shorter));
+        // The first verdict stands.
+        let deny = Outcome {
+            verdict: Verdict::Deny,
+            reason: Reason::DenyRule,
+            valid_until_us: 0,
+        };
+        assert!(c.restore(&n, &digest(1), deny, 10, 200));
+        assert_eq!(c.check(&n, &digest(1), 150), Seen::Again(shorter));
+
+        // Another intent's entry, ending soon, does not free the nonce.
+        let m = NonceKey::new("alice", &[2; 16]);
+        assert!(c.restore(&m, &digest(1), ALLOW, 10, 100));
+        assert!(c.restore(&m, &digest(9), ALLOW, 10, 11));
+        assert_eq!(c.check(&m, &digest(1), 50), Seen::Again(ALLOW));
+        assert_eq!(c.check(&m, &digest(9), 50), Seen::Replay);
     }
 
     #[test]

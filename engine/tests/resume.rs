@@ -302,3 +302,36 @@ fn the_replay_memory_within_the_horizon_comes_back() {
     let tail = resume(2, &all, true, &keys, window).unwrap();
     assert_eq!(tail.replay().len(), 19);
 }
+
+/// A record's sequence is read from the log: the largest one there is,
+/// followed by another record, is a broken log, not an overflow.
+#[test]
+fn a_hostile_sequence_is_refused_not_overflowed() {
+    let key = EngineKey::from_seed([9; 32]);
+    let keys = [key.public_key()];
+    let record = |sequence: u64| {
+        let e = entry(7);
+        warrant_schemas::encode_lineage_record(&warrant_schemas::LineageFields {
+            partition: 2,
+            sequence,
+            prev_hash: [0; 32],
+            decision_digest: e.decision_digest,
+            intent_id: e.intent_id,
+            parent_id: None,
+            verdict: e.verdict,
+            reason: e.reason,
+            issued_at_us: e.issued_at_us,
+            replay: e.replay,
+            intent_digest: e.intent_digest,
+            valid_until_us: e.valid_until_us,
+        })
+    };
+    let window = [record(u64::MAX), record(0)];
+    match resume(2, &window, false, &keys, ReplayWindow::none()) {
+        Err(ResumeError::Broken {
+            error: LineageError::Sequence { index: 1, .. },
+            ..
+        }) => {}
+        other => panic!("expected a broken sequence, got {other:?}"),
+    }
+}
