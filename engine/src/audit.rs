@@ -2,12 +2,12 @@
 //! the intents, decisions and lineage topics, prove that
 //!
 //! 1. every intent has a decision;
-//! 2. no intent has two different verdicts (decisions re-emitted after a
-//!    crash are counted, and must agree; [`consistent`] names the one
-//!    difference the engine may make: a redelivered intent denied because
-//!    its time ran out, its key was revoked, or the engine had no room or
-//!    no policy, after it was authorized: the deny fails closed and the
-//!    authorization stands);
+//! 2. no intent has two verdicts that disagree (decisions re-emitted after
+//!    a crash are counted, and must agree; [`consistent`] names the
+//!    differences the engine may make: a redelivery denied where the
+//!    first reading authorized, which fails closed, or authorized after a
+//!    deny it did not remember and a later reading lifts), and no later
+//!    authorization of an intent ends after its first;
 //! 3. no invalid intent was authorized: every authorization is re-derived
 //!    from scratch (the intent opens, its key is trusted for its principal
 //!    and not revoked, its signature verifies, it was within its validity
@@ -37,45 +37,44 @@ use crate::trust::{Lookup, TrustStore};
 use crate::verify::{SigItem, verify_one};
 
 /// Whether `then`, a later verdict for the same intent (a redelivery after
-/// a crash or a rebalance), agrees with `first`: the same reason, or one
-/// the engine's order of checks allows. It checks time and key state
-/// before its replay memory and does not remember transient denies, so:
+/// a crash or a rebalance), agrees with `first`. The engine checks time and
+/// key state before its replay memory, remembers only the verdicts its
+/// policy stage gives (authorized, no policy, no matching rule, deny rule),
+/// and a redelivery is judged by the policy and keys in force when it is
+/// read, so:
 ///
-/// - an intent authorized, then read again after its deadline or its
-///   key's revocation or withdrawal, or with no policy or no room, is
-///   denied the second time (and any two such denies agree);
-/// - an intent denied "overloaded" was not remembered and is decided
-///   afresh: any later verdict agrees;
-/// - an intent denied "revoked key" or "unknown key" can be authorized
-///   once the key is trusted (an operator's act, on the keys topic or in
-///   the file), and one denied "not yet valid" once its time has come:
-///   those denies are made before the replay memory and not remembered.
+/// - any deny may follow any verdict: a redelivery read after its
+///   deadline, its key's revocation, a policy change, or with no room, is
+///   denied, and the deny fails closed (an earlier authorization stands
+///   until it ends; a later one never outlasts it, checked apart);
+/// - an authorization may follow a deny the engine did not remember and
+///   that a later reading can lift: "overloaded" and "internal error"
+///   (transient), "revoked key" and "unknown key" (an operator trusts the
+///   key again), "not yet valid" (its time has come), "replayed nonce"
+///   (the other intent's window ended and freed the nonce: whether it was
+///   free is checked apart, on every pair of intents sharing a nonce).
 ///
-/// Not the other way round: an intent denied for its time (expired,
-/// deadline exceeded) and later authorized was authorized after its
-/// deadline, and a remembered deny (bad signature, deny rule, no policy,
-/// ...) never turns into an authorization.
+/// Never the other way round: an authorization after a remembered deny
+/// (no policy, no matching rule, deny rule), after a deny no later
+/// reading lifts (malformed, bad signature), or after the intent's time
+/// was seen run out (expired, deadline exceeded).
 pub fn consistent(first: Reason, then: Reason) -> bool {
-    let late = |r: Reason| {
-        matches!(
-            r,
-            Reason::DeadlineExceeded
-                | Reason::Expired
-                | Reason::Overloaded
+    then != Reason::Authorized
+        || first == Reason::Authorized
+        || matches!(
+            first,
+            Reason::Overloaded
+                | Reason::InternalError
                 | Reason::RevokedKey
                 | Reason::UnknownKey
-                | Reason::NoPolicy
+                | Reason::NotYetValid
+                | Reason::ReplayedNonce
         )
-    };
-    first == then
-        || (first == Reason::Authorized && late(then))
-        || (late(first) && late(then))
-        || first == Reason::Overloaded
-        || (matches!(
-            first,
-            Reason::RevokedKey | Reason::UnknownKey | Reason::NotYetValid
-        ) && then == Reason::Authorized)
 }
+
+/// A decision that says "authorize" with another reason (or the reverse)
+/// contradicts itself: it agrees with nothing, itself included.
+const CONTRADICTION: Reason = Reason(u16::MAX);
 
 /// What the auditor is given besides the topics.
 pub struct Ground<'a> {
@@ -411,13 +410,12 @@ pub fn audit(
                 );
             }
         }
-        let reason = if open.verdict() == Verdict::Authorize && open.reason() != Reason::Authorized
-        {
-            // A contradiction inside one decision: treat as its own verdict.
-            Reason(u16::MAX)
-        } else {
-            open.reason()
-        };
+        let reason =
+            if (open.verdict() == Verdict::Authorize) != (open.reason() == Reason::Authorized) {
+                CONTRADICTION
+            } else {
+                open.reason()
+            };
         verdicts.entry(digest).or_default().push((reason, n));
     }
 
@@ -438,10 +436,9 @@ pub fn audit(
         r.re_emitted += list.len() as u64 - 1;
         // In the order they were emitted (decisions are keyed by intent
         // id: one partition, offset order).
-        let agree = list
-            .iter()
-            .enumerate()
-            .all(|(i, (a, _))| list.iter().skip(i + 1).all(|(b, _)| consistent(*a, *b)));
+        let agree = list.iter().enumerate().all(|(i, (a, _))| {
+            *a != CONTRADICTION && list.iter().skip(i + 1).all(|(b, _)| consistent(*a, *b))
+        });
         let authorized = list.iter().any(|(x, _)| *x == Reason::Authorized);
         if !agree {
             r.conflicting += 1;
@@ -462,12 +459,21 @@ pub fn audit(
             continue;
         }
         r.authorized += 1;
-        // Every authorization is re-derived, not only the first.
+        // Every authorization is re-derived, not only the first, and none
+        // ends after the first: an executor remembers a consumed decision
+        // until its end, so a later one outlasting it could run again.
+        let mut first_end: Option<u64> = None;
         for (_, n) in list.iter().filter(|(x, _)| *x == Reason::Authorized) {
-            if let Some(why) = decisions
-                .get(*n)
-                .and_then(|d| why_invalid(intent, d, ground, &keys))
-            {
+            let Some(d) = decisions.get(*n) else { continue };
+            let end = open_decision(d, &Limits::default()).map_or(0, |d| d.valid_until_us());
+            let outlasts = first_end.filter(|&first| end > first).map(|first| {
+                format!(
+                    "a later authorization ends {} µs after its first",
+                    end - first
+                )
+            });
+            first_end.get_or_insert(end);
+            if let Some(why) = outlasts.or_else(|| why_invalid(intent, d, ground, &keys)) {
                 r.invalid_authorized += 1;
                 note(
                     &mut r,

@@ -192,20 +192,48 @@ fn a_clean_run_has_no_violation_and_damage_is_found() {
     );
     assert_eq!(report.invalid_authorized, clean.authorized, "{report}");
 
-    // The same intents decided again by an engine that allows nothing:
-    // every authorization now has a deny beside it that is no redelivery
-    // deny, so every authorized intent has two verdicts.
+    // The same intents decided first by an engine that allows nothing,
+    // then again by one that runs the real policy: a remembered deny
+    // never turns into an authorization, so every authorized intent has
+    // two verdicts. The other way round (a policy change that denies a
+    // redelivery) fails closed and agrees.
     let now = now_us();
     let generated = generate(now);
-    let first = run_with(payments(), &generated);
     let nothing_allowed = run_with(nothing, &generated);
+    let first = run_with(payments(), &generated);
+    let authorized = check(&first, &first.policy, &first.trust).authorized;
+    assert!(authorized > 0);
+    let mut both = run_copy(&first);
+    both.decisions = nothing_allowed.decisions.clone();
+    both.decisions.extend(first.decisions.iter().cloned());
+    let report = check(&both, &first.policy, &first.trust);
+    assert_eq!(report.conflicting, authorized, "{report}");
     let mut both = run_copy(&first);
     both.decisions
         .extend(nothing_allowed.decisions.iter().cloned());
     let report = check(&both, &first.policy, &first.trust);
-    let authorized = check(&first, &first.policy, &first.trust).authorized;
-    assert!(authorized > 0);
-    assert_eq!(report.conflicting, authorized, "{report}");
+    assert_eq!(
+        (report.conflicting, report.redelivery_denies),
+        (0, authorized),
+        "{report}"
+    );
+
+    // The same intents authorized again later by an engine that
+    // remembers nothing of the first run: each second authorization ends
+    // after the first, which an executor would take as a second warrant.
+    let again = run_with(payments(), &generated);
+    let mut both = run_copy(&first);
+    both.decisions.extend(again.decisions.iter().cloned());
+    let report = check(&both, &first.policy, &first.trust);
+    assert_eq!(report.conflicting, 0, "{report}");
+    assert_eq!(report.invalid_authorized, authorized, "{report}");
+    assert!(
+        report
+            .violations
+            .iter()
+            .any(|v| v.contains("after its first")),
+        "{report}"
+    );
 
     // Judged by a policy that grants a shorter validity than the one the
     // engine ran: every authorization outlasts what it grants.
@@ -237,42 +265,57 @@ fn a_clean_run_has_no_violation_and_damage_is_found() {
 }
 
 #[test]
-fn a_redelivery_denied_for_time_or_key_state_is_consistent_with_its_authorization() {
+fn a_later_deny_always_agrees_a_later_authorization_only_after_a_lifted_deny() {
     use warrant_engine::audit::consistent;
     use warrant_schemas::wire::Reason;
-    for late in [
-        Reason::DeadlineExceeded,
+    let all = [
+        Reason::Authorized,
+        Reason::Malformed,
+        Reason::UnknownKey,
+        Reason::RevokedKey,
+        Reason::BadSignature,
+        Reason::NotYetValid,
         Reason::Expired,
+        Reason::DeadlineExceeded,
+        Reason::ReplayedNonce,
+        Reason::NoPolicy,
+        Reason::NoMatchingRule,
+        Reason::DenyRule,
         Reason::Overloaded,
+        Reason::InternalError,
+    ];
+    // Fails closed: a redelivery read after its deadline, a revocation,
+    // a policy change, or with no room is denied, whatever came first.
+    for first in all {
+        for then in all.iter().filter(|r| **r != Reason::Authorized) {
+            assert!(consistent(first, *then), "{first:?} then {then:?}");
+        }
+    }
+    // Not remembered, and lifted by a later reading: room, the key
+    // trusted again, its time come, the other intent's nonce window over.
+    for first in [
+        Reason::Overloaded,
+        Reason::InternalError,
         Reason::RevokedKey,
         Reason::UnknownKey,
-        Reason::NoPolicy,
+        Reason::NotYetValid,
+        Reason::ReplayedNonce,
     ] {
-        assert!(consistent(Reason::Authorized, late));
-    }
-    // Not remembered, decided afresh: any later verdict.
-    assert!(consistent(Reason::Overloaded, Reason::Authorized));
-    assert!(consistent(Reason::Overloaded, Reason::BadSignature));
-    // Trusted (again) by an operator, or its time has come.
-    for first in [Reason::RevokedKey, Reason::UnknownKey, Reason::NotYetValid] {
         assert!(consistent(first, Reason::Authorized), "{first:?}");
     }
-    // Authorized after its deadline was seen passed, or after a
-    // remembered deny: the order matters.
-    for first in [Reason::DeadlineExceeded, Reason::Expired, Reason::NoPolicy] {
+    // Remembered, or never lifted: time runs one way, bytes and
+    // signatures do not change.
+    for first in [
+        Reason::Malformed,
+        Reason::BadSignature,
+        Reason::Expired,
+        Reason::DeadlineExceeded,
+        Reason::NoPolicy,
+        Reason::NoMatchingRule,
+        Reason::DenyRule,
+    ] {
         assert!(!consistent(first, Reason::Authorized), "{first:?}");
     }
-    for other in [
-        Reason::BadSignature,
-        Reason::DenyRule,
-        Reason::NoMatchingRule,
-        Reason::ReplayedNonce,
-        Reason::Malformed,
-    ] {
-        assert!(!consistent(Reason::Authorized, other), "{other:?}");
-        assert!(!consistent(other, Reason::Authorized), "{other:?}");
-    }
-    assert!(!consistent(Reason::BadSignature, Reason::DenyRule));
 }
 
 fn run_copy(r: &Run) -> Run {
