@@ -366,7 +366,8 @@ pub fn resume(
             let bad = |message: String| broken(LineageError::Checkpoint { index, message });
             let c = open_checkpoint(bytes, &limits).map_err(|e| bad(format!("malformed: {e}")))?;
             if c.origin() != origin(partition) {
-                return Err(bad(format!("origin `{}`", c.origin())));
+                // The log's bytes: escaped, never printed raw.
+                return Err(bad(format!("origin {:?}", c.origin())));
             }
             let key = engine_keys
                 .iter()
@@ -644,7 +645,7 @@ pub fn verify_log(
         let expected_origin = origin(partition);
         if c.origin() != expected_origin {
             return Err(bad(format!(
-                "origin `{}` is not `{expected_origin}`",
+                "origin {:?} is not `{expected_origin}`",
                 c.origin()
             )));
         }

@@ -189,7 +189,10 @@ enum Command {
     /// Verify a decision offline, as an executor must before running an
     /// intent: engine key, Merkle proof, batch signature, binding to the
     /// intent, verdict, validity window and audience. Exits 0 only if the
-    /// intent may run; anything else prints why not and exits 1.
+    /// decision authorizes the intent now; anything else prints why not and
+    /// exits 1. It keeps no memory: single use (a decision run once, not
+    /// twice) is the executor's to enforce, with the library's
+    /// `seal::SingleUse` or its own store.
     Verify {
         /// The `Decision` bytes, as received.
         #[arg(long)]
@@ -468,11 +471,11 @@ fn verify_cmd(
             claims = Some(format!(
                 "  the intent: principal `{}`, action `{}`, resource `{}`, environment `{}`, \
                  region `{}`; run it only if these are this executor's",
-                i.principal(),
-                i.action(),
-                i.resource(),
-                i.environment(),
-                i.region()
+                printable(i.principal()),
+                printable(i.action()),
+                printable(i.resource()),
+                printable(i.environment()),
+                printable(i.region())
             ));
             warrant_schemas::sha256(&bytes)
         }
@@ -502,7 +505,7 @@ fn verify_cmd(
             outln!(
                 "AUTHORIZED: intent {} by rule `{}` (policy version {}), valid until {} µs",
                 hex::encode(auth.intent_id),
-                auth.rule_id,
+                printable(&auth.rule_id),
                 auth.policy_version,
                 auth.valid_until_us
             );
@@ -512,10 +515,28 @@ fn verify_cmd(
             Ok(())
         }
         Err(e) => {
-            outln!("DO NOT EXECUTE: {e}");
+            outln!("DO NOT EXECUTE: {}", printable(&e.to_string()));
             Err("the decision does not authorize this intent".into())
         }
     }
+}
+
+/// `s` with control and bidirectional-formatting characters escaped
+/// (`\n`, `\u{1b}`, `\u{202e}`): the strings an intent carries are the
+/// producer's, and must not be able to forge or hide a line of the
+/// verdict an operator reads.
+fn printable(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control()
+            || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
+        {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn keygen(out: &std::path::Path) -> Result<(), String> {

@@ -334,6 +334,43 @@ fn verify_accepts_a_sealed_decision_and_refuses_everything_else() {
         "{}",
         text(&huge)
     );
+
+    // An intent's strings are the producer's: a newline, an escape
+    // sequence or a right-to-left override in them is shown escaped, so
+    // it cannot forge or hide a line of the verdict.
+    let hostile = warrant_schemas::IntentSigner::from_seed([4; 32]).sign_intent(
+        &warrant_schemas::IntentFields {
+            resource: "accounts/eu/1\nDO NOT EXECUTE: \u{1b}[2K\u{202e}x",
+            ..warrant_schemas::IntentFields::example()
+        },
+    );
+    let sealed = seal(
+        &key,
+        &[DecisionCore {
+            intent_digest: warrant_schemas::sha256(&hostile),
+            ..core
+        }],
+    )
+    .unwrap();
+    std::fs::write(dir.join("hostile-intent"), &hostile).unwrap();
+    std::fs::write(dir.join("hostile-decision"), &sealed[0]).unwrap();
+    let hostile_file = dir.join("hostile-intent");
+    let shown = verify(
+        "hostile-decision",
+        ["--intent", hostile_file.to_str().unwrap()],
+        "executor-eu",
+        "1500",
+    );
+    assert!(shown.status.success(), "{}", text(&shown));
+    let out = text(&shown);
+    assert!(
+        out.contains(r"resource `accounts/eu/1\nDO NOT EXECUTE: \u{1b}[2K\u{202e}x`"),
+        "{out}"
+    );
+    assert!(
+        !out.contains('\u{1b}') && !out.contains('\u{202e}') && out.lines().count() == 2,
+        "{out}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
