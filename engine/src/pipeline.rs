@@ -2032,6 +2032,16 @@ fn policy_stage(
                 if first.valid_until_us <= now {
                     // Its first authorization has ended: so has this one.
                     Done::deny(Reason::Expired)
+                } else if first.valid_until_us > now.saturating_add(fresh.validity_us) {
+                    // The first authorization ends later than the policy
+                    // grants from now: a redelivery must not outlast it,
+                    // nor end sooner (see below), nor may anything last
+                    // longer than its rule grants. The replay memory came
+                    // from the lineage log's unsigned tail (a forged
+                    // record), or the rule was shortened, or this clock is
+                    // behind the first decision's: deny, as the nonce is
+                    // used; a real first authorization stands.
+                    Done::deny(Reason::ReplayedNonce)
                 } else {
                     // Ends exactly when the first one does: an executor
                     // remembers a consumed decision until *its* end, so a
@@ -2277,7 +2287,14 @@ impl Sealer {
                     policy_hash,
                     policy_version,
                     issued_at_us: now,
-                    valid_until_us: now.saturating_add(done.validity_us).min(done.until_cap_us),
+                    // An authorization ends exactly where the policy
+                    // stage fixed it and the replay memory recorded it (a
+                    // clock stepped back since must not move it earlier).
+                    valid_until_us: if done.reason == Reason::Authorized {
+                        done.until_cap_us
+                    } else {
+                        now
+                    },
                     audience: &self.audience,
                     lineage_partition: rec.partition,
                     lineage_sequence: *seq,
@@ -2322,7 +2339,12 @@ impl Sealer {
                 issued_at_us: now,
                 replay: remembered,
                 intent_digest: core.intent_digest,
-                valid_until_us: core.valid_until_us,
+                // 0 for a deny, as `lineage.fbs` has it.
+                valid_until_us: if core.verdict == Verdict::Authorize {
+                    core.valid_until_us
+                } else {
+                    0
+                },
             });
             if let Some(c) = counts.get_mut(usize::from(core.reason.0)) {
                 *c += 1;

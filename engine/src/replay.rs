@@ -213,8 +213,10 @@ impl ReplayCache {
     /// is denied as a replay until it ends: fail closed; with one clock
     /// the earlier window has already ended, so this only bites when the
     /// new owner's clock is behind the old one's), and for the same intent
-    /// the first verdict stands, the window only grows and the
-    /// authorization's `valid_until` only shrinks.
+    /// a deny (first or later) stands, the window only grows, and two
+    /// authorizations with different ends become a deny ("replayed
+    /// nonce"). (A restored authorization longer than the policy now
+    /// grants is denied by the policy stage.)
     pub fn restore(
         &mut self,
         nonce: &NonceKey,
@@ -226,15 +228,37 @@ impl ReplayCache {
         if until_us <= now_us {
             return true;
         }
+        // A deny keeps no authorization's end, whatever the record says.
+        let outcome = if outcome.verdict == Verdict::Authorize {
+            outcome
+        } else {
+            Outcome {
+                valid_until_us: 0,
+                ..outcome
+            }
+        };
         let k = nonce.0;
         let (until, outcome) = match self.entries.get(&k) {
             Some(e) if e.until_us > now_us && e.digest != *digest => return true,
             Some(e) if e.until_us > now_us => {
-                // The first verdict stands; an authorization only shrinks.
-                let mut o = e.outcome;
-                if o.valid_until_us != 0 && outcome.valid_until_us != 0 {
-                    o.valid_until_us = o.valid_until_us.min(outcome.valid_until_us);
-                }
+                // A deny, first or later, stands. Every authorization the
+                // engine issues for one intent ends at the same instant, so
+                // two that do not are not both the engine's: deny the
+                // intent from here on rather than reissue either end.
+                let o = match (e.outcome.verdict, outcome.verdict) {
+                    (Verdict::Authorize, Verdict::Authorize)
+                        if e.outcome.valid_until_us == outcome.valid_until_us =>
+                    {
+                        e.outcome
+                    }
+                    (Verdict::Authorize, Verdict::Authorize) => Outcome {
+                        verdict: Verdict::Deny,
+                        reason: Reason::ReplayedNonce,
+                        valid_until_us: 0,
+                    },
+                    (Verdict::Authorize, _) => outcome,
+                    _ => e.outcome,
+                };
                 (e.until_us.max(until_us), o)
             }
             Some(_) => (until_us, outcome),
@@ -398,33 +422,49 @@ mod tests {
     fn restore_never_loosens_what_is_already_restored() {
         let mut c = ReplayCache::new(8);
         let n = NonceKey::new("alice", &[1; 16]);
-        let short = Outcome {
-            valid_until_us: 80,
-            ..ALLOW
-        };
         let long = Outcome {
             valid_until_us: 10_000,
             ..ALLOW
         };
-        assert!(c.restore(&n, &digest(1), short, 10, 100));
-        assert!(c.restore(&n, &digest(1), long, 10, 100));
-        assert_eq!(c.check(&n, &digest(1), 50), Seen::Again(short));
-        // A later entry for the same intent may keep it longer, and may
-        // shorten its authorization.
-        let shorter = Outcome {
-            valid_until_us: 70,
-            ..ALLOW
+        let replayed = Outcome {
+            verdict: Verdict::Deny,
+            reason: Reason::ReplayedNonce,
+            valid_until_us: 0,
         };
-        assert!(c.restore(&n, &digest(1), shorter, 10, 200));
-        assert_eq!(c.check(&n, &digest(1), 150), Seen::Again(shorter));
-        // The first verdict stands.
+        // The same authorization again may keep it longer.
+        assert!(c.restore(&n, &digest(1), ALLOW, 10, 100));
+        assert!(c.restore(&n, &digest(1), ALLOW, 10, 200));
+        assert_eq!(c.check(&n, &digest(1), 150), Seen::Again(ALLOW));
+        // Another end, longer or shorter: not the engine's, denied.
+        assert!(c.restore(&n, &digest(1), long, 10, 200));
+        assert_eq!(c.check(&n, &digest(1), 50), Seen::Again(replayed));
+        let m = NonceKey::new("alice", &[3; 16]);
+        assert!(c.restore(&m, &digest(1), long, 10, 100));
+        assert!(c.restore(&m, &digest(1), ALLOW, 10, 100));
+        assert_eq!(c.check(&m, &digest(1), 50), Seen::Again(replayed));
+
+        // A deny stands, whether it comes first or later, and keeps no
+        // end of its own.
         let deny = Outcome {
             verdict: Verdict::Deny,
             reason: Reason::DenyRule,
             valid_until_us: 0,
         };
-        assert!(c.restore(&n, &digest(1), deny, 10, 200));
-        assert_eq!(c.check(&n, &digest(1), 150), Seen::Again(shorter));
+        let d = NonceKey::new("alice", &[4; 16]);
+        assert!(c.restore(&d, &digest(1), ALLOW, 10, 100));
+        assert!(c.restore(
+            &d,
+            &digest(1),
+            Outcome {
+                valid_until_us: 120,
+                ..deny
+            },
+            10,
+            200
+        ));
+        assert_eq!(c.check(&d, &digest(1), 150), Seen::Again(deny));
+        assert!(c.restore(&d, &digest(1), ALLOW, 10, 200));
+        assert_eq!(c.check(&d, &digest(1), 150), Seen::Again(deny));
 
         // Another intent's entry, ending soon, does not free the nonce.
         let m = NonceKey::new("alice", &[2; 16]);

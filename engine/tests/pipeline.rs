@@ -442,6 +442,22 @@ fn each_crafted_intent_gets_its_reason() {
         chained.decision_digest().0,
         decision_leaf_hash(decision).unwrap()
     );
+    // A record logs its decision's end, and 0 for a deny (lineage.fbs).
+    let decisions = run.decisions();
+    for r in run
+        .out
+        .lineage
+        .iter()
+        .filter_map(|(_, b)| warrant_schemas::open_lineage_record(b, &Default::default()).ok())
+    {
+        let d = open_decision(&decisions[&r.intent_id().0][0], &Default::default()).unwrap();
+        let expected = if r.reason() == Reason::Authorized {
+            d.valid_until_us()
+        } else {
+            0
+        };
+        assert_eq!(r.valid_until_us(), expected, "{:?}", r.reason());
+    }
 }
 
 #[test]
@@ -1273,4 +1289,121 @@ fn a_source_closed_after_a_failed_drain_hands_its_partitions_back() {
     let released = released.lock().unwrap().clone();
     // Nothing was acknowledged: nothing to commit.
     assert_eq!(released, Some(Ok(Vec::new())));
+}
+
+/// A source that, on its first poll, hands the engine every partition with
+/// the given lineage tails (as a Kafka consumer group's assignment does
+/// with what it read back from the lineage topic).
+struct Resumed {
+    inner: warrant_engine::transport::embedded::Consumer,
+    handover: Option<Arc<dyn warrant_engine::transport::Handover>>,
+    tails: Vec<(u32, warrant_engine::lineage::LineageTail)>,
+}
+
+impl warrant_engine::transport::Source for Resumed {
+    fn poll(
+        &mut self,
+        out: &mut Vec<warrant_engine::transport::InRecord>,
+        max: usize,
+        timeout: Duration,
+    ) -> Result<usize, warrant_engine::transport::TransportError> {
+        if let Some(h) = &self.handover {
+            for (p, tail) in self.tails.drain(..) {
+                h.acquire(p, tail);
+            }
+        }
+        self.inner.poll(out, max, timeout)
+    }
+
+    fn commit(
+        &mut self,
+        partition: u32,
+        offset: u64,
+    ) -> Result<(), warrant_engine::transport::TransportError> {
+        self.inner.commit(partition, offset)
+    }
+
+    fn attach(&mut self, handover: Arc<dyn warrant_engine::transport::Handover>) {
+        self.handover = Some(handover);
+    }
+}
+
+/// Someone who can write to the lineage topic appends, after its last
+/// checkpoint, a well-chained record claiming that a pending intent was
+/// authorized for ten years. The next owner of the partition adopts the
+/// unsigned tail (it cannot tell it from a crashed predecessor's), but the
+/// intent's decision must never last longer than its rule grants.
+#[test]
+fn a_forged_lineage_record_cannot_lengthen_an_authorization() {
+    use warrant_engine::lineage::{Entry, LineageTail, LineageWriter, ReplayWindow, resume};
+    use warrant_engine::replay::NonceKey;
+    use warrant_schemas::wire::Verdict;
+    let now = now_us();
+    let spec = Spec::new(1);
+    let intent = spec.signed();
+    let p = partition_for(spec.principal.as_bytes(), PARTITIONS);
+    let ten_years = 10 * 365 * 86_400 * 1_000_000u64;
+    let forged = LineageWriter::new(p).append(&Entry {
+        decision_digest: [7; 32],
+        intent_id: id(1),
+        parent_id: None,
+        verdict: Verdict::Authorize,
+        reason: Reason::Authorized,
+        issued_at_us: now,
+        replay: Some((
+            NonceKey::new(spec.principal, &id(1 + 1_000_000)).to_bytes(),
+            now + 60_000_000,
+        )),
+        intent_digest: sha256(&intent),
+        valid_until_us: now + ten_years,
+    });
+    let window = ReplayWindow {
+        now_us: now,
+        since_us: now.saturating_sub(600_000_000),
+    };
+    let tail = resume(p, &[forged], true, &[], window).unwrap();
+    let tails = (0..PARTITIONS)
+        .map(|q| {
+            (
+                q,
+                if q == p {
+                    tail.clone()
+                } else {
+                    LineageTail::empty()
+                },
+            )
+        })
+        .collect();
+
+    let topic = Topic::new(PARTITIONS, 100);
+    topic.publish(spec.principal.as_bytes(), intent).unwrap();
+    topic.close();
+    let store = Arc::new(PolicyStore::new());
+    store.install(policy());
+    let collector = Collector::new();
+    let engine = Engine::start(
+        config(),
+        Resumed {
+            inner: topic.consumer(),
+            handover: None,
+            tails,
+        },
+        collector.clone(),
+        EngineKey::from_seed([42; 32]),
+        Arc::new(ArcSwap::from_pointee(trust())),
+        store,
+    )
+    .unwrap();
+    engine.join().unwrap();
+    let out = collector.take_snapshot();
+    assert_eq!(out.decisions.len(), 1);
+    let d = open_decision(&out.decisions[0].1, &Default::default()).unwrap();
+    // The rule grants one minute.
+    assert!(
+        d.reason() != Reason::Authorized || d.valid_until_us() <= d.issued_at_us() + 60_000_000,
+        "{:?} until {} µs after its issue",
+        d.reason(),
+        d.valid_until_us() - d.issued_at_us()
+    );
+    assert_eq!(d.reason(), Reason::ReplayedNonce);
 }
