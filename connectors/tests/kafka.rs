@@ -213,6 +213,55 @@ fn every_intent_produced_gets_one_decision_and_one_lineage_record() {
     assert_eq!(records, N + 1);
 }
 
+/// A record larger than any intent the engine accepts is read as its
+/// digest alone: however large the broker lets producers make records,
+/// the engine holds at most its limit per record in flight. The key
+/// likewise (the engine routes by the signed principal, not the key).
+#[test]
+fn an_oversized_record_is_read_as_its_digest_alone() {
+    use warrant_engine::transport::Source;
+    let brokers = brokers();
+    let config = fresh_topics(&brokers, "oversize", PARTITIONS).unwrap();
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("partitioner", "murmur2_random")
+        .create()
+        .unwrap();
+    let big = vec![0x5a_u8; 300 * 1024];
+    let long_key = "k".repeat(4096);
+    for (key, payload) in [("svc-a", &big[..]), (&long_key[..], &b"small"[..])] {
+        producer
+            .send(
+                BaseRecord::to(&config.intents_topic)
+                    .key(key)
+                    .payload(payload),
+            )
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    let mut source = KafkaSource::new(&config).unwrap();
+    let mut got = Vec::new();
+    let until = Instant::now() + Duration::from_secs(60);
+    while got.len() < 2 && Instant::now() < until {
+        source
+            .poll(&mut got, 10, Duration::from_millis(200))
+            .unwrap();
+    }
+    assert_eq!(got.len(), 2, "{got:?}");
+    let oversize = got.iter().find(|r| r.oversize_digest.is_some()).unwrap();
+    assert_eq!(
+        (
+            oversize.oversize_digest,
+            oversize.payload.len(),
+            &oversize.key[..]
+        ),
+        (Some(warrant_schemas::sha256(&big)), 0, &b"svc-a"[..])
+    );
+    let small = got.iter().find(|r| r.oversize_digest.is_none()).unwrap();
+    assert_eq!((&small.payload[..], small.key.len()), (&b"small"[..], 0));
+}
+
 /// A sink that holds every `send` while `stalled` is set: a broker that
 /// takes the engine's records but does not acknowledge them.
 struct Stalling {

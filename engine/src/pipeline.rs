@@ -732,6 +732,9 @@ struct DecodeRules {
 /// Opens one record: its id, digest, parent, times, key id, and where its
 /// signed bytes are. An unreadable record comes back denied "malformed".
 fn open_item<'a>(rec: &'a InRecord, limits: &Limits) -> (Item, Option<SignedIntentRef<'a>>) {
+    if let Some(digest) = rec.oversize_digest {
+        return (Item::unread(digest), None);
+    }
     let mut item = Item::unread(sha256(&rec.payload));
     let Ok(signed) = open_signed_intent(&rec.payload, limits) else {
         return (item, None);

@@ -32,8 +32,44 @@ pub struct InRecord {
     pub offset: u64,
     /// Record key (the principal, for intents).
     pub key: Vec<u8>,
-    /// The `SignedIntent` bytes, as produced: possibly malformed.
+    /// The `SignedIntent` bytes, as produced: possibly malformed. Empty
+    /// when [`Self::oversize_digest`] is set.
     pub payload: Vec<u8>,
+    /// For a record larger than any intent the engine accepts
+    /// (`Limits::max_buffer_bytes`): the SHA-256 of its bytes, which were
+    /// not kept. It is denied "malformed", bound to this digest, and holds
+    /// no memory while it waits: the engine's memory is bounded in bytes,
+    /// not only in records, whatever the broker lets producers write.
+    pub oversize_digest: Option<[u8; 32]>,
+}
+
+/// Longest record key kept: the engine routes by the signed principal,
+/// never by the key, so a longer one is dropped rather than held.
+pub const MAX_KEY_BYTES: usize = 1024;
+
+impl InRecord {
+    /// A record as a source read it: a payload larger than any intent the
+    /// engine accepts is kept as its digest only (see
+    /// [`Self::oversize_digest`]), a key longer than [`MAX_KEY_BYTES`] not
+    /// at all. Sources build their records with this.
+    pub fn new(partition: u32, offset: u64, key: &[u8], payload: &[u8]) -> Self {
+        let oversize = payload.len() > warrant_schemas::Limits::default().max_buffer_bytes;
+        InRecord {
+            partition,
+            offset,
+            key: if key.len() > MAX_KEY_BYTES {
+                Vec::new()
+            } else {
+                key.to_vec()
+            },
+            payload: if oversize {
+                Vec::new()
+            } else {
+                payload.to_vec()
+            },
+            oversize_digest: oversize.then(|| warrant_schemas::sha256(payload)),
+        }
+    }
 }
 
 /// Output of one engine batch.
@@ -298,12 +334,12 @@ pub mod embedded {
             let mut out = Vec::new();
             for (p, part) in g.partitions.iter().enumerate() {
                 for (i, (k, v)) in part.records.iter().enumerate() {
-                    out.push(InRecord {
-                        partition: u32::try_from(p).unwrap_or(u32::MAX),
-                        offset: part.base + i as u64,
-                        key: k.clone(),
-                        payload: v.clone(),
-                    });
+                    out.push(InRecord::new(
+                        u32::try_from(p).unwrap_or(u32::MAX),
+                        part.base + i as u64,
+                        k,
+                        v,
+                    ));
                 }
             }
             out
@@ -394,12 +430,12 @@ pub mod embedded {
                     }
                     let index = (part.cursor - part.base) as usize;
                     if let Some((k, v)) = part.records.get(index) {
-                        out.push(InRecord {
-                            partition: u32::try_from(p).unwrap_or(u32::MAX),
-                            offset: part.cursor,
-                            key: k.clone(),
-                            payload: v.clone(),
-                        });
+                        out.push(InRecord::new(
+                            u32::try_from(p).unwrap_or(u32::MAX),
+                            part.cursor,
+                            k,
+                            v,
+                        ));
                         part.cursor += 1;
                         taken += 1;
                         progressed = true;

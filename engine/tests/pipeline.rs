@@ -363,6 +363,10 @@ fn each_crafted_intent_gets_its_reason() {
     // Garbage: denied as malformed, keyed by its digest.
     let garbage = b"not a flatbuffer at all".to_vec();
     records.push(("svc-1", garbage.clone()));
+    // Larger than any intent: the source keeps only its digest, and it is
+    // denied as malformed, bound to the bytes published.
+    let oversize = vec![0xab; 200 * 1024];
+    records.push(("svc-1", oversize.clone()));
     // A valid intent published under a key that routes it to another
     // partition than its principal's: malformed (misrouted).
     let misrouted = Spec::new(14).signed();
@@ -380,6 +384,13 @@ fn each_crafted_intent_gets_its_reason() {
     assert_eq!(
         open_decision(&d[0], &Default::default()).unwrap().reason(),
         Reason::Malformed
+    );
+    let oversize_id: [u8; 16] = sha256(&oversize)[..16].try_into().unwrap();
+    let decisions = run.decisions();
+    let d = open_decision(&decisions[&oversize_id][0], &Default::default()).unwrap();
+    assert_eq!(
+        (d.reason(), d.intent_digest().0),
+        (Reason::Malformed, sha256(&oversize))
     );
     assert_eq!(run.stats.decisions(), records.len() as u64);
     assert_eq!(run.stats.intents_in, records.len() as u64);

@@ -539,12 +539,12 @@ impl KafkaSource {
 }
 
 fn in_record(m: &rdkafka::message::BorrowedMessage<'_>) -> Option<InRecord> {
-    Some(InRecord {
-        partition: u32::try_from(m.partition()).ok()?,
-        offset: u64::try_from(m.offset()).ok()?,
-        key: m.key().unwrap_or_default().to_vec(),
-        payload: m.payload().unwrap_or_default().to_vec(),
-    })
+    Some(InRecord::new(
+        u32::try_from(m.partition()).ok()?,
+        u64::try_from(m.offset()).ok()?,
+        m.key().unwrap_or_default(),
+        m.payload().unwrap_or_default(),
+    ))
 }
 
 impl Drop for KafkaSource {
