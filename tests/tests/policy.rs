@@ -723,3 +723,78 @@ fn a_rule_id_longer_than_a_decision_can_carry_is_refused() {
     );
     assert!(Policy::from_sources(&[("ok.toml", &ok)]).is_ok());
 }
+
+/// Waits up to 5 s for `f`.
+fn eventually(what: &str, f: &dyn Fn() -> bool) {
+    for _ in 0..250 {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("not seen within 5 s: {what}");
+}
+
+const ALLOW_ALL: &str = "[policy]\nversion = 1\n[[rule]]\nid = \"all\"\neffect = \"allow\"\n";
+const DENY_DE: &str = "[[rule]]\nid = \"no-de\"\neffect = \"deny\"\nregion = \"DE\"\n";
+
+/// A `*.toml` file of a policy directory that cannot be read (here a
+/// symlink to nothing, as an unmounted volume leaves) fails the load: its
+/// deny rules must not silently drop out of the policy.
+#[test]
+fn an_unreadable_file_in_a_policy_directory_fails_the_load() {
+    let dir = std::env::temp_dir().join(format!("warrant-unreadable-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("00-base.toml"), ALLOW_ALL).unwrap();
+    std::fs::write(dir.join("05-deny.toml"), DENY_DE).unwrap();
+    let p = Policy::load(&dir).unwrap();
+    assert!(!p.evaluate(&REQ).is_allow());
+    std::fs::remove_file(dir.join("05-deny.toml")).unwrap();
+    std::os::unix::fs::symlink("/nonexistent/deny.toml", dir.join("05-deny.toml")).unwrap();
+    let e = Policy::load(&dir).expect_err("a file that cannot be read");
+    assert!(e.to_string().contains("05-deny.toml"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The watcher likewise: a file that cannot be read changes nothing (the
+/// policy in force keeps its deny rule), and the change is applied once
+/// the file can be read; a directory left with no `*.toml` file (other
+/// files remain) holds no policy.
+#[test]
+fn the_watcher_never_drops_a_file_it_cannot_read_and_removes_a_policy_whose_files_are_gone() {
+    let dir = std::env::temp_dir().join(format!("warrant-watch-dir-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("00-base.toml"), ALLOW_ALL).unwrap();
+    std::fs::write(dir.join("05-deny.toml"), DENY_DE).unwrap();
+    std::fs::write(dir.join(".gitkeep"), "").unwrap();
+    let store = Arc::new(PolicyStore::new());
+    store.reload(&dir).unwrap();
+    let _watcher = store.watch(dir.clone(), Duration::from_millis(10), |_| {});
+    std::fs::remove_file(dir.join("05-deny.toml")).unwrap();
+    std::os::unix::fs::symlink("/nonexistent/deny.toml", dir.join("05-deny.toml")).unwrap();
+    // Many checks later, the deny rule is still in force.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !store.evaluate(&REQ).clone_outcome_is_allow(),
+        "the deny rule dropped out"
+    );
+    // Readable again, with a change: applied.
+    std::fs::remove_file(dir.join("05-deny.toml")).unwrap();
+    std::fs::write(
+        dir.join("05-deny.toml"),
+        DENY_DE.replace("\"DE\"", "\"FR\""),
+    )
+    .unwrap();
+    eventually("the readable change", &|| {
+        store.evaluate(&REQ).clone_outcome_is_allow()
+    });
+    // Every policy file removed, `.gitkeep` left: no policy.
+    std::fs::remove_file(dir.join("00-base.toml")).unwrap();
+    std::fs::remove_file(dir.join("05-deny.toml")).unwrap();
+    eventually("the removal", &|| {
+        matches!(store.evaluate(&REQ), Decided::NoPolicy)
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -147,49 +147,85 @@ impl std::fmt::Debug for Policy {
     }
 }
 
-impl Policy {
-    /// Loads a policy file, or every `*.toml` file of a directory in name order.
-    pub fn load(path: &Path) -> Result<Policy, PolicyError> {
-        let io = |e: std::io::Error| PolicyError::Io {
-            path: path.display().to_string(),
-            message: e.to_string(),
+/// The text of a policy path as read at one moment: the file, or every
+/// `*.toml` file of a directory in name order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PolicyFiles {
+    /// The path read, for messages.
+    pub path: String,
+    /// Whether it is a directory.
+    pub dir: bool,
+    /// (file path, text) of each file, in order; none for a directory
+    /// without `*.toml` files.
+    pub files: Vec<(String, String)>,
+}
+
+impl PolicyFiles {
+    /// Reads `path`. Anything that cannot be listed or read is an error,
+    /// a `*.toml` entry that is not a readable file included (a dangling
+    /// symlink, a directory): a deny rule in a file that cannot be read
+    /// must never drop out of the policy unnoticed.
+    pub fn read(path: &Path) -> Result<PolicyFiles, PolicyError> {
+        let io = |p: &Path| {
+            let p = p.display().to_string();
+            move |e: std::io::Error| PolicyError::Io {
+                path: p,
+                message: e.to_string(),
+            }
         };
+        let dir = std::fs::metadata(path).map_err(io(path))?.is_dir();
         let mut files = Vec::new();
-        if path.is_dir() {
-            let mut names: Vec<_> = std::fs::read_dir(path)
-                .map_err(io)?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "toml") && p.is_file())
-                .collect();
+        if dir {
+            let mut names = Vec::new();
+            for entry in std::fs::read_dir(path).map_err(io(path))? {
+                let p = entry.map_err(io(path))?.path();
+                if p.extension().is_some_and(|x| x == "toml") {
+                    names.push(p);
+                }
+            }
             names.sort();
             for p in names {
-                let text = std::fs::read_to_string(&p).map_err(|e| PolicyError::Io {
-                    path: p.display().to_string(),
-                    message: e.to_string(),
-                })?;
+                let text = std::fs::read_to_string(&p).map_err(io(&p))?;
                 files.push((p.display().to_string(), text));
-            }
-            if files.is_empty() {
-                return Err(PolicyError::Io {
-                    path: path.display().to_string(),
-                    message: "no *.toml files".into(),
-                });
             }
         } else {
             files.push((
                 path.display().to_string(),
-                std::fs::read_to_string(path).map_err(io)?,
+                std::fs::read_to_string(path).map_err(io(path))?,
             ));
+        }
+        Ok(PolicyFiles {
+            path: path.display().to_string(),
+            dir,
+            files,
+        })
+    }
+}
+
+impl Policy {
+    /// Loads a policy file, or every `*.toml` file of a directory in name order.
+    pub fn load(path: &Path) -> Result<Policy, PolicyError> {
+        Policy::from_files(&PolicyFiles::read(path)?)
+    }
+
+    /// Compiles the files [`PolicyFiles::read`] read: exactly that content,
+    /// whatever is on disk by now.
+    pub fn from_files(files: &PolicyFiles) -> Result<Policy, PolicyError> {
+        if files.files.is_empty() {
+            return Err(PolicyError::Io {
+                path: files.path.clone(),
+                message: "no *.toml files".into(),
+            });
         }
         // The hash covers content, not where it was read from: a single
         // file hashes without its name, a directory with each file's name
         // within it (their order and split are part of the policy).
-        let is_dir = path.is_dir();
         let sources: Vec<Source<'_>> = files
+            .files
             .iter()
             .map(|(n, t)| Source {
                 display: n,
-                hash_name: if is_dir {
+                hash_name: if files.dir {
                     Path::new(n)
                         .file_name()
                         .and_then(|f| f.to_str())

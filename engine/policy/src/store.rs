@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 
-use crate::{Outcome, Policy, PolicyError, Request};
+use crate::{Outcome, Policy, PolicyError, PolicyFiles, Request};
 
 /// The result of evaluating against the store.
 #[derive(Debug, Clone)]
@@ -73,7 +73,13 @@ impl PolicyStore {
     /// Compiles `path` and swaps it in; on failure keeps the last good
     /// policy, records the error and returns it.
     pub fn reload(&self, path: &Path) -> Result<Arc<Policy>, PolicyError> {
-        match Policy::load(path) {
+        self.swap_in(Policy::load(path))
+    }
+
+    /// Swaps in a compiled policy, or keeps the last good one and records
+    /// the error.
+    fn swap_in(&self, compiled: Result<Policy, PolicyError>) -> Result<Arc<Policy>, PolicyError> {
+        match compiled {
             Ok(p) => {
                 let p = Arc::new(p);
                 self.current.store(Some(Arc::clone(&p)));
@@ -105,14 +111,17 @@ impl PolicyStore {
     /// Watches `path` (file or directory) and reloads when any file's
     /// content changes (compared by SHA-256, so same-size edits within one
     /// mtime tick are seen), checking every `interval`. A change is
-    /// applied once two checks in a row see the same content, so a file
-    /// caught half written, or a directory caught between two of its
-    /// files' updates, is never compiled into the running policy (replace
-    /// files atomically all the same: write aside, then rename). A policy
-    /// that does not compile leaves the running one in force (its error in
-    /// [`PolicyStore::last_error`]); a path that is gone, or holds no
-    /// file, removes the policy: every request is then denied "no policy"
-    /// until it comes back. `on_change` hears of every change.
+    /// applied once two checks in a row see the same content, and exactly
+    /// the content read at the second check is compiled, so a file caught
+    /// half written, or a directory caught between two of its files'
+    /// updates, is never compiled into the running policy (replace files
+    /// atomically all the same: write aside, then rename). A path that
+    /// cannot be read (a file of it included) changes nothing until it can
+    /// be. A policy that does not compile leaves the running one in force
+    /// (its error in [`PolicyStore::last_error`]); a path that is gone, or
+    /// a directory left with no `*.toml` file, removes the policy: every
+    /// request is then denied "no policy" until it comes back. `on_change`
+    /// hears of every change.
     ///
     /// Changes are counted from the content as it is when `watch` is
     /// called; to count them from when the policy in force was read, take
@@ -142,38 +151,42 @@ impl PolicyStore {
         let stop = Arc::new(AtomicBool::new(false));
         let store = Arc::clone(self);
         let flag = Arc::clone(&stop);
-        let mut settle = Settle::new(baseline.0);
+        let mut settle = Settle::new(baseline);
         let handle = std::thread::Builder::new()
             .name("policy-watch".into())
             .spawn(move || {
                 while !flag.load(Ordering::Relaxed) {
                     std::thread::sleep(interval);
-                    let now = fingerprint(&path);
-                    // A path that exists but could not be read (permissions,
-                    // no file descriptors, I/O) changes nothing: only a
-                    // policy that is really gone is removed.
-                    let gone = matches!(
-                        std::fs::metadata(&path),
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound
-                    ) || (path.is_dir() && now.is_empty());
-                    if now.is_empty() && !gone {
+                    // A path that is gone, or a directory left with no
+                    // `*.toml` file, removes the policy. One that exists
+                    // but cannot be read (permissions, no file descriptors,
+                    // a dangling symlink, I/O) changes nothing, and is
+                    // read again at the next check.
+                    let files = match PolicyFiles::read(&path) {
+                        Ok(f) => f,
+                        Err(_) if !exists(&path) => PolicyFiles::default(),
+                        Err(_) => continue,
+                    };
+                    if !settle.changed(Fingerprint::from_files(&files)) {
                         continue;
                     }
-                    if settle.changed(now) {
-                        let result = if gone {
-                            store.clear();
-                            let e = format!(
-                                "policy `{}` is gone: every intent is denied \"no policy\"",
-                                path.display()
-                            );
-                            store.set_error(Some(e.clone()));
-                            Err(e)
-                        } else {
-                            // The error, if any, is kept in last_error.
-                            store.reload(&path).map_err(|e| e.to_string())
-                        };
-                        on_change(&result);
-                    }
+                    // Compile exactly the content that settled, not what
+                    // is on disk by now.
+                    let result = if files.files.is_empty() {
+                        store.clear();
+                        let e = format!(
+                            "policy `{}` is gone: every intent is denied \"no policy\"",
+                            path.display()
+                        );
+                        store.set_error(Some(e.clone()));
+                        Err(e)
+                    } else {
+                        // The error, if any, is kept in last_error.
+                        store
+                            .swap_in(Policy::from_files(&files))
+                            .map_err(|e| e.to_string())
+                    };
+                    on_change(&result);
                 }
             })
             .ok();
@@ -197,16 +210,40 @@ impl Drop for Watcher {
     }
 }
 
-/// The content of a policy path (every file's SHA-256), to tell whether it
-/// changed since it was read.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Fingerprint(Vec<(PathBuf, [u8; 32])>);
+/// The content of a policy path (each policy file's name and SHA-256), to
+/// tell whether it changed since it was read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Fingerprint(Vec<(String, [u8; 32])>);
 
 impl Fingerprint {
-    /// The content of `path` (a file, or every file of a directory) now.
+    /// The content of `path` (a file, or every `*.toml` file of a
+    /// directory) now; empty if it cannot be read.
     pub fn of(path: &Path) -> Fingerprint {
-        Fingerprint(fingerprint(path))
+        PolicyFiles::read(path)
+            .map(|f| Fingerprint::from_files(&f))
+            .unwrap_or_default()
     }
+
+    /// The content of files already read.
+    pub fn from_files(files: &PolicyFiles) -> Fingerprint {
+        use sha2::Digest;
+        Fingerprint(
+            files
+                .files
+                .iter()
+                .map(|(name, text)| (name.clone(), sha2::Sha256::digest(text).into()))
+                .collect(),
+        )
+    }
+}
+
+/// Whether `path` exists (an error other than "not found" counts as yes:
+/// only a policy that is really gone is removed).
+fn exists(path: &Path) -> bool {
+    !matches!(
+        std::fs::metadata(path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound
+    )
 }
 
 /// Decides when a watched path's content counts as changed: when it
@@ -242,27 +279,6 @@ impl<T: PartialEq> Settle<T> {
             false
         }
     }
-}
-
-fn fingerprint(path: &Path) -> Vec<(PathBuf, [u8; 32])> {
-    use sha2::Digest;
-    let mut out = Vec::new();
-    let mut add = |p: PathBuf| {
-        if let Ok(bytes) = std::fs::read(&p) {
-            out.push((p, sha2::Sha256::digest(&bytes).into()));
-        }
-    };
-    if path.is_dir() {
-        if let Ok(rd) = std::fs::read_dir(path) {
-            for e in rd.flatten() {
-                add(e.path());
-            }
-        }
-    } else {
-        add(path.to_path_buf());
-    }
-    out.sort();
-    out
 }
 
 #[cfg(test)]
