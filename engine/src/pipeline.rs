@@ -708,8 +708,10 @@ impl Batch {
 
 /// Why an intent can no longer be authorized at `now`, if it cannot:
 /// its deadline passed, or it grew older than the maximum age.
+/// Decode and every later stage use this one rule, so an intent let
+/// through at one boundary is not denied at the next for the same instant.
 fn past_window(item: &Item, now: u64) -> Option<Reason> {
-    if now > item.deadline_us {
+    if now >= item.deadline_us {
         Some(Reason::DeadlineExceeded)
     } else if now >= item.remember_until_us {
         // At `remember_until` the replay cache forgets the nonce
@@ -789,10 +791,8 @@ fn decode<'a>(
                 item.key_status = status;
                 if issued > now.saturating_add(rules.skew_us) {
                     Some(Done::deny(Reason::NotYetValid))
-                } else if now > issued.saturating_add(rules.max_age_us) {
-                    Some(Done::deny(Reason::Expired))
-                } else if now > item.deadline_us {
-                    Some(Done::deny(Reason::DeadlineExceeded))
+                } else if let Some(late) = past_window(&item, now) {
+                    Some(Done::deny(late))
                 } else {
                     item.nonce = Some(NonceKey::new(principal, &intent.nonce().0));
                     // Evaluated now, while the buffer is open; it counts
@@ -2484,6 +2484,28 @@ mod tests {
         assert!(q.put(5, 'f').is_empty());
         assert_eq!(q.put(4, 'e'), vec!['e', 'f']);
         assert_eq!(q.waiting(), 0);
+    }
+
+    /// The window is [issued, min(deadline, issued + max age)): at its
+    /// end the replay cache forgets the nonce, so no stage may let the
+    /// intent through at that instant, and the reason names which end.
+    #[test]
+    fn an_intent_is_past_its_window_at_its_end_not_after() {
+        let at = |deadline_us, remember_until_us| Item {
+            deadline_us,
+            remember_until_us,
+            ..Item::unread([0; 32])
+        };
+        assert_eq!(past_window(&at(100, 100), 99), None);
+        assert_eq!(
+            past_window(&at(100, 100), 100),
+            Some(Reason::DeadlineExceeded)
+        );
+        assert_eq!(past_window(&at(200, 100), 100), Some(Reason::Expired));
+        assert_eq!(
+            past_window(&at(200, 100), 200),
+            Some(Reason::DeadlineExceeded)
+        );
     }
 
     #[test]
