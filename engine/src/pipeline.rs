@@ -1057,6 +1057,10 @@ impl Handover for Ownership {
     }
 
     fn acquire(&self, partition: u32, mut tail: LineageTail) {
+        // Managed from the first acquire, refused or not: nothing may be
+        // sealed on a fresh chain (records the same poll hands on
+        // included), so nothing of a refused partition is committed.
+        self.managed.store(true, Ordering::SeqCst);
         if partition >= self.partitions {
             // The topic grew after start: every intent of this partition
             // would be denied "malformed" (its principal routes elsewhere
@@ -1070,7 +1074,6 @@ impl Handover for Ownership {
             ));
             return;
         }
-        self.managed.store(true, Ordering::SeqCst);
         let replay = tail.take_replay();
         self.push_policy(PolicyChange::Acquire(partition, replay));
         self.push_seal(Change::Acquire(partition, tail));

@@ -1067,8 +1067,14 @@ impl warrant_engine::transport::Source for Grown {
 #[test]
 fn a_partition_beyond_the_count_the_engine_started_with_stops_it() {
     let topic = Topic::new(PARTITIONS, 1_000);
+    // Records the same poll hands on: none may be sealed on a fresh chain
+    // or committed.
+    for n in 0..20 {
+        topic.publish(b"svc-1", Spec::new(n).signed()).unwrap();
+    }
     let store = Arc::new(PolicyStore::new());
     store.install(policy());
+    let collector = Collector::new();
     let engine = Engine::start(
         Config {
             partitions: PARTITIONS,
@@ -1079,7 +1085,7 @@ fn a_partition_beyond_the_count_the_engine_started_with_stops_it() {
             handover: None,
             assigned: false,
         },
-        Collector::new(),
+        collector.clone(),
         EngineKey::from_seed([42; 32]),
         Arc::new(ArcSwap::from_pointee(trust())),
         store,
@@ -1091,6 +1097,14 @@ fn a_partition_beyond_the_count_the_engine_started_with_stops_it() {
         message.contains(&format!("partition {} was assigned", PARTITIONS + 1)),
         "{message}"
     );
+    let out = collector.take_snapshot();
+    assert!(
+        out.decisions.is_empty() && out.lineage.is_empty(),
+        "{} decisions, {} lineage frames",
+        out.decisions.len(),
+        out.lineage.len()
+    );
+    assert_eq!(topic.snapshot().len(), 20, "records were committed");
 }
 
 /// A source that, the first time the engine asks it to keep its place
