@@ -105,10 +105,20 @@ pub struct TopicsReport {
 /// Connects to the brokers of `config` and checks the topics Warrant
 /// needs: the intents, decisions and lineage topics exist, the lineage
 /// topic has at least as many partitions as the intents topic (lineage is
-/// kept per intents partition), and it keeps every record
-/// ([`lineage_retention_problem`]). Errors say which.
+/// kept per intents partition), it keeps every record
+/// ([`lineage_retention_problem`]), and neither the intents nor the
+/// decisions topic is compacted ([`compaction_problem`]). Errors say which.
 pub fn check(config: &super::KafkaConfig, timeout: Duration) -> Result<TopicsReport, KafkaError> {
     let report = check_topics(config, timeout)?;
+    for topic in [&config.intents_topic, &config.decisions_topic] {
+        let configs = topic_config(config, topic, timeout)?;
+        if let Some(problem) = compaction_problem(&configs) {
+            return Err(KafkaError::Topic {
+                topic: topic.clone(),
+                message: problem,
+            });
+        }
+    }
     let configs = topic_config(config, &config.lineage_topic, timeout)?;
     if let Some(problem) = lineage_retention_problem(&configs) {
         return Err(KafkaError::Topic {
@@ -202,6 +212,22 @@ pub(crate) fn topic_setting<'a>(configs: &'a [(String, String)], name: &str) -> 
         },
         |(_, v)| v.trim(),
     )
+}
+
+/// Why an intents or decisions topic with this configuration could lose
+/// records, if it could: both are keyed (by principal, by intent id), so
+/// compaction keeps only the latest record per key. On the intents topic
+/// that drops intents not yet decided (a lagging engine's backlog); on
+/// the decisions topic, a signed deny anyone can obtain for any intent id
+/// would replace that intent's authorization.
+pub fn compaction_problem(configs: &[(String, String)]) -> Option<String> {
+    let policy = topic_setting(configs, "cleanup.policy");
+    policy.split(',').any(|p| p.trim() == "compact").then(|| {
+        format!(
+            "has cleanup.policy={policy}: compaction keeps only the latest record per key \
+                 and would drop intents or decisions; use cleanup.policy=delete"
+        )
+    })
 }
 
 /// The settings a lineage topic must have: it is the append-only record of

@@ -23,8 +23,9 @@ mod sink;
 mod source;
 
 pub use admin::{
-    LINEAGE_TOPIC_CONFIG, TopicsProbe, TopicsReport, check, check_topics, create_topics,
-    create_topics_with, fresh_topics, lineage_retention_problem, read_all, topic_config,
+    LINEAGE_TOPIC_CONFIG, TopicsProbe, TopicsReport, check, check_topics, compaction_problem,
+    create_topics, create_topics_with, fresh_topics, lineage_retention_problem, read_all,
+    topic_config,
 };
 pub use config::{KafkaConfig, KafkaError};
 pub use keys::{KeyChange, KeyTopic, publish_key};

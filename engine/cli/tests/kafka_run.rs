@@ -535,13 +535,33 @@ fn check_validates_the_setup_and_the_broker() {
     // refused: it is the audit trail, and takeovers resume from it.
     let loose = rig.lineage.replacen("lineage-", "looselineage-", 1);
     warrant_connectors::kafka::create_topics(&rig.brokers, &[&loose], 4).unwrap();
+    // Compacted intents or decisions topics keep one record per key: they
+    // would drop undecided intents, or an authorization for a later deny.
+    let compacted = rig.intents.replacen("intents-", "compacted-", 1);
+    warrant_connectors::kafka::create_topics_with(
+        &rig.brokers,
+        &[&compacted],
+        4,
+        &[("cleanup.policy", "compact")],
+    )
+    .unwrap();
 
     // Each kind of mistake fails with a message naming it.
-    let cases: [(&str, &str, &str); 5] = [
+    let cases: [(&str, &str, &str); 7] = [
         (
             "WARRANT_KAFKA_LINEAGE_TOPIC",
             loose.as_str(),
             "retention.ms=604800000: retention would delete lineage records",
+        ),
+        (
+            "WARRANT_KAFKA_INTENTS_TOPIC",
+            compacted.as_str(),
+            "cleanup.policy=compact: compaction keeps only the latest record per key",
+        ),
+        (
+            "WARRANT_KAFKA_DECISIONS_TOPIC",
+            compacted.as_str(),
+            "cleanup.policy=compact: compaction keeps only the latest record per key",
         ),
         (
             "WARRANT_KAFKA_INTENTS_TOPIC",
