@@ -500,3 +500,56 @@ fn partitions_paused_by_keep_alive_are_read_again_after_a_rebalance() {
         events.lock().unwrap()
     );
 }
+
+/// A broker address that does not answer, beside one that does: the
+/// errors librdkafka reports for it pass, and the topic is read whole.
+#[test]
+fn read_all_reads_through_errors_of_a_broker_that_does_not_answer() {
+    let brokers = brokers();
+    let mut config = fresh_topics(&brokers, "readall", PARTITIONS).unwrap();
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    for i in 0..3u8 {
+        producer
+            .send(
+                BaseRecord::to(&config.intents_topic)
+                    .key("k")
+                    .payload(&[i][..]),
+            )
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    config.brokers = format!("127.0.0.1:1,{brokers}");
+    let all = warrant_connectors::kafka::read_all(
+        &config,
+        &config.intents_topic,
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    assert_eq!(all.len(), 3);
+}
+
+/// The keys topic likewise: `warrant run` catching up on it at start does
+/// not fail on a broker address that does not answer.
+#[test]
+fn the_keys_topic_is_caught_up_through_errors_of_a_broker_that_does_not_answer() {
+    let brokers = brokers();
+    let config = fresh_topics(&brokers, "keyscatch", 1).unwrap();
+    let topic = config.intents_topic.replacen("intents-", "keys-", 1);
+    warrant_connectors::kafka::create_topics_with(
+        &brokers,
+        &[&topic],
+        1,
+        &[("cleanup.policy", "compact")],
+    )
+    .unwrap();
+    warrant_connectors::kafka::publish_key(&config, &topic, &[1; 32], None).unwrap();
+    let mut flaky = config.clone();
+    flaky.brokers = format!("127.0.0.1:1,{brokers}");
+    let mut keys = warrant_connectors::kafka::KeyTopic::open(&flaky, &topic).unwrap();
+    let read = keys.catch_up(Duration::from_secs(30), |_| {}).unwrap();
+    assert_eq!(read, 1);
+}

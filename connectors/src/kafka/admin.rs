@@ -316,11 +316,17 @@ pub fn read_all(
         return Ok(Vec::new());
     }
     let deadline = std::time::Instant::now() + timeout;
+    let mut last_error = None;
     while !left.is_empty() {
         if std::time::Instant::now() > deadline {
             return Err(KafkaError::Topic {
                 topic: topic.to_owned(),
-                message: format!("not read to its end within {timeout:?}"),
+                message: format!(
+                    "not read to its end within {timeout:?}{}",
+                    last_error.map_or(String::new(), |e: rdkafka::error::KafkaError| format!(
+                        " (last error: {e})"
+                    ))
+                ),
             });
         }
         match consumer.poll(Duration::from_millis(100)) {
@@ -339,7 +345,10 @@ pub fn read_all(
                     }
                 }
             }
-            Some(Err(e)) => return Err(KafkaError::Client(e)),
+            // Connection errors (a broker that does not answer, one
+            // coming back from an outage) pass: librdkafka reconnects, and
+            // the deadline bounds the wait.
+            Some(Err(e)) => last_error = Some(e),
             None => {}
         }
     }

@@ -127,6 +127,7 @@ impl KeyTopic {
     ) -> Result<usize, KafkaError> {
         let deadline = Instant::now() + timeout;
         let mut read = 0;
+        let mut last_error = None;
         loop {
             let positions = self.consumer.position()?;
             let behind = self.ends.iter().any(|(p, start, end)| {
@@ -143,12 +144,22 @@ impl KeyTopic {
             if Instant::now() > deadline {
                 return Err(KafkaError::Topic {
                     topic: self.topic.clone(),
-                    message: format!("not read to its end within {timeout:?}"),
+                    message: format!(
+                        "not read to its end within {timeout:?}{}",
+                        last_error
+                            .map_or(String::new(), |e: KafkaError| format!(" (last error: {e})"))
+                    ),
                 });
             }
-            if let Some(change) = self.poll(Duration::from_millis(100))? {
-                f(change);
-                read += 1;
+            match self.poll(Duration::from_millis(100)) {
+                Ok(Some(change)) => {
+                    f(change);
+                    read += 1;
+                }
+                Ok(None) => {}
+                // Connection errors pass (librdkafka reconnects); the
+                // deadline bounds the wait.
+                Err(e) => last_error = Some(e),
             }
         }
     }
