@@ -798,3 +798,21 @@ fn the_watcher_never_drops_a_file_it_cannot_read_and_removes_a_policy_whose_file
     });
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A pattern longer than any request string can be never matches, and
+/// compiling a huge one would take time quadratic in its length: refused,
+/// without echoing it whole.
+#[test]
+fn a_pattern_longer_than_any_request_string_is_refused() {
+    let long = "a".repeat(300);
+    let e = error(&format!(
+        "[policy]\nversion = 1\n[[rule]]\nid = \"r\"\neffect = \"allow\"\naction = \"{long}*\"\n"
+    ));
+    assert!(e.contains("over the 256 bytes"), "{e}");
+    assert!(e.len() < 300, "{e}");
+    // At the limit, and a prefix of it, still compile.
+    let at = "a".repeat(256);
+    policy(&format!(
+        "[[rule]]\nid = \"r\"\neffect = \"allow\"\naction = [\"{at}\", \"{at}*\"]\n"
+    ));
+}

@@ -484,6 +484,18 @@ impl Context<'_> {
 }
 
 fn add_plain(field: &str, item: &str, m: &mut StrMatch) -> Result<(), String> {
+    // Requests carry strings of at most this many bytes (the reader refuses
+    // longer ones): a longer pattern could never match, and compiling one
+    // costs time quadratic in its length.
+    let max = warrant_schemas::Limits::default().max_string_bytes;
+    if item.strip_suffix('*').unwrap_or(item).len() > max {
+        let start: String = item.chars().take(24).collect();
+        return Err(format!(
+            "`{start}…` in `{field}` is {} bytes long, over the {max} bytes a request's \
+             strings may have: it could never match",
+            item.len()
+        ));
+    }
     if item == "*" {
         m.any = true;
     } else if let Some(prefix) = item.strip_suffix('*') {
