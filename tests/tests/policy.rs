@@ -569,11 +569,13 @@ fn live_reload_swaps_good_policies_and_keeps_the_last_good_one() {
     let watcher = store.watch(file.clone(), Duration::from_millis(20), move |r| {
         h.lock().unwrap().push(r.is_ok());
     });
-    std::fs::write(
+    // As the watcher's documentation asks: write aside, then rename (a
+    // file caught half written by two checks would be compiled, refused,
+    // and heard of).
+    write_atomic(
         &file,
         "[policy]\nversion = 3\n[[rule]]\nid = \"a\"\neffect = \"deny\"\n",
-    )
-    .unwrap();
+    );
     let mut version = 0;
     for _ in 0..250 {
         version = store.current().unwrap().version();
@@ -601,11 +603,13 @@ fn live_reload_swaps_good_policies_and_keeps_the_last_good_one() {
     wait("the removal", &|| store.current().is_none());
     assert!(matches!(store.evaluate(&REQ), Decided::NoPolicy));
     assert!(store.last_error().unwrap().contains("is gone"));
-    std::fs::write(
+    // As the watcher's documentation asks: write aside, then rename (a
+    // file caught half written by two checks would be compiled, refused,
+    // and heard of).
+    write_atomic(
         &file,
         "[policy]\nversion = 4\n[[rule]]\nid = \"a\"\neffect = \"allow\"\n",
-    )
-    .unwrap();
+    );
     wait("the restore", &|| store.current().is_some());
     assert_eq!(store.current().unwrap().version(), 4);
     assert!(store.last_error().is_none());
@@ -815,4 +819,21 @@ fn a_pattern_longer_than_any_request_string_is_refused() {
     policy(&format!(
         "[[rule]]\nid = \"r\"\neffect = \"allow\"\naction = [\"{at}\", \"{at}*\"]\n"
     ));
+}
+
+/// `none` names no rule in `warrant policy test` and `explain`: a rule
+/// may not take that id, or a case expecting no match would pass when it
+/// decides.
+#[test]
+fn the_rule_id_none_is_reserved() {
+    let e = error("[policy]\nversion = 1\n[[rule]]\nid = \"none\"\neffect = \"deny\"\n");
+    assert!(e.contains("`none` is reserved"), "{e}");
+}
+
+/// Writes `text` to `path` as a watched file should be: aside, then
+/// renamed over it.
+fn write_atomic(path: &std::path::Path, text: &str) {
+    let aside = path.with_extension("writing");
+    std::fs::write(&aside, text).unwrap();
+    std::fs::rename(&aside, path).unwrap();
 }

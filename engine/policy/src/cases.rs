@@ -8,7 +8,9 @@
 //! name = "a small EUR transfer by treasury is allowed"
 //! expect = "allow"                  # allow | deny
 //! rule = "allow-eu-treasury"        # deciding rule; "none" for no match
-//! granted_validity = "5m"           # optional: the validity the allow grants
+//! granted_validity = "5m"           # optional: the validity the rule grants
+//!                                   # (the engine cuts it to its own
+//!                                   # max_validity, 1h by default)
 //! [case.request]
 //! principal = "svc-treasury"
 //! action = "payments.transfer"

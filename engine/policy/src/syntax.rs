@@ -363,6 +363,12 @@ impl Context<'_> {
                 def.id
             )));
         }
+        if def.id == "none" {
+            // `warrant policy test` and `explain` name no rule so.
+            return Err(fail(
+                "rule id `none` is reserved: it means no rule matched".into(),
+            ));
+        }
         // Decisions carry the rule id; executors' readers refuse longer strings.
         let max = warrant_schemas::Limits::default().max_string_bytes;
         if def.id.len() > max {

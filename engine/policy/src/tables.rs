@@ -28,9 +28,11 @@
 //!
 //! # Evaluation
 //!
-//! Look up one bitset per dimension, AND them eight words at a time, stop at
-//! the first non-zero block, take its lowest set bit. No allocation, no
-//! lock: the tables are immutable once built.
+//! Look up one bitset per dimension, walk the non-zero words of the
+//! sparsest one in order, AND each with the same word of the others
+//! (stopping at the first zero), and take the lowest set bit of the first
+//! non-zero result: the first matching rule. No allocation, no lock: the
+//! tables are immutable once built.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
