@@ -837,3 +837,24 @@ fn write_atomic(path: &std::path::Path, text: &str) {
     std::fs::write(&aside, text).unwrap();
     std::fs::rename(&aside, path).unwrap();
 }
+
+/// A value of the wrong type names its key, and says what it should be.
+#[test]
+fn a_value_of_the_wrong_type_names_its_key() {
+    let rule = |line: &str| {
+        error(&format!(
+            "[policy]\nversion = 1\n[[rule]]\nid = \"r\"\neffect = \"allow\"\n{line}\n"
+        ))
+    };
+    let e = rule("principal = 5");
+    assert!(
+        e.contains("bad.toml:6")
+            && e.contains("`principal`")
+            && e.contains("a string or a list of strings"),
+        "{e}"
+    );
+    let e = rule("action = [\"a\", 1]");
+    assert!(e.contains("`action`"), "{e}");
+    let e = error("[policy]\nversion = 1\n[[rule]]\nid = 5\neffect = \"allow\"\n");
+    assert!(e.contains("`id`"), "{e}");
+}

@@ -66,7 +66,7 @@ struct HeaderDef {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[serde(untagged, expecting = "expected a string or a list of strings")]
 enum OneOrMany {
     One(String),
     Many(Vec<String>),
@@ -167,16 +167,34 @@ fn line_of(text: &str, offset: usize) -> usize {
         .map_or(1, |t| t.bytes().filter(|b| *b == b'\n').count() + 1)
 }
 
+/// The key whose value starts at `offset`, if the text before it on its
+/// line reads `key =` (`principal = 5`, or `amount = ` inside an inline
+/// table): named in a type error, which the TOML reader reports without it.
+fn key_before(text: &str, offset: usize) -> Option<&str> {
+    let before = text.get(..offset)?;
+    let line = before.rsplit('\n').next()?;
+    let (lhs, value) = line.rsplit_once('=')?;
+    if !value.trim().is_empty() {
+        return None;
+    }
+    let key = lhs.rsplit(['{', ',']).next()?.trim().trim_matches('"');
+    (!key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)))
+    .then_some(key)
+}
+
 /// Parses one file's text.
 pub(crate) fn parse_file(file: &str, text: &str) -> Result<ParsedFile, PolicyError> {
     let def: FileDef = toml::from_str(text).map_err(|e| {
         let line = e.span().map_or(1, |s| line_of(text, s.start));
-        PolicyError::at(
-            file,
-            line,
-            None,
-            e.message().trim_end_matches('\n').to_owned(),
-        )
+        let message = e.message().trim_end_matches('\n');
+        let message = match e.span().and_then(|s| key_before(text, s.start)) {
+            Some(key) if !message.contains(&format!("`{key}`")) => format!("`{key}`: {message}"),
+            _ => message.to_owned(),
+        };
+        PolicyError::at(file, line, None, message)
     })?;
     let version = def
         .policy
