@@ -124,8 +124,13 @@ create_topics() {
     if [[ "$t" == *lineage* ]]; then
       config=(--config retention.ms=-1 --config retention.bytes=-1)
     fi
+    # ... with one partition: a key's records must be read in order.
+    local n="$partitions"
+    if [[ "$t" == *keys* ]]; then
+      n=1
+    fi
     if ! grep -q "\"$t\"" <<<"$existing"; then
-      if ! timeout 10 "$(tansu_bin)" topic create --broker "$url" --partitions "$partitions" "${config[@]}" "$t" >/dev/null; then
+      if ! timeout 10 "$(tansu_bin)" topic create --broker "$url" --partitions "$n" "${config[@]}" "$t" >/dev/null; then
         echo "broker: cannot create topic $t" >&2
         return 1
       fi

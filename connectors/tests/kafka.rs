@@ -547,6 +547,21 @@ fn the_keys_topic_is_caught_up_through_errors_of_a_broker_that_does_not_answer()
     )
     .unwrap();
     warrant_connectors::kafka::publish_key(&config, &topic, &[1; 32], None).unwrap();
+    // A keys topic of several partitions is refused: a key's records must
+    // be read in the order they were written.
+    let spread = topic.replacen("keys-", "spreadkeys-", 1);
+    warrant_connectors::kafka::create_topics_with(
+        &brokers,
+        &[&spread],
+        4,
+        &[("cleanup.policy", "compact")],
+    )
+    .unwrap();
+    let refused = warrant_connectors::kafka::KeyTopic::open(&config, &spread)
+        .err()
+        .expect("a keys topic of 4 partitions is refused")
+        .to_string();
+    assert!(refused.contains("has 4 partitions"), "{refused}");
     let mut flaky = config.clone();
     flaky.brokers = format!("127.0.0.1:1,{brokers}");
     let mut keys = warrant_connectors::kafka::KeyTopic::open(&flaky, &topic).unwrap();

@@ -46,6 +46,21 @@ fn decode(key: Option<&[u8]>, value: Option<&[u8]>) -> KeyChange {
             "a record whose Kafka key is not a 64-hex-digit public key".into(),
         );
     }
+    // Lowercase only: compaction keeps the latest record per key *bytes*,
+    // so `ABC…` and `abc…` would be two histories of one public key, and
+    // after compaction a withdrawn or revoked key could come back active.
+    // Such a record makes the key unusable (fail closed) until a record
+    // under its lowercase key comes.
+    if key.is_some_and(|k| k.iter().any(u8::is_ascii_uppercase)) {
+        return KeyChange::Invalid(
+            Some(bytes),
+            format!(
+                "key {}: a record under an uppercase Kafka key; write it under the lowercase \
+                 hex (as `warrant keys` does)",
+                hex::encode(bytes)
+            ),
+        );
+    }
     match value.filter(|v| !v.is_empty()) {
         None => KeyChange::Record(bytes, None),
         Some(v) => match KeyRecord::parse(v) {
@@ -101,8 +116,21 @@ impl KeyTopic {
         let ends = super::admin::assign_from_start(
             &consumer,
             topic,
-            "does not exist (create it compacted: cleanup.policy=compact)",
+            "does not exist (create it compacted, with one partition: cleanup.policy=compact)",
         )?;
+        // A key's records must be read in the order written: across
+        // partitions there is none, and producers with different
+        // partitioners would put one key's records in different ones.
+        if ends.len() != 1 {
+            return Err(KafkaError::Topic {
+                topic: topic.to_owned(),
+                message: format!(
+                    "has {} partitions: a key's records must stay in order, in one partition; \
+                     create it with one partition",
+                    ends.len()
+                ),
+            });
+        }
         let configs = super::admin::topic_config(config, topic, Duration::from_secs(10))?;
         if let Some(problem) = retention_problem(&configs) {
             return Err(KafkaError::Topic {
@@ -223,7 +251,30 @@ impl ProducerContext for Delivered {
 
 #[cfg(test)]
 mod tests {
-    use super::retention_problem;
+    use super::{KeyChange, decode, retention_problem};
+
+    /// One public key has one Kafka key: its lowercase hex. Compaction
+    /// keeps the latest record per key bytes, so an uppercase spelling
+    /// would keep a second history that survives the first's tombstone.
+    #[test]
+    fn a_key_record_is_read_only_under_its_lowercase_hex() {
+        let lower = "ab".repeat(32);
+        assert!(matches!(
+            decode(Some(lower.as_bytes()), None),
+            KeyChange::Record(k, None) if k == [0xab; 32]
+        ));
+        // Under an uppercase spelling: the key is made unusable (fail
+        // closed), never given a second history.
+        let upper = lower.to_uppercase();
+        assert!(matches!(
+            decode(Some(upper.as_bytes()), None),
+            KeyChange::Invalid(Some(k), _) if k == [0xab; 32]
+        ));
+        assert!(matches!(
+            decode(Some(b"not hex"), None),
+            KeyChange::Invalid(None, _)
+        ));
+    }
 
     fn configs(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs
