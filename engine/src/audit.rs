@@ -6,8 +6,8 @@
 //!    a crash are counted, and must agree; [`consistent`] names the
 //!    differences the engine may make: a redelivery denied where the
 //!    first reading authorized, which fails closed, or authorized after a
-//!    deny it did not remember and a later reading lifts), and no later
-//!    authorization of an intent ends after its first;
+//!    deny it did not remember and a later reading lifts), and every later
+//!    authorization of an intent ends exactly when its first does;
 //! 3. no invalid intent was authorized: every authorization is re-derived
 //!    from scratch (the intent opens, its key is trusted for its principal
 //!    and not revoked, its signature verifies, it was within its validity
@@ -38,10 +38,10 @@ use crate::verify::{SigItem, verify_one};
 
 /// Whether `then`, a later verdict for the same intent (a redelivery after
 /// a crash or a rebalance), agrees with `first`. The engine checks time and
-/// key state before its replay memory, remembers only the verdicts its
-/// policy stage gives (authorized, no policy, no matching rule, deny rule),
-/// and a redelivery is judged by the policy and keys in force when it is
-/// read, so:
+/// key state before its replay memory, remembers the verdicts its policy
+/// stage gives (a redelivery of a remembered deny stays denied), and a
+/// redelivery is judged by the policy and keys in force when it is read,
+/// so:
 ///
 /// - any deny may follow any verdict: a redelivery read after its
 ///   deadline, its key's revocation, a policy change, or with no room, is
@@ -52,7 +52,11 @@ use crate::verify::{SigItem, verify_one};
 ///   (transient), "revoked key" and "unknown key" (an operator trusts the
 ///   key again), "not yet valid" (its time has come), "replayed nonce"
 ///   (the other intent's window ended and freed the nonce: whether it was
-///   free is checked apart, on every pair of intents sharing a nonce).
+///   free is checked apart, on every pair of authorized intents sharing a
+///   nonce). The policy stage also remembers a "replayed nonce" deny of
+///   an intent whose remembered authorization it will not reissue; an
+///   authorization after that one would pass this check, though the
+///   engine never gives one (a remembered deny stays).
 ///
 /// Never the other way round: an authorization after a remembered deny
 /// (no policy, no matching rule, deny rule), after a deny no later
@@ -268,10 +272,12 @@ fn why_invalid(
     if i.issued_at_us() > issued.saturating_add(ground.max_clock_skew_us) {
         return Some("decided before it was issued".into());
     }
-    if issued > i.issued_at_us().saturating_add(ground.max_intent_age_us) {
+    // The window ends *at* its deadline and maximum age, as the engine's
+    // (`pipeline::past_window`): at that instant its nonce is forgotten.
+    if issued >= i.issued_at_us().saturating_add(ground.max_intent_age_us) {
         return Some("decided after it expired".into());
     }
-    if issued > i.deadline_us() {
+    if issued >= i.deadline_us() {
         return Some("decided after its deadline".into());
     }
     let mut attrs = Vec::new();
@@ -459,17 +465,18 @@ pub fn audit(
             continue;
         }
         r.authorized += 1;
-        // Every authorization is re-derived, not only the first, and none
-        // ends after the first: an executor remembers a consumed decision
-        // until its end, so a later one outlasting it could run again.
+        // Every authorization is re-derived, not only the first, and all
+        // end at the first's end: an executor remembers a consumed
+        // decision until its end, so one ending later could run again
+        // once the first is forgotten, and one ending sooner, consumed
+        // first and forgotten, would leave the first usable.
         let mut first_end: Option<u64> = None;
         for (_, n) in list.iter().filter(|(x, _)| *x == Reason::Authorized) {
             let Some(d) = decisions.get(*n) else { continue };
             let end = open_decision(d, &Limits::default()).map_or(0, |d| d.valid_until_us());
-            let outlasts = first_end.filter(|&first| end > first).map(|first| {
+            let outlasts = first_end.filter(|&first| end != first).map(|first| {
                 format!(
-                    "a later authorization ends {} µs after its first",
-                    end - first
+                    "a later authorization ends at {end} µs, not at its first's end ({first} µs)"
                 )
             });
             first_end.get_or_insert(end);

@@ -231,7 +231,7 @@ fn a_clean_run_has_no_violation_and_damage_is_found() {
         report
             .violations
             .iter()
-            .any(|v| v.contains("after its first")),
+            .any(|v| v.contains("not at its first's end")),
         "{report}"
     );
 
@@ -250,6 +250,14 @@ fn a_clean_run_has_no_violation_and_damage_is_found() {
     let as_run = check(&long, &allow("10m"), &long.trust);
     assert!(as_run.authorized > 0, "{as_run}");
     assert_eq!(as_run.invalid_authorized, 0, "{as_run}");
+    // The same intents authorized again for less: each second
+    // authorization ends sooner than the first, which an executor that
+    // consumed it first would forget while the first is still good.
+    let short = run_with(allow("1s"), &generated);
+    let mut both = run_copy(&long);
+    both.decisions.extend(short.decisions.iter().cloned());
+    let report = check(&both, &allow("10m"), &long.trust);
+    assert_eq!(report.invalid_authorized, as_run.authorized, "{report}");
     let report = check(&long, &allow("1s"), &long.trust);
     assert_eq!(report.invalid_authorized, as_run.authorized, "{report}");
     assert!(
@@ -327,4 +335,60 @@ fn run_copy(r: &Run) -> Run {
         policy: payments(),
         trust: r.trust.clone(),
     }
+}
+
+/// The window ends *at* the intent's deadline, as the engine's does (its
+/// nonce is forgotten at that instant): an authorization issued exactly
+/// then is invalid, one a microsecond earlier is not.
+#[test]
+fn an_authorization_at_the_deadline_is_invalid() {
+    use warrant_engine::seal::{DecisionCore, seal};
+    use warrant_engine::trust::KeyState;
+    use warrant_schemas::wire::{Reason, Verdict};
+    let signer = warrant_schemas::IntentSigner::from_seed([4; 32]);
+    let intent = signer.sign_intent(&warrant_schemas::IntentFields::example());
+    let deadline = warrant_schemas::IntentFields::example().deadline_us;
+    let mut trust = TrustStore::new();
+    trust
+        .add("svc-example", signer.public_key(), KeyState::Active)
+        .unwrap();
+    let policy = Policy::from_sources(&[(
+        "allow.toml",
+        "[policy]\nversion = 1\n[[rule]]\nid = \"all\"\neffect = \"allow\"\nmax_validity = \"1m\"\n",
+    )])
+    .unwrap();
+    let key = EngineKey::from_seed([3; 32]);
+    let at = |issued_at_us: u64| {
+        let core = DecisionCore {
+            intent_id: [1; 16],
+            intent_digest: warrant_schemas::sha256(&intent),
+            verdict: Verdict::Authorize,
+            reason: Reason::Authorized,
+            rule_id: "all",
+            policy_hash: policy.hash(),
+            policy_version: 1,
+            issued_at_us,
+            valid_until_us: issued_at_us + 1_000,
+            audience: "executor",
+            lineage_partition: 0,
+            lineage_sequence: 0,
+        };
+        let decisions = seal(&key, &[core]).unwrap();
+        audit(
+            &[(0, intent.clone())],
+            &decisions,
+            &[],
+            &Ground {
+                trust: &trust,
+                policy: &policy,
+                engine_keys: &[key.public_key()],
+                audience: "executor",
+                max_clock_skew_us: 30_000_000,
+                max_intent_age_us: 300_000_000,
+            },
+        )
+        .invalid_authorized
+    };
+    assert_eq!(at(deadline - 1), 0);
+    assert_eq!(at(deadline), 1);
 }
