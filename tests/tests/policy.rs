@@ -778,11 +778,21 @@ fn the_watcher_never_drops_a_file_it_cannot_read_and_removes_a_policy_whose_file
     let _watcher = store.watch(dir.clone(), Duration::from_millis(10), |_| {});
     std::fs::remove_file(dir.join("05-deny.toml")).unwrap();
     std::os::unix::fs::symlink("/nonexistent/deny.toml", dir.join("05-deny.toml")).unwrap();
-    // Many checks later, the deny rule is still in force.
+    // Many checks later, the deny rule is still in force, and the
+    // unreadable file is reported.
     std::thread::sleep(Duration::from_millis(300));
     assert!(
         !store.evaluate(&REQ).clone_outcome_is_allow(),
         "the deny rule dropped out"
+    );
+    let reported = store.last_error().unwrap_or_default();
+    assert!(reported.contains("05-deny.toml"), "{reported}");
+    // An editor's lock file (hidden, a dangling symlink) is not the
+    // policy's: it neither joins nor breaks it.
+    std::os::unix::fs::symlink("user@host.1234", dir.join(".#00-base.toml")).unwrap();
+    assert!(
+        Policy::load(&dir).is_err(),
+        "05-deny.toml is still unreadable"
     );
     // Readable again, with a change: applied.
     std::fs::remove_file(dir.join("05-deny.toml")).unwrap();
@@ -794,6 +804,8 @@ fn the_watcher_never_drops_a_file_it_cannot_read_and_removes_a_policy_whose_file
     eventually("the readable change", &|| {
         store.evaluate(&REQ).clone_outcome_is_allow()
     });
+    assert!(store.last_error().is_none());
+    assert!(Policy::load(&dir).is_ok());
     // Every policy file removed, `.gitkeep` left: no policy.
     std::fs::remove_file(dir.join("00-base.toml")).unwrap();
     std::fs::remove_file(dir.join("05-deny.toml")).unwrap();

@@ -148,7 +148,8 @@ impl std::fmt::Debug for Policy {
 }
 
 /// The text of a policy path as read at one moment: the file, or every
-/// `*.toml` file of a directory in name order.
+/// `*.toml` file of a directory in name order (hidden ones, named `.…`,
+/// excepted).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PolicyFiles {
     /// The path read, for messages.
@@ -179,7 +180,13 @@ impl PolicyFiles {
             let mut names = Vec::new();
             for entry in std::fs::read_dir(path).map_err(io(path))? {
                 let p = entry.map_err(io(path))?.path();
-                if p.extension().is_some_and(|x| x == "toml") {
+                // Hidden files are not the policy's: editors' lock and
+                // backup files (`.#deny.toml`, a dangling symlink while a
+                // buffer is modified) must neither join nor break it.
+                let hidden = p
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with('.'));
+                if !hidden && p.extension().is_some_and(|x| x == "toml") {
                     names.push(p);
                 }
             }

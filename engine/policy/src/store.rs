@@ -155,6 +155,7 @@ impl PolicyStore {
         let handle = std::thread::Builder::new()
             .name("policy-watch".into())
             .spawn(move || {
+                let mut unreadable: Option<String> = None;
                 while !flag.load(Ordering::Relaxed) {
                     std::thread::sleep(interval);
                     // A path that is gone, or a directory left with no
@@ -163,9 +164,22 @@ impl PolicyStore {
                     // a dangling symlink, I/O) changes nothing, and is
                     // read again at the next check.
                     let files = match PolicyFiles::read(&path) {
-                        Ok(f) => f,
+                        Ok(f) => {
+                            unreadable = None;
+                            f
+                        }
                         Err(_) if !exists(&path) => PolicyFiles::default(),
-                        Err(_) => continue,
+                        Err(e) => {
+                            // Said once per distinct error, and kept in
+                            // `last_error`: edits wait until it is read.
+                            let e = format!("{e}: the policy in force stays until it can be read");
+                            if unreadable.as_ref() != Some(&e) {
+                                store.set_error(Some(e.clone()));
+                                on_change(&Err(e.clone()));
+                                unreadable = Some(e);
+                            }
+                            continue;
+                        }
                     };
                     if !settle.changed(Fingerprint::from_files(&files)) {
                         continue;
