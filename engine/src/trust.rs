@@ -244,8 +244,10 @@ impl TrustStore {
         let mut out = String::new();
         for k in keys {
             out.push_str(&format!(
-                "[[key]]\nprincipal = \"{}\"\npublic_key = \"{}\"\nstatus = \"{}\"\n\n",
-                k.principal.escape_default(),
+                "[[key]]\nprincipal = {}\npublic_key = \"{}\"\nstatus = \"{}\"\n\n",
+                // TOML's own quoting (Rust's escapes, `\'` or `\u{e9}`, are
+                // not TOML).
+                toml::Value::String(k.principal.clone()),
                 hex::encode(k.key.as_bytes()),
                 k.state.name()
             ));
@@ -535,6 +537,20 @@ mod tests {
             Lookup::Revoked
         ));
         assert_eq!(again.len(), 2);
+        // Principals any text may name, quoted as TOML quotes them.
+        let c = IntentSigner::from_seed([5; 32]);
+        let d = IntentSigner::from_seed([6; 32]);
+        let e = IntentSigner::from_seed([7; 32]);
+        s.add("o'brien", c.public_key(), KeyState::Active).unwrap();
+        s.add("café", d.public_key(), KeyState::Active).unwrap();
+        s.add("a\"b\\c", e.public_key(), KeyState::Active).unwrap();
+        let again = TrustStore::parse(&s.to_toml(), "t").unwrap();
+        for (p, k) in [("o'brien", &c), ("café", &d), ("a\"b\\c", &e)] {
+            assert!(
+                matches!(again.lookup(&k.key_id(), p), Lookup::Usable(..)),
+                "{p}"
+            );
+        }
     }
 
     #[test]
