@@ -13,8 +13,9 @@
 //! It is a minimal HTTP/1.1 server (GET and HEAD, one request per
 //! connection, 8 KiB request head, 5 s to send it, at most 32 connections
 //! at once) on a tokio runtime of
-//! its own thread: nothing on it can slow the pipeline, which it only
-//! reads through lock-free counters.
+//! its own thread. It reads the pipeline's lock-free counters, and for
+//! `/metrics` clones the latency histogram under the mutex the emit stage
+//! records into (a copy of a fixed-size histogram, held briefly).
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;

@@ -554,7 +554,7 @@ fn status(s: &StatsSnapshot, up: Duration) {
     let authorized = s.count(Reason::Authorized);
     info!(
         "status: up {:.0}s, intents {}, decisions {} (authorized {}, denied {}), \
-         engine latency p50 {} µs p99 {} µs",
+         engine latency since start p50 {} µs p99 {} µs",
         up.as_secs_f64(),
         s.intents_in,
         s.decisions(),
