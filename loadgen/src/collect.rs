@@ -60,6 +60,10 @@ pub struct Collector {
     unreadable_decisions: AtomicU64,
     errors: AtomicU64,
     undelivered: Mutex<std::collections::HashSet<u64>>,
+    /// Set when the drain ends: decisions after it are not this run's
+    /// (an intent still undecided then is missing), only counted.
+    closed: std::sync::atomic::AtomicBool,
+    after_close: AtomicU64,
 }
 
 /// Counters at one moment.
@@ -135,7 +139,22 @@ impl Collector {
             unreadable_decisions: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             undelivered: Mutex::new(std::collections::HashSet::new()),
+            closed: std::sync::atomic::AtomicBool::new(false),
+            after_close: AtomicU64::new(0),
         }
+    }
+
+    /// Ends the run's collection (the drain is over): later decisions are
+    /// counted ([`Self::after_close`]) and otherwise ignored, so an intent
+    /// the target decides only while shutting down stays missing and no
+    /// number counts it.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+
+    /// Decisions that came after [`Self::close`].
+    pub fn after_close(&self) -> u64 {
+        self.after_close.load(Ordering::Relaxed)
     }
 
     /// The instant latencies count from.
@@ -194,6 +213,10 @@ impl Collector {
 
     /// Takes a decision, as read from the engine at `at`.
     pub fn decision(&self, bytes: &[u8], at: Instant) {
+        if self.closed.load(Ordering::Acquire) {
+            self.after_close.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         let Ok(d) = open_decision(bytes, &Limits::default()) else {
             self.unreadable_decisions.fetch_add(1, Ordering::Relaxed);
             return;

@@ -376,6 +376,10 @@ pub fn run(
             }
             std::thread::sleep(Duration::from_millis(5));
         }
+        // What is decided by now is the run's: the target may decide the
+        // rest while it shuts down (an embedded engine drains its
+        // backlog), past the drain timeout.
+        collector.close();
         drained_at = Some(
             collector
                 .last_decision_at()

@@ -144,6 +144,45 @@ fn an_engine_stall_shows_in_the_percentiles() {
     assert!(o.latency.p90_ms >= 400.0, "p90 {}", o.latency.p90_ms);
 }
 
+/// The drain timeout is the run's end: intents the engine decides only
+/// after it (here, while it shuts down after a stall) are missing, and no
+/// number counts them: not the decided count, not the throughput, not the
+/// histogram.
+#[test]
+fn decisions_after_the_drain_timeout_are_not_the_runs() {
+    let engine = Config {
+        max_batch: 32,
+        // After 500 intents, verification stops for 2 s.
+        verify_pause: Some((500, Duration::from_secs(2))),
+        shed_after: Duration::from_secs(60),
+        ..Config::default()
+    };
+    let load = Load {
+        rate: 1_000.0,
+        duration: Duration::from_secs(1),
+        drain_timeout: Duration::from_millis(200),
+        shape: Shape {
+            mix: Mix::valid_only(),
+            deadline: Duration::from_secs(30),
+            ..Shape::default()
+        },
+        ..Load::default()
+    };
+    let o = warrant_loadgen::run(&embedded(engine, 4_096), &load, &mut |_| {}).unwrap();
+    println!("{}", report::summary(&o));
+    assert_eq!(o.sent, 1_000);
+    assert!(o.missing > 0, "{} missing", o.missing);
+    assert_eq!(o.decided + o.missing, o.sent);
+    assert_eq!(o.histogram.len(), o.decided);
+    assert!(
+        o.throughput <= 1.1 * load.rate,
+        "throughput {} at {} offered",
+        o.throughput,
+        load.rate
+    );
+    assert!(!o.violations().is_empty());
+}
+
 #[test]
 fn the_hlog_reads_back_and_the_plot_and_distribution_are_written() {
     let load = Load {
