@@ -31,6 +31,39 @@ use warrant_schemas::wire::Reason;
 /// Consumer lag per partition, when the source reports it.
 pub type LagFn = Box<dyn Fn() -> Vec<(u32, i64)> + Send + Sync>;
 
+/// What the trust follower could not read, if anything: while the keys
+/// topic or the trust file cannot be read, revocations made there are not
+/// in force here, and `/readyz` says so.
+#[derive(Debug, Default)]
+pub struct TrustHealth {
+    topic: std::sync::Mutex<Option<String>>,
+    file: std::sync::Mutex<Option<String>>,
+}
+
+impl TrustHealth {
+    /// The keys topic's last read: `None` when it succeeded.
+    pub fn topic(&self, problem: Option<String>) {
+        if let Ok(mut g) = self.topic.lock() {
+            *g = problem;
+        }
+    }
+
+    /// The trust file's last reload: `None` when it succeeded.
+    pub fn file(&self, problem: Option<String>) {
+        if let Ok(mut g) = self.file.lock() {
+            *g = problem;
+        }
+    }
+
+    /// What is wrong now.
+    pub fn problems(&self) -> Vec<String> {
+        [&self.topic, &self.file]
+            .iter()
+            .filter_map(|m| m.lock().ok().and_then(|g| g.clone()))
+            .collect()
+    }
+}
+
 /// What the endpoints read.
 pub struct Admin {
     /// The engine's counters.
@@ -47,6 +80,8 @@ pub struct Admin {
     pub queue_capacity: [usize; 6],
     /// When the process started.
     pub started: SystemTime,
+    /// Whether the trust store follows its sources.
+    pub trust: Arc<TrustHealth>,
 }
 
 /// Reasons whose denies are the engine failing closed (bad input, time
@@ -94,6 +129,11 @@ impl Admin {
                 "the broker does not acknowledge decisions (retrying, committing nothing)".into(),
             );
         }
+        for p in self.trust.problems() {
+            why.push(format!(
+                "the trust store may be stale (revocations not seen): {p}"
+            ));
+        }
         why
     }
 
@@ -129,6 +169,12 @@ impl Admin {
             "warrant_broker_reachable",
             "1 when the last broker probe succeeded.",
             f64::from(u8::from(self.broker_reachable.load(Ordering::Relaxed))),
+        );
+        gauge(
+            &mut m,
+            "warrant_trust_current",
+            "1 while the keys topic and the trust file were last read without error.",
+            f64::from(u8::from(self.trust.problems().is_empty())),
         );
         gauge(
             &mut m,
@@ -684,8 +730,9 @@ mod tests {
             lag: None,
             queue_capacity: [4; 6],
             started: std::time::SystemTime::now(),
+            trust: Arc::default(),
         });
-        let server = super::serve_on(super::bind("127.0.0.1:0").unwrap(), admin).unwrap();
+        let server = super::serve_on(super::bind("127.0.0.1:0").unwrap(), admin.clone()).unwrap();
         // More idle connections than there are slots, each holding one
         // open without a request (they once shut every probe out for 5 s
         // at a time, renewed as they timed out).
@@ -704,10 +751,38 @@ mod tests {
         let _ = probe.read_to_string(&mut answer);
         assert!(answer.starts_with("HTTP/1.1 200"), "got {answer:?}");
         assert!(answer.ends_with("ok\n"), "got {answer:?}");
+        // A trust source that cannot be read shows in readiness and in
+        // the metrics, until it can.
+        assert!(admin.metrics().contains("\nwarrant_trust_current 1\n"));
+        admin.trust.topic(Some("keys topic: unreachable".into()));
+        assert!(
+            admin
+                .not_ready()
+                .iter()
+                .any(|w| w.contains("trust store may be stale") && w.contains("unreachable")),
+            "{:?}",
+            admin.not_ready()
+        );
+        assert!(admin.metrics().contains("\nwarrant_trust_current 0\n"));
+        admin.trust.topic(None);
+        assert!(admin.metrics().contains("\nwarrant_trust_current 1\n"));
         drop(idle);
         drop(server);
         topic.close();
         engine.join().unwrap();
+    }
+
+    #[test]
+    fn trust_health_reports_what_cannot_be_read_until_it_can() {
+        let h = super::TrustHealth::default();
+        assert!(h.problems().is_empty());
+        h.topic(Some("keys topic: broker transport failure".into()));
+        h.file(Some("trust.toml: line 3: bad key".into()));
+        assert_eq!(h.problems().len(), 2);
+        h.topic(None);
+        assert_eq!(h.problems(), ["trust.toml: line 3: bad key"]);
+        h.file(None);
+        assert!(h.problems().is_empty());
     }
 
     #[test]

@@ -321,6 +321,7 @@ fn follow_trust(
     watch: Duration,
     topic: Option<KeyTopic>,
     stop: Arc<AtomicBool>,
+    health: Arc<admin::TrustHealth>,
 ) -> Result<std::thread::JoinHandle<()>, String> {
     std::thread::Builder::new()
         .name("trust-follow".into())
@@ -333,9 +334,16 @@ fn follow_trust(
             while !stop.load(Ordering::Relaxed) {
                 match &topic {
                     Some(t) => match t.poll(Duration::from_millis(100)) {
-                        Ok(Some(change)) => apply_key(&live, change),
-                        Ok(None) => {}
-                        Err(e) => warn!("trust: keys topic: {e}"),
+                        Ok(change) => {
+                            health.topic(None);
+                            if let Some(change) = change {
+                                apply_key(&live, change);
+                            }
+                        }
+                        Err(e) => {
+                            warn!("trust: keys topic: {e}");
+                            health.topic(Some(format!("keys topic: {e}")));
+                        }
                     },
                     None => std::thread::sleep(Duration::from_millis(100)),
                 }
@@ -347,13 +355,33 @@ fn follow_trust(
                 if now == seen {
                     continue;
                 }
+                // Parse the very bytes compared (a second read could see
+                // another state and, failing, never be retried).
+                let loaded = match &now {
+                    Some(bytes) => std::str::from_utf8(bytes)
+                        .map_err(|e| format!("{}: not UTF-8 text: {e}", file.display()))
+                        .and_then(|text| {
+                            TrustStore::parse(text, &file.display().to_string())
+                                .map_err(|e| e.to_string())
+                        }),
+                    None => TrustStore::load(&file).map_err(|e| e.to_string()),
+                };
                 seen = now;
-                match TrustStore::load(&file) {
+                match loaded {
                     Ok(store) => match live.set_file(store) {
-                        Ok(n) => info!("trust: {} reloaded ({n} keys in force)", file.display()),
-                        Err(e) => error!("trust: {} refused: {e}", file.display()),
+                        Ok(n) => {
+                            health.file(None);
+                            info!("trust: {} reloaded ({n} keys in force)", file.display());
+                        }
+                        Err(e) => {
+                            error!("trust: {} refused: {e}", file.display());
+                            health.file(Some(format!("{} refused: {e}", file.display())));
+                        }
                     },
-                    Err(e) => error!("trust: {e}; the running trust store stays"),
+                    Err(e) => {
+                        error!("trust: {e}; the running trust store stays");
+                        health.file(Some(e));
+                    }
                 }
             }
         })
@@ -475,6 +503,7 @@ pub fn run(path: &Path, check: bool, status_every: Duration) -> Result<(), Strin
         let _ = engine.shutdown();
         Err(e)
     };
+    let trust_health = Arc::new(admin::TrustHealth::default());
     let trust_follower = match follow_trust(
         live.clone(),
         PathBuf::from(&config.trust.file),
@@ -482,6 +511,7 @@ pub fn run(path: &Path, check: bool, status_every: Duration) -> Result<(), Strin
         Duration::from_millis(config.trust.watch_ms),
         key_topic,
         probe_stop.clone(),
+        trust_health.clone(),
     ) {
         Ok(t) => t,
         Err(e) => return fail(engine, &probe_stop, e),
@@ -504,6 +534,7 @@ pub fn run(path: &Path, check: bool, status_every: Duration) -> Result<(), Strin
         lag: Some(Box::new(move || lag.get())),
         queue_capacity: [depth, depth, depth, depth, depth, emit_depth],
         started: SystemTime::now(),
+        trust: trust_health,
     });
     let _server = match listener.map(|l| admin::serve_on(l, admin.clone())) {
         None => None,

@@ -301,6 +301,7 @@ fn exported_metrics() -> std::collections::BTreeSet<String> {
         lag: Some(Box::new(|| vec![(0, 0)])),
         queue_capacity: [4; 6],
         started: std::time::SystemTime::now(),
+        trust: Arc::default(),
     };
     let text = admin.metrics();
     topic.close();
