@@ -694,18 +694,23 @@ fn shutdown_decides_everything_read_while_a_verify_lane_is_paused() {
     let (engine, collector) = start(
         Config {
             max_batch: 4,
-            verify_pause: Some((40, Duration::from_secs(1))),
+            verify_pause: Some((40, Duration::from_secs(3))),
             shed_after: Duration::from_secs(60),
             ..config()
         },
         &topic,
     );
-    // Into the pause: the other lane has used every permit by then.
-    std::thread::sleep(Duration::from_millis(300));
-    // Its batches wait in policy for the paused lane's: the policy queue's
-    // gauge counts them (more than its channel's 4 can hold), or an
-    // operator would see a short queue where the pipeline is held up.
-    let queues = engine.stats().queues;
+    // Into the pause, the other lane uses every permit (on a busy machine
+    // that takes a while: look until well inside the pause). Its batches
+    // wait in policy for the paused lane's: the policy queue's gauge
+    // counts them (more than its channel's 4 can hold), or an operator
+    // would see a short queue where the pipeline is held up.
+    let looking = Instant::now();
+    let mut queues = engine.stats().queues;
+    while queues[2] <= 4 && looking.elapsed() < Duration::from_millis(2_500) {
+        std::thread::sleep(Duration::from_millis(10));
+        queues = engine.stats().queues;
+    }
     assert!(
         queues[2] > 4,
         "policy holds batches, its gauge says {queues:?}"
