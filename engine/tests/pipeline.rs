@@ -1030,45 +1030,8 @@ fn a_sink_that_stays_down_ends_the_drain_with_an_error_and_commits_nothing() {
 
 /// A source whose consumer group assigns it a partition the engine was not
 /// started with (the topic grew): the engine must stop, not deny that
-/// partition's intents "malformed" and commit them.
-struct Grown {
-    inner: warrant_engine::transport::embedded::Consumer,
-    handover: Option<Arc<dyn warrant_engine::transport::Handover>>,
-    assigned: bool,
-}
-
-impl warrant_engine::transport::Source for Grown {
-    fn poll(
-        &mut self,
-        out: &mut Vec<warrant_engine::transport::InRecord>,
-        max: usize,
-        timeout: Duration,
-    ) -> Result<usize, warrant_engine::transport::TransportError> {
-        if !self.assigned
-            && let Some(h) = &self.handover
-        {
-            self.assigned = true;
-            h.acquire(
-                PARTITIONS + 1,
-                warrant_engine::lineage::LineageTail::empty(),
-            );
-        }
-        self.inner.poll(out, max, timeout)
-    }
-
-    fn commit(
-        &mut self,
-        partition: u32,
-        offset: u64,
-    ) -> Result<(), warrant_engine::transport::TransportError> {
-        self.inner.commit(partition, offset)
-    }
-
-    fn attach(&mut self, handover: Arc<dyn warrant_engine::transport::Handover>) {
-        self.handover = Some(handover);
-    }
-}
-
+/// partition's intents "malformed" and commit them. (`Resumed`, below,
+/// handing over that one partition.)
 #[test]
 fn a_partition_beyond_the_count_the_engine_started_with_stops_it() {
     let topic = Topic::new(PARTITIONS, 1_000);
@@ -1085,10 +1048,13 @@ fn a_partition_beyond_the_count_the_engine_started_with_stops_it() {
             partitions: PARTITIONS,
             ..Config::default()
         },
-        Grown {
+        Resumed {
             inner: topic.consumer(),
             handover: None,
-            assigned: false,
+            tails: vec![(
+                PARTITIONS + 1,
+                warrant_engine::lineage::LineageTail::empty(),
+            )],
         },
         collector.clone(),
         EngineKey::from_seed([42; 32]),
