@@ -474,13 +474,13 @@ pub fn audit(
         for (_, n) in list.iter().filter(|(x, _)| *x == Reason::Authorized) {
             let Some(d) = decisions.get(*n) else { continue };
             let end = open_decision(d, &Limits::default()).map_or(0, |d| d.valid_until_us());
-            let outlasts = first_end.filter(|&first| end != first).map(|first| {
+            let other_end = first_end.filter(|&first| end != first).map(|first| {
                 format!(
                     "a later authorization ends at {end} µs, not at its first's end ({first} µs)"
                 )
             });
             first_end.get_or_insert(end);
-            if let Some(why) = outlasts.or_else(|| why_invalid(intent, d, ground, &keys)) {
+            if let Some(why) = other_end.or_else(|| why_invalid(intent, d, ground, &keys)) {
                 r.invalid_authorized += 1;
                 note(
                     &mut r,

@@ -66,6 +66,17 @@ struct Entry {
     until_us: u64,
 }
 
+/// What [`ReplayCache::upsert`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Upsert {
+    /// Stored.
+    Put,
+    /// A live entry of another intent was kept.
+    Kept,
+    /// No room.
+    Full,
+}
+
 /// One partition's nonce cache.
 #[derive(Debug)]
 pub struct ReplayCache {
@@ -177,30 +188,25 @@ impl ReplayCache {
         now_us: u64,
         remember_until_us: u64,
     ) -> bool {
-        let k = nonce.0;
-        let (until, outcome) = match self.entries.get(&k) {
-            // A live entry of another intent: keep it.
-            Some(e) if e.until_us > now_us && e.digest != *digest => return false,
-            // The same intent again: never shorten its window, never
-            // lengthen its authorization.
-            Some(e) if e.until_us > now_us => {
-                let mut o = outcome;
-                if e.outcome.valid_until_us != 0 {
-                    o.valid_until_us = o.valid_until_us.min(e.outcome.valid_until_us);
+        // The same intent again: never lengthen its authorization.
+        let stored = self.upsert(
+            nonce,
+            digest,
+            outcome,
+            now_us,
+            remember_until_us,
+            |first, o| {
+                if first.valid_until_us == 0 {
+                    o
+                } else {
+                    Outcome {
+                        valid_until_us: o.valid_until_us.min(first.valid_until_us),
+                        ..o
+                    }
                 }
-                (e.until_us.max(remember_until_us), o)
-            }
-            // An expired entry is replaced.
-            Some(_) => (remember_until_us, outcome),
-            None => {
-                if self.entries.len() >= self.capacity {
-                    return false;
-                }
-                (remember_until_us, outcome)
-            }
-        };
-        self.put(k, *digest, outcome, until);
-        true
+            },
+        );
+        stored == Upsert::Put
     }
 
     /// Restores an entry a previous owner of the partition logged.
@@ -237,43 +243,62 @@ impl ReplayCache {
                 ..outcome
             }
         };
+        // A deny, first or later, stands. Every authorization the engine
+        // issues for one intent ends at the same instant, so two that do
+        // not are not both the engine's: deny the intent from here on
+        // rather than reissue either end.
+        let stored = self.upsert(nonce, digest, outcome, now_us, until_us, |first, o| match (
+            first.verdict,
+            o.verdict,
+        ) {
+            (Verdict::Authorize, Verdict::Authorize)
+                if first.valid_until_us == o.valid_until_us =>
+            {
+                first
+            }
+            (Verdict::Authorize, Verdict::Authorize) => Outcome {
+                verdict: Verdict::Deny,
+                reason: Reason::ReplayedNonce,
+                valid_until_us: 0,
+            },
+            (Verdict::Authorize, _) => o,
+            _ => first,
+        });
+        // Another intent's live entry stays (fail closed): not a failure.
+        stored != Upsert::Full
+    }
+
+    /// Stores `outcome` for `nonce` until `until_us`, under the rules
+    /// [`Self::record`] and [`Self::restore`] share: a live entry of
+    /// another intent is kept; one of this intent keeps the outcome
+    /// `merge(first, outcome)` and the longer window; an ended one is
+    /// replaced; a new one needs room (after forgetting what has ended).
+    fn upsert(
+        &mut self,
+        nonce: &NonceKey,
+        digest: &[u8; 32],
+        outcome: Outcome,
+        now_us: u64,
+        until_us: u64,
+        merge: impl FnOnce(Outcome, Outcome) -> Outcome,
+    ) -> Upsert {
         let k = nonce.0;
         let (until, outcome) = match self.entries.get(&k) {
-            Some(e) if e.until_us > now_us && e.digest != *digest => return true,
-            Some(e) if e.until_us > now_us => {
-                // A deny, first or later, stands. Every authorization the
-                // engine issues for one intent ends at the same instant, so
-                // two that do not are not both the engine's: deny the
-                // intent from here on rather than reissue either end.
-                let o = match (e.outcome.verdict, outcome.verdict) {
-                    (Verdict::Authorize, Verdict::Authorize)
-                        if e.outcome.valid_until_us == outcome.valid_until_us =>
-                    {
-                        e.outcome
-                    }
-                    (Verdict::Authorize, Verdict::Authorize) => Outcome {
-                        verdict: Verdict::Deny,
-                        reason: Reason::ReplayedNonce,
-                        valid_until_us: 0,
-                    },
-                    (Verdict::Authorize, _) => outcome,
-                    _ => e.outcome,
-                };
-                (e.until_us.max(until_us), o)
-            }
+            Some(e) if e.until_us > now_us && e.digest != *digest => return Upsert::Kept,
+            Some(e) if e.until_us > now_us => (e.until_us.max(until_us), merge(e.outcome, outcome)),
             Some(_) => (until_us, outcome),
             None => {
                 if self.entries.len() >= self.capacity {
                     self.expire(now_us);
                     if self.entries.len() >= self.capacity {
-                        return false;
+                        return Upsert::Full;
                     }
                 }
                 (until_us, outcome)
             }
         };
         self.put(k, *digest, outcome, until);
-        true
+        Upsert::Put
     }
 
     fn put(&mut self, k: [u8; 16], digest: [u8; 32], outcome: Outcome, until_us: u64) {
