@@ -342,10 +342,12 @@ pub enum ResumeError {
 ///
 /// Without `from_start`, the frames must include a checkpoint signed by
 /// one of `engine_keys` that carries its frontier, and the record that
-/// checkpoint ends with: the frontier is checked against the signed root,
-/// then every record after it is checked (sequence, partition, chain) and
-/// added. A log that does not verify is [`ResumeError::Broken`]: an engine
-/// must not extend it.
+/// checkpoint ends with: the earliest such checkpoint's frontier is checked
+/// against its signed root, then every record after it is checked
+/// (sequence, partition, chain) and added, and every later checkpoint
+/// compared with the tree so grown. Two checkpoints signing different roots
+/// for one size (a fork) are refused. A log that does not verify is
+/// [`ResumeError::Broken`]: an engine must not extend it.
 pub fn resume(
     partition: u32,
     frames: &[Vec<u8>],
@@ -356,7 +358,8 @@ pub fn resume(
     let limits = Limits::default();
     let broken = |error: LineageError| ResumeError::Broken { partition, error };
     let mut records: Vec<(u64, Hash, Hash)> = Vec::new(); // (sequence, prev_hash, leaf)
-    let mut best: Option<(u64, Hash, Vec<Hash>)> = None; // (size, root, frontier)
+    // Every checkpoint that carries its frontier: (size, root, frontier).
+    let mut frontiers: Vec<(u64, Hash, Vec<Hash>)> = Vec::new();
     let mut signed: Vec<(u64, Hash)> = Vec::new(); // every checkpoint's (size, root)
     let mut record_index = 0usize;
     let mut replay = Vec::new();
@@ -379,10 +382,8 @@ pub fn resume(
             vk.verify_strict(&checkpoint_message(c.origin(), c.size(), &c.root().0), &sig)
                 .map_err(|_| bad("signature does not verify (forged checkpoint)".into()))?;
             signed.push((c.size(), c.root().0));
-            if let Some(f) = c.frontier()
-                && best.as_ref().is_none_or(|b| b.0 < c.size())
-            {
-                best = Some((c.size(), c.root().0, f.iter().map(|h| h.0).collect()));
+            if let Some(f) = c.frontier() {
+                frontiers.push((c.size(), c.root().0, f.iter().map(|h| h.0).collect()));
             }
             continue;
         }
@@ -432,6 +433,20 @@ pub fn resume(
             });
         }
     }
+    // Two signatures over one size with different roots: the log forked
+    // (a stale writer and its successor both extended it).
+    let mut sizes = signed.clone();
+    sizes.sort_unstable();
+    if let Some((a, _)) = sizes
+        .iter()
+        .zip(sizes.iter().skip(1))
+        .find(|(a, b)| a.0 == b.0 && a.1 != b.1)
+    {
+        return Err(broken(LineageError::RootMismatch {
+            index: 0,
+            size: a.0,
+        }));
+    }
     let first = records.first().map(|r| r.0);
     // From the log's start: rebuild everything from record 0.
     if from_start && first.is_none_or(|s| s == 0) {
@@ -460,15 +475,19 @@ pub fn resume(
     if oldest_us.is_none_or(|t| t > window.since_us) {
         return Err(ResumeError::NeedMore);
     }
-    let (size, root, roots) = best.ok_or(ResumeError::NeedMore)?;
     let (Some(first), Some(&(last, _, last_leaf))) = (first, records.last()) else {
         return Err(ResumeError::NeedMore);
     };
-    // The checkpoint's last record must have been read (its leaf is the
-    // next record's prev_hash), and nothing may be missing after it.
-    if size == 0 || size - 1 < first {
-        return Err(ResumeError::NeedMore);
-    }
+    // Start from the *earliest* checkpoint whose last record was read (its
+    // leaf is the next record's prev_hash), so that every later checkpoint
+    // is compared with the records read: starting from the latest would
+    // leave an earlier one unchecked, and with it a fork that one signs.
+    let (size, root, roots) = frontiers
+        .into_iter()
+        .filter(|c| c.0 > first)
+        .min_by_key(|c| c.0)
+        .ok_or(ResumeError::NeedMore)?;
+    // Nothing may be missing after it.
     if size - 1 > last {
         return Err(broken(LineageError::Truncated {
             index: 0,
@@ -511,10 +530,11 @@ pub fn resume(
         push_checked(&mut frontier, leaf, &signed).map_err(broken)?;
     }
     signs_no_more(&frontier, &signed).map_err(broken)?;
+    let checkpointed = signed.iter().map(|s| s.0).max().unwrap_or(size);
     Ok(LineageTail {
         frontier,
         prev_hash: last_leaf,
-        checkpointed: size,
+        checkpointed,
         replay,
     })
 }
@@ -667,13 +687,6 @@ pub fn verify_log(
     }
     wanted.sort_by_key(|w| w.1);
     let mut next_check = wanted.iter().peekable();
-    // A checkpoint of size 0 names the empty tree.
-    while let Some((index, 0, root, _)) = next_check.peek().map(|w| (w.0, w.1, w.2, ())) {
-        if root != frontier.root() {
-            return Err(LineageError::RootMismatch { index, size: 0 });
-        }
-        next_check.next();
-    }
     let mut prev_hash = [0u8; 32];
     let mut report = LogReport {
         records: 0,
@@ -718,21 +731,18 @@ pub fn verify_log(
                 });
             return Err(LineageError::Chain { index, edited });
         }
+        // Checkpoints over the records before this one are compared only
+        // now that this one's link is checked: an edit to a batch's last
+        // record is reported as that record (the chain breaks after it),
+        // not as a root that no longer matches.
+        check_roots(&frontier, &mut next_check)?;
         prev_hash = leaf;
         frontier.push(leaf);
         report.records += 1;
         report.authorized += u64::from(r.verdict() == Verdict::Authorize);
         report.chained += u64::from(r.parent_id().is_some());
-        while let Some(&&(ci, size, root, _)) = next_check.peek() {
-            if size != frontier.size {
-                break;
-            }
-            if root != frontier.root() {
-                return Err(LineageError::RootMismatch { index: ci, size });
-            }
-            next_check.next();
-        }
     }
+    check_roots(&frontier, &mut next_check)?;
     if let Some(&(index, size, _, _)) = next_check.next() {
         return Err(LineageError::Truncated {
             index,
@@ -751,6 +761,27 @@ pub fn verify_log(
         });
     }
     Ok(report)
+}
+
+/// Compares every checkpoint of the frontier's size (next in `pending`,
+/// sorted by size) with its root.
+fn check_roots<'a, I>(
+    frontier: &Frontier,
+    pending: &mut std::iter::Peekable<I>,
+) -> Result<(), LineageError>
+where
+    I: Iterator<Item = &'a (usize, u64, Hash, String)>,
+{
+    while let Some(&&(index, size, root, _)) = pending.peek() {
+        if size != frontier.size {
+            break;
+        }
+        if root != frontier.root() {
+            return Err(LineageError::RootMismatch { index, size });
+        }
+        pending.next();
+    }
+    Ok(())
 }
 
 fn edited_text(index: usize, edited: Option<usize>) -> String {
@@ -783,6 +814,7 @@ pub mod file {
 
     /// Splits a log file into records and checkpoints, by file identifier.
     pub fn split(data: &[u8]) -> Result<Frames, LineageError> {
+        let limits = warrant_schemas::Limits::default();
         let mut records = Vec::new();
         let mut checkpoints = Vec::new();
         let mut rest = data;
@@ -799,6 +831,14 @@ pub mod file {
                 .ok_or_else(|| malformed("truncated frame length"))?;
             let len =
                 u32::from_le_bytes(len.try_into().map_err(|_| malformed("frame length"))?) as usize;
+            // Bounded before anything is copied: a file of zeros would
+            // otherwise become millions of empty frames, each an allocation.
+            if len > limits.max_buffer_bytes {
+                return Err(malformed(&format!(
+                    "frame of {len} bytes is longer than any record or checkpoint ({} bytes at most)",
+                    limits.max_buffer_bytes
+                )));
+            }
             let (frame, tail) = tail
                 .split_at_checked(len)
                 .ok_or_else(|| malformed("truncated frame"))?;
@@ -806,7 +846,14 @@ pub mod file {
                 Some(id) if id == warrant_schemas::CHECKPOINT_IDENTIFIER.as_bytes() => {
                     checkpoints.push(frame.to_vec())
                 }
-                _ => records.push(frame.to_vec()),
+                Some(id) if id == warrant_schemas::LINEAGE_RECORD_IDENTIFIER.as_bytes() => {
+                    records.push(frame.to_vec())
+                }
+                _ => {
+                    return Err(malformed(
+                        "neither a lineage record (WLR1) nor a checkpoint (WCP1)",
+                    ));
+                }
             }
             rest = tail;
             index += 1;
@@ -846,6 +893,40 @@ pub mod file {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_log_file_frame_that_is_no_record_or_checkpoint_is_refused_where_it_is() {
+        let frame_error = |data: &[u8]| match file::split(data) {
+            Err(LineageError::Frame { index, offset, .. }) => (index, offset),
+            other => panic!("{other:?}"),
+        };
+        // A file of zeros: an empty frame first, refused at once (it used to
+        // become one allocation per four bytes of the file).
+        assert_eq!(frame_error(&vec![0u8; 4 << 20]), (0, 0));
+        // A length beyond any record or checkpoint, before it is read.
+        let mut big = Vec::new();
+        file::push_frame(&mut big, &vec![0u8; 64 * 1024 + 1]);
+        assert_eq!(frame_error(&big), (0, 0));
+        // A well-framed frame of neither kind, after a good one.
+        let mut w = LineageWriter::new(0);
+        let mut data = Vec::new();
+        let record = w.append(&Entry {
+            decision_digest: [1; 32],
+            intent_id: [2; 16],
+            parent_id: None,
+            verdict: Verdict::Deny,
+            reason: Reason::BadSignature,
+            issued_at_us: 1,
+            replay: None,
+            intent_digest: [0; 32],
+            valid_until_us: 0,
+        });
+        file::push_frame(&mut data, &record);
+        file::push_frame(&mut data, b"\x08\0\0\0WXYZ\0\0\0\0");
+        assert_eq!(frame_error(&data), (1, 4 + record.len()));
+        data.truncate(4 + record.len());
+        assert_eq!(file::split(&data).map(|f| f.records.len()), Ok(1));
+    }
 
     #[test]
     fn frontier_root_equals_full_tree_root() {

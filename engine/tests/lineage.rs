@@ -114,6 +114,22 @@ fn an_edited_record_is_found() {
             edited: Some(20)
         })
     );
+    // The last record before a checkpoint is named too (the checkpoint
+    // after record 7 no longer matches, but the link to record 8 says which
+    // record changed).
+    let mut l = log();
+    edit(&mut l, 7, |f| f.decision_digest = [0xee; 32]);
+    assert_eq!(
+        verify(&l),
+        Err(LineageError::Chain {
+            index: 8,
+            edited: Some(7)
+        })
+    );
+    // A checkpoint of size 0 still names the empty tree.
+    let key = EngineKey::from_seed([5; 32]);
+    let empty = LineageWriter::new(3).checkpoint(&key, 1);
+    assert!(verify_log(3, &[], std::slice::from_ref(&empty), &l.keys).is_ok());
     // Editing the last record breaks no chain link, but the final checkpoint.
     let mut l = log();
     edit(&mut l, 49, |f| f.decision_digest = [0xee; 32]);

@@ -335,3 +335,42 @@ fn a_hostile_sequence_is_refused_not_overflowed() {
         other => panic!("expected a broken sequence, got {other:?}"),
     }
 }
+
+/// A stale owner (Z) and its successor (N) both extend the log from
+/// record 20; the log then reads `…C20, rec20(Z), C21(Z), rec20(N) …`.
+/// A takeover whose window begins at Z's checkpoint holds only N's records:
+/// it must still see that Z's signed checkpoint does not fit them.
+#[test]
+fn a_takeover_refuses_a_log_a_stale_owner_forked() {
+    let key = EngineKey::from_seed([9; 32]);
+    let keys = [key.public_key()];
+    let base = frames(&key, 20, 10);
+    let tail = || resume(2, &base, true, &keys, ReplayWindow::none()).unwrap();
+    let stale = |i: u64| Entry {
+        decision_digest: [0xee; 32],
+        ..entry(i)
+    };
+    for successor_records in [1u64, 10] {
+        let mut z = LineageWriter::resume(2, tail());
+        let mut n = LineageWriter::resume(2, tail());
+        let mut log = base.clone();
+        log.push(z.append(&stale(20)));
+        log.push(z.checkpoint(&key, 7_000));
+        let window_start = log.len() - 1;
+        for i in 20..20 + successor_records {
+            log.push(n.append(&entry(i)));
+        }
+        log.push(n.checkpoint(&key, 8_000));
+        // The whole log: a duplicated sequence.
+        assert!(matches!(
+            resume(2, &log, true, &keys, ReplayWindow::none()),
+            Err(ResumeError::Broken { .. })
+        ));
+        // A window from Z's checkpoint on: only N's records, but Z's root.
+        let got = resume(2, &log[window_start..], false, &keys, ReplayWindow::none());
+        assert!(
+            matches!(got, Err(ResumeError::Broken { .. })),
+            "successor wrote {successor_records}: {got:?}"
+        );
+    }
+}
