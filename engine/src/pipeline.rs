@@ -1514,7 +1514,7 @@ impl Engine {
                 match sealed {
                     Ok(out) if out.is_empty() => {}
                     Ok(out) => {
-                        if emit_tx.send(out).is_err() {
+                        if !send_unless_failed(&emit_tx, out, &s) {
                             return;
                         }
                         s.stats.depth(5, emit_tx.len());
@@ -1528,7 +1528,7 @@ impl Engine {
             // Drained: every log ends under a checkpoint.
             let last = sealer.checkpoints_only(true);
             if !last.is_empty() {
-                let _sent = emit_tx.send(last);
+                let _sent = send_unless_failed(&emit_tx, last, &s);
             }
         })?);
 
@@ -1725,9 +1725,14 @@ fn ingest<S: Source>(
                     break;
                 }
                 // The pipeline is busy: rather than queue another small
-                // batch, let this one grow to full size while it waits.
+                // batch, let this one grow to full size while it waits (up
+                // to `shed_after`: past it, a stalled pipeline sheds a
+                // trickle's small batch too, below).
                 Err(TrySendError::Full(mut b))
-                    if b.records.len() < max && !closed && !shared.stop.load(Ordering::SeqCst) =>
+                    if b.records.len() < max
+                        && !closed
+                        && !shared.stop.load(Ordering::SeqCst)
+                        && blocked_since.is_none_or(|t| t.elapsed() < config.shed_after) =>
                 {
                     blocked_since.get_or_insert_with(Instant::now);
                     for (p, o) in commit_rx.try_iter() {
@@ -1742,9 +1747,10 @@ fn ingest<S: Source>(
                     }
                     batch = b;
                 }
-                // Full batch, full pipeline: wait for room up to
-                // `shed_after` (a backlog drains at full speed), then shed
-                // it past verify and policy, denied "overloaded".
+                // Full batch (or one that waited `shed_after` to grow),
+                // full pipeline: wait for room up to `shed_after` (a
+                // backlog drains at full speed), then shed it past verify
+                // and policy, denied "overloaded".
                 Err(TrySendError::Full(b)) => {
                     let since = *blocked_since.get_or_insert_with(Instant::now);
                     let left = config.shed_after.saturating_sub(since.elapsed());
@@ -1773,11 +1779,9 @@ fn ingest<S: Source>(
                         seq -= 1;
                         continue 'outer;
                     }
-                    // Room may come yet; or records were taken back and
-                    // the batch can grow again.
-                    let may_grow =
-                        b.records.len() < max && !closed && !shared.stop.load(Ordering::SeqCst);
-                    if may_grow || since.elapsed() < config.shed_after {
+                    // Room may come yet (a batch that may still grow goes
+                    // back to growing above).
+                    if since.elapsed() < config.shed_after {
                         batch = b;
                         continue;
                     }
@@ -1810,6 +1814,14 @@ fn ingest<S: Source>(
                             Ok(()) => break n,
                             Err(SendTimeoutError::Timeout(back)) => b = back,
                             Err(SendTimeoutError::Disconnected(_)) => break 'outer,
+                        }
+                        // A stage failed (the sink gave up): seal may never
+                        // take this batch. It was never handed on, so it is
+                        // not committed and comes again after a restart;
+                        // waiting here would keep this thread, and with it
+                        // the engine's `join`, alive forever.
+                        if shared.failed() {
+                            break 'outer;
                         }
                         if !keep_alive(&mut source, &mut b.records, shared) {
                             break 'outer;
@@ -1854,6 +1866,21 @@ fn ingest<S: Source>(
     // The emit stage has hung up: the sink is gone, and what it did not
     // acknowledge can no longer be written.
     owner.finished.store(true, Ordering::SeqCst);
+}
+
+/// Sends `item`, waiting for room as long as it takes unless a stage
+/// fails meanwhile (then nothing downstream may ever take it, and a
+/// receiver another thread still holds would keep a plain `send` waiting
+/// forever). False when it was not sent.
+fn send_unless_failed<T>(tx: &Sender<T>, mut item: T, shared: &Shared) -> bool {
+    loop {
+        match tx.send_timeout(item, KEEP_ALIVE) {
+            Ok(()) => return true,
+            Err(SendTimeoutError::Disconnected(_)) => return false,
+            Err(SendTimeoutError::Timeout(back)) if !shared.failed() => item = back,
+            Err(SendTimeoutError::Timeout(_)) => return false,
+        }
+    }
 }
 
 /// Most intents a stage gathers into one group (verify, seal).

@@ -1403,3 +1403,116 @@ fn a_forged_lineage_record_cannot_lengthen_an_authorization() {
     );
     assert_eq!(d.reason(), Reason::ReplayedNonce);
 }
+
+/// A trickle into a stalled pipeline is shed too: a batch that never
+/// fills (one intent every 20 ms, a whole verify stage paused) is denied
+/// "overloaded" once it has waited `shed_after`, instead of waiting,
+/// undecided, for as long as the stall lasts. (Before, only a full batch
+/// was ever shed: this run shed nothing.)
+#[test]
+fn a_trickle_into_a_stalled_pipeline_is_shed_not_held() {
+    const N: u64 = 60;
+    let topic = Topic::new(PARTITIONS, 100_000);
+    let (engine, collector) = start(
+        Config {
+            // One verify lane: the pause stops all verification.
+            layout: Layout::unpinned(1),
+            queue_batches: 1,
+            verify_pause: Some((0, Duration::from_secs(6))),
+            shed_after: Duration::from_millis(50),
+            ..config()
+        },
+        &topic,
+    );
+    for i in 0..N {
+        topic.publish(b"svc-1", Spec::new(i).signed()).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Still inside the pause (and before the topic closes, which sheds
+    // whatever ingest holds anyway): the trickle has been shed already.
+    let looking = Instant::now();
+    while engine.stats().shed_intents == 0 && looking.elapsed() < Duration::from_secs(2) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        engine.stats().shed_intents > 0,
+        "the trickle waited on the stalled pipeline: {:?}",
+        engine.stats()
+    );
+    topic.close();
+    let stats = engine.join().unwrap();
+    let out = collector.take_snapshot();
+    assert_eq!(stats.intents_in, N);
+    assert_eq!(out.decisions.len() as u64, N, "every intent decided once");
+    let overloaded = stats.by_reason[Reason::Overloaded.0 as usize];
+    assert!(
+        overloaded > 0 && stats.shed_intents == overloaded,
+        "a stalled pipeline held a trickle: {stats:?}"
+    );
+}
+
+/// A sink that holds its first send for a while, then fails for good.
+struct DiesUnderLoad {
+    first: Option<Duration>,
+}
+
+impl warrant_engine::transport::Sink for DiesUnderLoad {
+    fn send(&mut self, _: &OutBatch) -> Result<(), warrant_engine::transport::TransportError> {
+        if let Some(hold) = self.first.take() {
+            std::thread::sleep(hold);
+        }
+        Err(warrant_engine::transport::TransportError::Failed(
+            "sink died".into(),
+        ))
+    }
+}
+
+/// Overloaded with the shallowest queues (every stage and the shed path
+/// full behind a sink that holds its first send), the sink then dies: the
+/// engine must stop and report it, not hang with ingest waiting to shed a
+/// batch that seal, blocked on the dead sink's queue, never takes.
+#[test]
+fn a_sink_dying_under_overload_stops_the_engine() {
+    for round in 0..5 {
+        let topic = Topic::new(PARTITIONS, 100_000);
+        for i in 0..3_000 {
+            topic.publish(b"svc-1", Spec::new(i).signed()).unwrap();
+        }
+        let store = Arc::new(PolicyStore::new());
+        store.install(policy());
+        let engine = Engine::start(
+            Config {
+                max_batch: 8,
+                queue_batches: 1,
+                emit_queue_batches: 1,
+                shed_after: Duration::ZERO,
+                // Verification stalled: every batch past the first few is
+                // shed, and the shed queue is full when the sink dies.
+                layout: Layout::unpinned(1),
+                verify_pause: Some((0, Duration::from_secs(2))),
+                ..config()
+            },
+            topic.consumer(),
+            DiesUnderLoad {
+                first: Some(Duration::from_millis(300)),
+            },
+            EngineKey::from_seed([42; 32]),
+            Arc::new(ArcSwap::from_pointee(trust())),
+            store,
+        )
+        .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _sent = tx.send(engine.join());
+        });
+        // A liveness bound, not a speed one: a stopped engine joins in
+        // well under a second.
+        let joined = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("round {round}: the engine hung after its sink died"));
+        let err = joined.expect_err("a dead sink is an error");
+        assert!(err.to_string().contains("sink died"), "{err}");
+        // Nothing acknowledged, nothing committed.
+        assert_eq!(topic.snapshot().len(), 3_000);
+    }
+}
