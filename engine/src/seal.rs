@@ -13,8 +13,13 @@
 //! inclusion proof and that signature, so it verifies on its own, offline.
 //!
 //! The verifier recomputes the leaf from the fields it reads out of the
-//! decision: a change to any field changes the leaf, breaks the proof, and
-//! the decision is refused.
+//! decision: a change to any field's value changes the leaf, breaks the
+//! proof, and the decision is refused. The leaf, not the buffer, names a
+//! decision: the same values can be laid out in other FlatBuffers bytes,
+//! and an absent `rule_id` or `policy_hash` reads as empty or zero, so
+//! identify a decision by [`decision_leaf_hash`] (as lineage does), never
+//! by a hash of its bytes. The leaf domain names the format version: a
+//! change to the leaf's fields changes [`DECISION_LEAF_DOMAIN`].
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -25,6 +30,7 @@ use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use sha2::{Digest, Sha256};
 use warrant_schemas::wire::{Reason, Verdict};
 use warrant_schemas::{DecisionFields, Encoder, KeyId, Limits, WireError, key_id, open_decision};
+use zeroize::Zeroizing;
 
 use crate::merkle::{self, Hash};
 
@@ -80,7 +86,12 @@ impl std::fmt::Debug for EngineKey {
 impl EngineKey {
     /// A key from a 32-byte seed.
     pub fn from_seed(seed: [u8; 32]) -> Self {
-        let key = SigningKey::from_bytes(&seed);
+        EngineKey::from_secret(&seed)
+    }
+
+    /// A key from a seed held elsewhere (and wiped there), not copied.
+    fn from_secret(seed: &[u8; 32]) -> Self {
+        let key = SigningKey::from_bytes(seed);
         let id = key_id(key.verifying_key().as_bytes());
         EngineKey { key, id }
     }
@@ -92,19 +103,25 @@ impl EngineKey {
             path: path.display().to_string(),
             message: e.to_string(),
         };
-        let mut seed = [0u8; 32];
-        getrandom::fill(&mut seed).map_err(|e| KeyFileError::Io {
+        // The seed and its hex text are wiped when dropped, as the signing
+        // key is: no copy of the secret is left in freed memory.
+        let mut seed = Zeroizing::new([0u8; 32]);
+        getrandom::fill(seed.as_mut_slice()).map_err(|e| KeyFileError::Io {
             path: path.display().to_string(),
             message: format!("no randomness: {e}"),
+        })?;
+        let mut text = Zeroizing::new([b'\n'; 65]);
+        let (digits, _newline) = text.split_at_mut(64);
+        hex::encode_to_slice(seed.as_slice(), digits).map_err(|_| KeyFileError::Format {
+            path: path.display().to_string(),
         })?;
         let mut options = std::fs::OpenOptions::new();
         options.write(true).create_new(true);
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
         let mut file = options.open(path).map_err(io)?;
-        file.write_all(format!("{}\n", hex::encode(seed)).as_bytes())
-            .map_err(io)?;
-        Ok(EngineKey::from_seed(seed))
+        file.write_all(text.as_slice()).map_err(io)?;
+        Ok(EngineKey::from_secret(&seed))
     }
 
     /// Loads a key file written by [`EngineKey::generate`] (`warrant keygen`).
@@ -115,10 +132,21 @@ impl EngineKey {
             path: shown(),
             message: e.to_string(),
         };
+        // One open: the permissions checked are those of the file read
+        // (a path swapped between a `stat` and an `open` is not).
+        let file = std::fs::File::open(path).map_err(io)?;
+        let meta = file.metadata().map_err(io)?;
+        if !meta.is_file() {
+            // A FIFO or a device would hang the read or never end it.
+            return Err(KeyFileError::Io {
+                path: shown(),
+                message: "not a regular file".into(),
+            });
+        }
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(path).map_err(io)?.permissions().mode();
+            let mode = meta.permissions().mode();
             if mode & 0o077 != 0 {
                 return Err(KeyFileError::Permissions {
                     path: shown(),
@@ -126,12 +154,20 @@ impl EngineKey {
                 });
             }
         }
-        let text = std::fs::read_to_string(path).map_err(io)?;
-        let bytes = hex::decode(text.trim()).map_err(|_| KeyFileError::Format { path: shown() })?;
-        let seed: [u8; 32] = bytes
-            .try_into()
+        // 64 hex digits and some whitespace; anything much longer is not
+        // a key file, and is not read whole.
+        const MOST: u64 = 256;
+        let mut text = Zeroizing::new(Vec::with_capacity(MOST as usize + 1));
+        std::io::Read::read_to_end(&mut std::io::Read::take(&file, MOST + 1), &mut text)
+            .map_err(io)?;
+        if text.len() as u64 > MOST {
+            return Err(KeyFileError::Format { path: shown() });
+        }
+        let hex_text = text.trim_ascii();
+        let mut seed = Zeroizing::new([0u8; 32]);
+        hex::decode_to_slice(hex_text, seed.as_mut_slice())
             .map_err(|_| KeyFileError::Format { path: shown() })?;
-        Ok(EngineKey::from_seed(seed))
+        Ok(EngineKey::from_secret(&seed))
     }
 
     /// The public key.
@@ -392,6 +428,11 @@ pub enum DecisionError {
     /// the fail-closed answer (raise its capacity).
     #[error("single-use guard is full ({0} unexpired decisions)")]
     GuardFull(usize),
+    /// Issued before the single-use guard started remembering
+    /// ([`SingleUse::starting_at`]): it may have been used already, by
+    /// this executor before a restart.
+    #[error("decision was issued before this executor's single-use memory began")]
+    BeforeGuard,
 }
 
 /// A decision that passed every check: the executor may run the intent.
@@ -402,6 +443,8 @@ pub struct Authorized {
     /// SHA-256 of the exact `SignedIntent` bytes authorized: what
     /// [`SingleUse`] keys on (ids are the producer's choice).
     pub intent_digest: [u8; 32],
+    /// When the engine issued it (µs since the epoch, the engine's clock).
+    pub issued_at_us: u64,
     /// Until when (µs since the epoch).
     pub valid_until_us: u64,
     /// Deciding rule.
@@ -447,6 +490,21 @@ pub fn verify_decision(
     audience: &str,
     now_us: u64,
 ) -> Result<Authorized, DecisionError> {
+    verify_decision_with_skew(decision, keys, intent_digest, audience, now_us, 0)
+}
+
+/// [`verify_decision`] for an executor whose clock may be up to `skew_us`
+/// behind the engine's: a decision issued up to `skew_us` after `now_us`
+/// (by the engine's clock) is accepted. Only the start of the window
+/// moves; the end stays exact, so no decision is used after it expires.
+pub fn verify_decision_with_skew(
+    decision: &[u8],
+    keys: &EngineKeys,
+    intent_digest: &[u8; 32],
+    audience: &str,
+    now_us: u64,
+    skew_us: u64,
+) -> Result<Authorized, DecisionError> {
     let d = open_decision(decision, &Limits::default())?;
     let engine_key_id = d.engine_key_id().0;
     let key = keys
@@ -482,7 +540,7 @@ pub fn verify_decision(
     if core.verdict != Verdict::Authorize || core.reason != Reason::Authorized {
         return Err(DecisionError::Denied(core.reason));
     }
-    if now_us < core.issued_at_us {
+    if now_us.saturating_add(skew_us) < core.issued_at_us {
         return Err(DecisionError::NotYetValid);
     }
     if now_us >= core.valid_until_us {
@@ -499,6 +557,7 @@ pub fn verify_decision(
     Ok(Authorized {
         intent_id: core.intent_id,
         intent_digest: core.intent_digest,
+        issued_at_us: core.issued_at_us,
         valid_until_us: core.valid_until_us,
         rule_id: rule_id.to_owned(),
         policy_version: core.policy_version,
@@ -521,6 +580,15 @@ pub fn verify_decision(
 /// that have expired (a min-heap of expiries, so amortised O(log n)), and
 /// when `capacity` unexpired entries are held, further decisions are
 /// refused (fail closed) rather than forgotten.
+///
+/// The memory is the process's: an executor that restarts (or a second
+/// replica with a guard of its own) would accept a decision consumed
+/// before. An executor must either keep the memory durable (write each
+/// consumed entry, [`SingleUse::entries`], before it acts; read them back
+/// with [`SingleUse::restore`]), or start each guard with
+/// [`SingleUse::starting_at`], which refuses every decision issued before
+/// the guard began (for at most the engine's `max_validity` after a
+/// restart: fail closed).
 #[derive(Debug)]
 pub struct SingleUse {
     seen: HashMap<[u8; 32], u64>,
@@ -528,17 +596,69 @@ pub struct SingleUse {
     capacity: usize,
     /// The latest `now_us` seen.
     clock: u64,
+    /// Decisions issued before this are refused.
+    not_before_us: u64,
 }
 
 impl SingleUse {
-    /// A guard holding at most `capacity` unexpired decisions.
+    /// A guard holding at most `capacity` unexpired decisions, with no
+    /// memory of anything consumed before it was made: for an executor
+    /// that restores that memory ([`SingleUse::restore`]) or never
+    /// restarts. Otherwise use [`SingleUse::starting_at`].
     pub fn new(capacity: usize) -> Self {
         SingleUse {
             seen: HashMap::new(),
             expiries: BinaryHeap::new(),
             capacity,
             clock: 0,
+            not_before_us: 0,
         }
+    }
+
+    /// A guard that refuses every decision issued before `now_us`
+    /// ([`DecisionError::BeforeGuard`]): what a restarted executor without
+    /// durable memory must use, since any earlier decision may have run
+    /// before the restart. Pass the executor's clock at start, minus
+    /// nothing: the engine's `issued_at` is the engine's clock, so a
+    /// decision issued just before the restart by an engine whose clock is
+    /// behind may be accepted; keep clocks synchronised.
+    pub fn starting_at(capacity: usize, now_us: u64) -> Self {
+        SingleUse {
+            not_before_us: now_us,
+            clock: now_us,
+            ..SingleUse::new(capacity)
+        }
+    }
+
+    /// Puts back an entry saved from [`SingleUse::entries`] (durable
+    /// memory across restarts). Entries already expired at the guard's
+    /// clock are skipped; a full guard refuses ([`DecisionError::GuardFull`]:
+    /// the executor must not act until it has room for its whole memory).
+    pub fn restore(
+        &mut self,
+        intent_digest: [u8; 32],
+        valid_until_us: u64,
+    ) -> Result<(), DecisionError> {
+        if valid_until_us <= self.clock {
+            return Ok(());
+        }
+        match self.seen.get(&intent_digest) {
+            // The later end is the one to remember.
+            Some(&until) if until >= valid_until_us => return Ok(()),
+            Some(_) => {}
+            None if self.seen.len() >= self.capacity => {
+                return Err(DecisionError::GuardFull(self.seen.len()));
+            }
+            None => {}
+        }
+        self.seen.insert(intent_digest, valid_until_us);
+        self.expiries.push(Reverse((valid_until_us, intent_digest)));
+        Ok(())
+    }
+
+    /// Every remembered (intent digest, valid until) pair, to keep durably.
+    pub fn entries(&self) -> impl Iterator<Item = ([u8; 32], u64)> + '_ {
+        self.seen.iter().map(|(digest, until)| (*digest, *until))
     }
 
     /// Consumes `auth` at `now_us`: `Ok` the first time, `AlreadyUsed`
@@ -552,6 +672,9 @@ impl SingleUse {
         // An expired decision would be forgotten at once and so reusable.
         if now_us >= auth.valid_until_us {
             return Err(DecisionError::Expired);
+        }
+        if auth.issued_at_us < self.not_before_us {
+            return Err(DecisionError::BeforeGuard);
         }
         while let Some(&Reverse((until, digest))) = self.expiries.peek() {
             if until > now_us {

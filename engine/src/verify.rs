@@ -43,7 +43,7 @@
 //! holder of the secret key can produce one. Keys, which are checked once
 //! and cached, are held to the full prime-order check.
 //!
-//! Where the speccheck edge cases (`shared/testdata/ed25519-speccheck-cases.json`)
+//! Where the speccheck edge cases (`tests/data/ed25519-speccheck-cases.json`)
 //! land under these rules is documented case by case in
 //! `tests/tests/speccheck.rs`.
 

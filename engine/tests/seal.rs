@@ -8,6 +8,7 @@
 
 use warrant_engine::seal::{
     DecisionCore, DecisionError, EngineKey, EngineKeys, SingleUse, seal, verify_decision,
+    verify_decision_with_skew,
 };
 use warrant_schemas::wire::{Reason, Verdict};
 use warrant_schemas::{DecisionFields, Limits, encode_decision, open_decision};
@@ -344,6 +345,21 @@ fn executor_checks_binding_time_audience_and_key() {
         verify_decision(d, &keys, &c.intent_digest, "executor-eu", c.valid_until_us),
         Err(DecisionError::Expired)
     );
+    // An executor clock 1 s behind the engine's, allowed 1 s of skew: a
+    // fresh decision is accepted; the end of the window does not move.
+    let skewed = |now: u64, skew: u64| {
+        verify_decision_with_skew(d, &keys, &c.intent_digest, "executor-eu", now, skew)
+    };
+    assert!(skewed(NOW - 1_000_000, 1_000_000).is_ok());
+    assert_eq!(
+        skewed(NOW - 1_000_001, 1_000_000),
+        Err(DecisionError::NotYetValid)
+    );
+    assert_eq!(
+        skewed(c.valid_until_us, 1_000_000),
+        Err(DecisionError::Expired)
+    );
+    assert_eq!(skewed(u64::MAX, u64::MAX), Err(DecisionError::Expired));
     let stranger = EngineKeys::new();
     assert!(matches!(
         verify_decision(d, &stranger, &c.intent_digest, "executor-eu", NOW + 1),
@@ -399,6 +415,7 @@ fn single_use_and_bounded_memory() {
     let other = |i: u8, until: u64| warrant_engine::seal::Authorized {
         intent_id: [i; 16],
         intent_digest: [i; 32],
+        issued_at_us: 0,
         valid_until_us: until,
         rule_id: String::new(),
         policy_version: 1,
@@ -440,6 +457,7 @@ fn single_use_survives_a_clock_stepped_back() {
     let auth = |i: u8, until: u64| warrant_engine::seal::Authorized {
         intent_id: [i; 16],
         intent_digest: [i; 32],
+        issued_at_us: 0,
         valid_until_us: until,
         rule_id: String::new(),
         policy_version: 1,
@@ -485,6 +503,13 @@ fn key_files_are_private_and_parsed_strictly() {
         assert!(e.contains("readable by group or others (mode 644)"), "{e}");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
     }
+    // Whitespace around the seed is fine (an editor's newline).
+    let seed = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, format!("  {}\r\n\n", seed.trim())).unwrap();
+    assert_eq!(
+        EngineKey::load(&path).unwrap().public_key(),
+        key.public_key()
+    );
     std::fs::write(&path, "not hex\n").unwrap();
     assert!(
         EngineKey::load(&path)
@@ -492,6 +517,41 @@ fn key_files_are_private_and_parsed_strictly() {
             .to_string()
             .contains("does not hold a 32-byte hex seed")
     );
+    // Not read whole: a huge file is not a key file.
+    std::fs::write(&path, seed.repeat(100_000)).unwrap();
+    assert!(
+        EngineKey::load(&path)
+            .unwrap_err()
+            .to_string()
+            .contains("does not hold a 32-byte hex seed")
+    );
+    // A FIFO (or device) is refused at once, not read until it ends.
+    #[cfg(unix)]
+    {
+        let fifo = dir.join("fifo.key");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        std::fs::set_permissions(&fifo, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        // Opening a FIFO for reading waits for a writer: give it one that
+        // writes a valid seed and never closes, so a reader that read to
+        // the end would hang.
+        let writer_path = fifo.clone();
+        let text = seed.clone();
+        std::thread::spawn(move || {
+            let mut w = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&writer_path)
+                .unwrap();
+            std::io::Write::write_all(&mut w, text.as_bytes()).unwrap();
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        });
+        let e = EngineKey::load(&fifo).unwrap_err().to_string();
+        assert!(e.contains("not a regular file"), "{e}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -532,4 +592,61 @@ fn the_streamed_leaf_hash_is_the_hash_of_the_documented_leaf_bytes() {
             warrant_engine::merkle::leaf_hash(&c.leaf_bytes(&id))
         );
     }
+}
+
+/// The guard's memory is the process's: after a restart an executor must
+/// either restore what it consumed, or refuse what was issued before it
+/// started. (A guard made with `new` after a restart accepts again what
+/// ran before it: the gap these two close.)
+#[test]
+fn single_use_across_a_restart_restores_or_refuses() {
+    let auth = |i: u8, issued: u64, until: u64| warrant_engine::seal::Authorized {
+        intent_id: [i; 16],
+        intent_digest: [i; 32],
+        issued_at_us: issued,
+        valid_until_us: until,
+        rule_id: String::new(),
+        policy_version: 1,
+    };
+    let mut before = SingleUse::new(8);
+    assert_eq!(before.consume(&auth(1, 100, 10_000), 200), Ok(()));
+    assert_eq!(before.consume(&auth(2, 100, 300), 250), Ok(()));
+    let saved: Vec<_> = before.entries().collect();
+    assert_eq!(saved.len(), 2);
+    // The restart: a fresh guard without memory takes it again.
+    assert_eq!(
+        SingleUse::new(8).consume(&auth(1, 100, 10_000), 500),
+        Ok(())
+    );
+    // Restored from the saved entries: already used (the expired one is
+    // skipped, not held).
+    let mut restored = SingleUse::starting_at(8, 0);
+    let mut restored_full = SingleUse::new(1);
+    restored.consume(&auth(9, 400, 450), 400).unwrap();
+    for (digest, until) in &saved {
+        restored.restore(*digest, *until).unwrap();
+    }
+    assert_eq!(restored.len(), 2, "the entry expired at 400 was skipped");
+    assert_eq!(
+        restored.consume(&auth(1, 100, 10_000), 500),
+        Err(DecisionError::AlreadyUsed)
+    );
+    // A guard too small for the memory refuses to restore it.
+    restored_full.restore([1; 32], 10_000).unwrap();
+    assert_eq!(
+        restored_full.restore([3; 32], 10_000),
+        Err(DecisionError::GuardFull(1))
+    );
+    // Without memory: everything issued before the guard began is refused,
+    // what is issued after is taken once.
+    let mut fresh = SingleUse::starting_at(8, 400);
+    assert_eq!(
+        fresh.consume(&auth(1, 100, 10_000), 500),
+        Err(DecisionError::BeforeGuard)
+    );
+    assert_eq!(fresh.consume(&auth(3, 400, 10_000), 500), Ok(()));
+    assert_eq!(
+        fresh.consume(&auth(3, 400, 10_000), 600),
+        Err(DecisionError::AlreadyUsed)
+    );
 }
