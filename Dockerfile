@@ -1,11 +1,12 @@
 # The `warrant` binary (engine, `warrant run` on Kafka, and the tools) and
 # `loadgen`.
 #   docker build -t warrant .
-# librdkafka is built from source by rdkafka-sys: it needs a C toolchain,
-# make and the headers below at build time, nothing at run time.
+# librdkafka is built from source by rdkafka-sys, with OpenSSL (TLS, SASL
+# SCRAM): it needs a C toolchain, make, pkg-config and the OpenSSL headers
+# at build time, and the OpenSSL library (libssl3) at run time.
 FROM rust:1.95-bookworm AS build
 RUN apt-get update \
- && apt-get install -y --no-install-recommends build-essential pkg-config python3 \
+ && apt-get install -y --no-install-recommends build-essential pkg-config libssl-dev python3 \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
@@ -13,7 +14,7 @@ RUN cargo build --release --locked -p warrant-cli --bin warrant -p warrant-loadg
 
 FROM debian:bookworm-slim
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates \
+ && apt-get install -y --no-install-recommends ca-certificates libssl3 \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 warrant
 COPY --from=build /src/target/release/warrant /usr/local/bin/warrant

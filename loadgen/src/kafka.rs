@@ -132,6 +132,16 @@ fn kafka(what: &str, e: KafkaError) -> String {
     format!("{what}: {e}")
 }
 
+/// A client-creation error, naming a refused `-X` property but never
+/// showing any `-X` value (a password, say).
+fn creation(options: &KafkaOptions, what: &str, e: KafkaError) -> String {
+    let values: Vec<String> = options.properties.iter().map(|(_, v)| v.clone()).collect();
+    format!(
+        "{what}: {}",
+        warrant_connectors::kafka::redact_client_error(e, &values)
+    )
+}
+
 impl KafkaTarget {
     /// Connects, and starts reading decisions from the end of the
     /// decisions topic.
@@ -143,7 +153,7 @@ impl KafkaTarget {
             .set("enable.auto.commit", "false")
             .set("fetch.wait.max.ms", "5")
             .create()
-            .map_err(|e| kafka("cannot create the decisions reader", e))?;
+            .map_err(|e| creation(options, "cannot create the decisions reader", e))?;
         let timeout = Duration::from_secs(10);
         let metadata = consumer
             .fetch_metadata(Some(&options.decisions_topic), timeout)
@@ -186,7 +196,7 @@ impl KafkaTarget {
                 failed: Arc::new(Mutex::new(Vec::new())),
                 first_error: Mutex::new(None),
             })
-            .map_err(|e| kafka("cannot create the producer", e))?;
+            .map_err(|e| creation(options, "cannot create the producer", e))?;
 
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();
@@ -319,5 +329,29 @@ impl Target for KafkaTarget {
 impl Drop for KafkaTarget {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A refused `-X` property is named, its value never shown (librdkafka
+    /// quotes it, and rust-rdkafka appends it, in its own message).
+    #[test]
+    fn a_property_value_never_appears_in_an_error() {
+        for (name, value) in [
+            ("sasl.pasword", "hunter2secret"),
+            ("security.protocol", "hunter2secret"),
+        ] {
+            let mut options = KafkaOptions::new("127.0.0.1:1");
+            options.properties.push((name.into(), value.into()));
+            let collector = Arc::new(Collector::new(1, [0; 8], std::time::Instant::now()));
+            let Err(message) = KafkaTarget::start(&options, collector) else {
+                panic!("{name}: a bad property was accepted");
+            };
+            assert!(message.contains(name), "{message}");
+            assert!(!message.contains("hunter2"), "{message}");
+        }
     }
 }

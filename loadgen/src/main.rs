@@ -148,8 +148,9 @@ struct RunArgs {
     /// Kafka: the producer's linger.ms.
     #[arg(long, default_value_t = 5)]
     linger_ms: u32,
-    /// Kafka: a librdkafka property for the producer and the reader
-    /// (SASL, TLS, ...), as NAME=VALUE; repeatable.
+    /// Kafka: a librdkafka property for the producer and the reader, as
+    /// NAME=VALUE; repeatable. TLS (security.protocol=SSL or SASL_SSL) and
+    /// SASL PLAIN, SCRAM-SHA-256/512 are in the build; GSSAPI is not.
     #[arg(short = 'X', value_name = "NAME=VALUE")]
     property: Vec<String>,
 

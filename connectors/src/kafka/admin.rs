@@ -365,13 +365,13 @@ pub(crate) fn whole_topic_reader(
     fetch_wait_ms: u32,
 ) -> Result<rdkafka::consumer::BaseConsumer, KafkaError> {
     let group = format!("{}.{purpose}", config.group_id);
-    Ok(config
+    config
         .client(&[
             ("enable.auto.commit", "false"),
             ("group.id", group.as_str()),
         ])?
         .set("fetch.wait.max.ms", fetch_wait_ms.to_string())
-        .create()?)
+        .create()
 }
 
 /// Assigns every partition of `topic` to `consumer` from its first offset;

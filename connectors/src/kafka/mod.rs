@@ -27,7 +27,7 @@ pub use admin::{
     create_topics, create_topics_with, fresh_topics, lineage_retention_problem, read_all,
     topic_config,
 };
-pub use config::{KafkaConfig, KafkaError};
+pub use config::{KafkaConfig, KafkaError, redact_client_error};
 pub use keys::{KeyChange, KeyTopic, publish_key};
 pub use sink::KafkaSink;
 pub use source::{KafkaSource, Lag};
