@@ -75,6 +75,72 @@ impl Default for Options {
     }
 }
 
+/// Most intents one demo run sends: it keeps about 100 bytes for each
+/// (what was sent, its schedule, its decision) until the checks at the
+/// end. `loadgen` drives longer runs.
+pub const MAX_INTENTS: u64 = 100_000_000;
+
+/// Most partitions of the embedded topic (each has a queue, a lineage log
+/// and a replay cache).
+pub const MAX_PARTITIONS: u32 = 1_024;
+
+/// Most signing principals (each key is derived and trusted up front).
+pub const MAX_PRINCIPALS: usize = 65_536;
+
+impl Options {
+    /// Whether the demo can run with these settings: every error [`run`]
+    /// would give before sending anything, without doing anything.
+    pub fn check(&self) -> Result<(), String> {
+        self.mix.check()?;
+        self.total()?;
+        if !(1..=MAX_PARTITIONS).contains(&self.partitions) {
+            return Err(format!(
+                "partitions must be 1 to {MAX_PARTITIONS}, not {}",
+                self.partitions
+            ));
+        }
+        if !(2..=MAX_PRINCIPALS).contains(&self.principals) {
+            return Err(format!(
+                "principals must be 2 (the treasury services) to {MAX_PRINCIPALS}, not {}",
+                self.principals
+            ));
+        }
+        Config {
+            partitions: self.partitions,
+            ..self.engine.clone()
+        }
+        .check()
+        .map_err(|e| e.to_string())?;
+        if let Some(dir) = &self.out
+            && dir.exists()
+            && !dir.is_dir()
+        {
+            return Err(format!("`{}` is not a directory", dir.display()));
+        }
+        Ok(())
+    }
+
+    /// How many intents the run sends: `rate` × `duration`, at most
+    /// [`MAX_INTENTS`].
+    fn total(&self) -> Result<usize, String> {
+        if self.rate == 0 || self.duration.is_zero() {
+            return Err("rate and duration must be above zero".into());
+        }
+        let total = (self.duration.as_secs_f64() * self.rate as f64)
+            .ceil()
+            .max(1.0);
+        if total > MAX_INTENTS as f64 {
+            return Err(format!(
+                "{total} intents ({} s at {}/s) in one demo run is too many: at most {MAX_INTENTS} \
+                 (use loadgen for longer runs)",
+                self.duration.as_secs_f64(),
+                self.rate
+            ));
+        }
+        usize::try_from(total as u64).map_err(|_| "too many intents".to_string())
+    }
+}
+
 /// What one generated intent was.
 #[derive(Debug, Clone)]
 struct Sent {
@@ -124,6 +190,10 @@ pub struct Report {
     pub engine_public_key: [u8; 32],
     /// Files written (with `out`).
     pub files: Vec<String>,
+    /// When `out` holds a sample decision (`decision.bin`): its issue
+    /// time and the end of its validity, µs since the epoch. An executor
+    /// checking it later than that is rightly refused ("expired").
+    pub sample_window_us: Option<(u64, u64)>,
 }
 
 fn percentile_ms(h: &Histogram<u64>, q: f64) -> f64 {
@@ -248,17 +318,9 @@ impl Sink for DemoSink {
 
 /// Runs the demo; `progress` gets a line about once a second.
 pub fn run(opts: &Options, mut progress: impl FnMut(&str)) -> Result<Report, String> {
-    opts.mix.check()?;
-    if opts.rate == 0 || opts.duration.is_zero() {
-        return Err("rate and duration must be above zero".into());
-    }
-    let principals = opts.principals.max(2);
-    let total = usize::try_from(
-        (opts.duration.as_secs_f64() * opts.rate as f64)
-            .ceil()
-            .max(1.0) as u64,
-    )
-    .map_err(|_| "too many intents".to_string())?;
+    opts.check()?;
+    let principals = opts.principals;
+    let total = opts.total()?;
 
     let policy = Policy::from_sources(&[("payments.toml", POLICY)])
         .map_err(|e| format!("the example policy does not compile: {e}"))?;
@@ -267,6 +329,15 @@ pub fn run(opts: &Options, mut progress: impl FnMut(&str)) -> Result<Report, Str
     getrandom::fill(&mut seed).map_err(|e| format!("no randomness for the engine key: {e}"))?;
     let engine_key = EngineKey::from_seed(seed);
     let engine_public = engine_key.public_key();
+    if let Some(dir) = &opts.out {
+        // Before any load: a directory that cannot be made or written
+        // fails the run now, not after it.
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create `{}`: {e}", dir.display()))?;
+        let path = dir.join("engine.pub");
+        std::fs::write(&path, hex::encode(engine_public))
+            .map_err(|e| format!("cannot write `{}`: {e}", path.display()))?;
+    }
     let mut tag = [0u8; 8];
     getrandom::fill(&mut tag).map_err(|e| format!("no randomness: {e}"))?;
 
@@ -310,7 +381,9 @@ pub fn run(opts: &Options, mut progress: impl FnMut(&str)) -> Result<Report, Str
     let generator = std::thread::Builder::new()
         .name("demo-generator".into())
         .spawn(move || -> Vec<Sent> {
-            let mut sent = Vec::with_capacity(total);
+            // Grown as intents are made: a long run's full size is not
+            // claimed up front.
+            let mut sent = Vec::with_capacity(total.min(1 << 16));
             for i in 0..total {
                 let scheduled_us = start_wall + (i as f64 * interval_ns / 1000.0) as u64;
                 let g = workload.generate(i as u64, scheduled_us);
@@ -497,6 +570,7 @@ fn check(
     let step = (sent.len() / 1_000).max(1);
     let mut sampled = 0;
     let mut sample: Option<(&[u8], &[u8])> = None;
+    let mut sample_window_us = None;
     for i in (0..sent.len()).step_by(step) {
         let (Some(s), Some(Some(bytes)), Some(Some(reason))) =
             (sent.get(i), decision_of.get(i), reason_of.get(i))
@@ -519,6 +593,7 @@ fn check(
                     && let Some(intent) = &s.bytes
                 {
                     sample = Some((intent, bytes));
+                    sample_window_us = Some((now, auth.valid_until_us));
                 }
             }
             Err(DecisionError::Denied(r)) if r == *reason => {}
@@ -534,8 +609,8 @@ fn check(
 
     let mut files = Vec::new();
     if let Some(dir) = &opts.out {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create `{}`: {e}", dir.display()))?;
+        // `run` wrote the engine public key before the load.
+        files.push(dir.join("engine.pub").display().to_string());
         let mut write = |name: String, bytes: &[u8]| -> Result<(), String> {
             let path = dir.join(&name);
             std::fs::write(&path, bytes)
@@ -543,7 +618,6 @@ fn check(
             files.push(path.display().to_string());
             Ok(())
         };
-        write("engine.pub".into(), hex::encode(engine_public).as_bytes())?;
         for p in logs.keys() {
             let mut data = Vec::new();
             for (q, bytes) in &out.lineage {
@@ -581,5 +655,67 @@ fn check(
         sampled,
         engine_public_key: engine_public,
         files,
+        sample_window_us: sample_window_us.filter(|_| opts.out.is_some()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_out_of_range_are_refused_before_anything_runs() {
+        let ok = Options::default();
+        assert_eq!(ok.check(), Ok(()));
+        for (opts, want) in [
+            (
+                Options {
+                    rate: u64::MAX,
+                    ..Options::default()
+                },
+                "too many",
+            ),
+            (
+                Options {
+                    partitions: u32::MAX,
+                    ..Options::default()
+                },
+                "partitions must be 1 to 1024",
+            ),
+            (
+                Options {
+                    partitions: 0,
+                    ..Options::default()
+                },
+                "partitions must be 1 to 1024",
+            ),
+            (
+                Options {
+                    principals: 0,
+                    ..Options::default()
+                },
+                "principals must be 2",
+            ),
+            (
+                Options {
+                    duration: Duration::ZERO,
+                    ..Options::default()
+                },
+                "above zero",
+            ),
+            (
+                Options {
+                    out: Some(PathBuf::from("/dev/null")),
+                    ..Options::default()
+                },
+                "is not a directory",
+            ),
+        ] {
+            let e = opts.check().err().unwrap_or_default();
+            assert!(e.contains(want), "{opts:?}: `{e}`");
+            // `run` refuses them the same way, before any load.
+            let e = run(&opts, |_| {}).err().unwrap_or_default();
+            assert!(e.contains(want), "{opts:?}: `{e}`");
+        }
+    }
 }

@@ -2,7 +2,8 @@
 //!
 //! Every setting has a default, so an empty file is a valid configuration
 //! (a broker on `127.0.0.1:9092`, the key, trust store and policy beside the
-//! file). Unknown keys are errors, never ignored. Any setting can be
+//! file). Unknown keys are errors, never ignored; durations are at most
+//! one day (`engine.linger_us`: one second). Any setting can be
 //! overridden from the environment: `WARRANT_<SECTION>_<KEY>` in upper
 //! case, e.g. `WARRANT_KAFKA_BROKERS=kafka:9092` or
 //! `WARRANT_ENGINE_MAX_BATCH=512`; librdkafka properties as
@@ -95,6 +96,9 @@ pub struct Kafka {
     /// engine reports itself not ready (it keeps retrying).
     pub sink_timeout_ms: u64,
     /// librdkafka properties passed through (SASL, TLS, timeouts, ...).
+    /// TLS and SASL `PLAIN`/`SCRAM-SHA-256`/`SCRAM-SHA-512` are in the
+    /// build, GSSAPI is not (SECURITY.md); the values never appear in an
+    /// error of the Kafka client.
     pub properties: BTreeMap<String, String>,
 }
 
@@ -329,10 +333,11 @@ impl Config {
         };
         toml::from_str::<Config>(text).map_err(invalid)?;
         let mut table: toml::Table = toml::from_str(text).map_err(invalid)?;
-        let mut applied = Vec::new();
+        // (variable, the setting it replaced), in the order applied.
+        let mut applied: Vec<(String, String)> = Vec::new();
         for (name, value) in env {
-            if let Some(()) = apply_env(&mut table, &name, &value)? {
-                applied.push(name);
+            if let Some(setting) = apply_env(&mut table, &name, &value)? {
+                applied.push((name, setting));
             }
         }
         let config: Config =
@@ -342,19 +347,35 @@ impl Config {
                     origin: if applied.is_empty() {
                         origin.to_owned()
                     } else {
-                        format!("{origin} with {}", applied.join(", "))
+                        let names: Vec<&str> = applied.iter().map(|(n, _)| n.as_str()).collect();
+                        format!("{origin} with {}", names.join(", "))
                     },
                     message: e.message().to_owned(),
                 })?;
-        config.check().map_err(|message| ConfigError::Invalid {
-            origin: origin.to_owned(),
-            message,
+        config.check().map_err(|fault| ConfigError::Invalid {
+            origin: blame(origin, &applied, &fault.setting),
+            message: fault.message,
         })?;
         Ok(config)
     }
 
     /// Checks what serde cannot: ranges and non-empty names.
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), Fault> {
+        self.check_settings().map_err(|(setting, message)| Fault {
+            setting: setting.to_owned(),
+            message,
+        })?;
+        // What `Engine::start` would refuse, refused here, before `run`
+        // touches the broker (and by `run --check`).
+        self.engine_config(1).check().map_err(|e| Fault {
+            setting: "engine".into(),
+            message: format!("[engine]: {e}"),
+        })
+    }
+
+    /// [`Config::check`] setting by setting: the first one refused, by
+    /// name, and why.
+    fn check_settings(&self) -> Result<(), (&'static str, String)> {
         let k = &self.kafka;
         for (name, v) in [
             ("kafka.brokers", &k.brokers),
@@ -368,38 +389,105 @@ impl Config {
             ("policy.path", &self.policy.path),
         ] {
             if v.trim().is_empty() {
-                return Err(format!("`{name}` must not be empty"));
+                return Err((name, format!("`{name}` must not be empty")));
             }
         }
         if !(1..=65_536).contains(&self.engine.max_batch) {
-            return Err(format!(
-                "`engine.max_batch` must be 1 to 65536, not {}",
-                self.engine.max_batch
+            return Err((
+                "engine.max_batch",
+                format!(
+                    "`engine.max_batch` must be 1 to 65536, not {}",
+                    self.engine.max_batch
+                ),
             ));
         }
         if k.sink_timeout_ms == 0 {
-            return Err("`kafka.sink_timeout_ms` must be at least 1".into());
+            return Err((
+                "kafka.sink_timeout_ms",
+                "`kafka.sink_timeout_ms` must be at least 1".into(),
+            ));
         }
-        if self.engine.replay_capacity == 0 {
-            return Err("`engine.replay_capacity` must be at least 1".into());
+        // Durations are added to `Instant::now()` (here and in the
+        // connectors), which panics past the clock's range: each is
+        // bounded to what can make sense.
+        let e = &self.engine;
+        for (name, value, max, unit) in [
+            (
+                "kafka.sink_timeout_ms",
+                k.sink_timeout_ms,
+                DAY_S * 1_000,
+                "one day",
+            ),
+            ("engine.linger_us", e.linger_us, 1_000_000, "one second"),
+            (
+                "engine.max_clock_skew_s",
+                e.max_clock_skew_s,
+                DAY_S,
+                "one day",
+            ),
+            (
+                "engine.max_intent_age_s",
+                e.max_intent_age_s,
+                DAY_S,
+                "one day",
+            ),
+            ("engine.max_validity_s", e.max_validity_s, DAY_S, "one day"),
+            (
+                "engine.shed_after_ms",
+                e.shed_after_ms,
+                DAY_S * 1_000,
+                "one day",
+            ),
+            (
+                "engine.checkpoint_interval_ms",
+                e.checkpoint_interval_ms,
+                DAY_S * 1_000,
+                "one day",
+            ),
+            (
+                "trust.watch_ms",
+                self.trust.watch_ms,
+                DAY_S * 1_000,
+                "one day",
+            ),
+            (
+                "policy.watch_ms",
+                self.policy.watch_ms,
+                DAY_S * 1_000,
+                "one day",
+            ),
+        ] {
+            if value > max {
+                return Err((
+                    name,
+                    format!("`{name}` must be at most {max} ({unit}), not {value}"),
+                ));
+            }
         }
-        self.peer_keys()?;
-        // What `Engine::start` would refuse, refused here, before `run`
-        // touches the broker (and by `run --check`).
-        self.engine_config(1)
-            .check()
-            .map_err(|e| format!("[engine]: {e}"))?;
+        if e.replay_capacity == 0 {
+            return Err((
+                "engine.replay_capacity",
+                "`engine.replay_capacity` must be at least 1".into(),
+            ));
+        }
+        self.peer_keys().map_err(|m| ("engine.peer_keys", m))?;
         let a = &self.admin;
         if !a.listen.trim().is_empty() && a.listen.parse::<std::net::SocketAddr>().is_err() {
-            return Err(format!(
-                "`admin.listen` must be an address like 127.0.0.1:9464 (or empty), not `{}`",
-                a.listen
+            return Err((
+                "admin.listen",
+                format!(
+                    "`admin.listen` must be an address like 127.0.0.1:9464 (or empty), not `{}`",
+                    a.listen
+                ),
             ));
         }
         if !["text", "json"].contains(&a.log_format.as_str()) {
-            return Err(format!(
-                "`admin.log_format` must be `text` or `json`, not `{}`",
-                a.log_format
+            return Err((
+                "admin.log_format",
+                format!(
+                    "`admin.log_format` must be `text` or `json`, not `{}`",
+                    a.log_format
+                ),
             ));
         }
         Ok(())
@@ -477,9 +565,49 @@ impl Config {
     }
 }
 
+/// Seconds in a day: the longest any duration setting may be.
+const DAY_S: u64 = 86_400;
+
+/// A setting [`Config::check`] refused.
+#[derive(Debug)]
+struct Fault {
+    /// `section.key`, or a whole `section`.
+    setting: String,
+    /// Why.
+    message: String,
+}
+
+/// Where a refused `setting` came from, for the error: the environment
+/// variable that set it if one did, else the file `origin` (with the
+/// variables applied to the section when `setting` is a whole section).
+fn blame(origin: &str, applied: &[(String, String)], setting: &str) -> String {
+    if setting.contains('.') {
+        return applied
+            .iter()
+            .rev()
+            .find(|(_, s)| s == setting)
+            .map_or_else(|| origin.to_owned(), |(name, _)| name.clone());
+    }
+    let names: Vec<&str> = applied
+        .iter()
+        .filter(|(_, s)| s.split('.').next() == Some(setting))
+        .map(|(name, _)| name.as_str())
+        .collect();
+    if names.is_empty() {
+        origin.to_owned()
+    } else {
+        format!("{origin} with {}", names.join(", "))
+    }
+}
+
 /// Applies one environment variable to `table` if it is an override:
-/// `Some(())` if it was. Values take the type of the setting they replace.
-fn apply_env(table: &mut toml::Table, name: &str, value: &str) -> Result<Option<()>, ConfigError> {
+/// the setting it replaced (`section.key`) if it was. Values take the
+/// type of the setting they replace.
+fn apply_env(
+    table: &mut toml::Table,
+    name: &str,
+    value: &str,
+) -> Result<Option<String>, ConfigError> {
     let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
         return Ok(None);
     };
@@ -512,11 +640,10 @@ fn apply_env(table: &mut toml::Table, name: &str, value: &str) -> Result<Option<
                 "`kafka.properties` in the file is not a table".into(),
             ));
         };
-        props.insert(
-            property.replace('_', "."),
-            toml::Value::String(value.to_owned()),
-        );
-        return Ok(Some(()));
+        let property = property.replace('_', ".");
+        let setting = format!("kafka.properties.{property}");
+        props.insert(property, toml::Value::String(value.to_owned()));
+        return Ok(Some(setting));
     }
     // The type of the setting replaced, from the defaults.
     let defaults =
@@ -531,7 +658,16 @@ fn apply_env(table: &mut toml::Table, name: &str, value: &str) -> Result<Option<
             .trim()
             .parse::<i64>()
             .map(toml::Value::Integer)
-            .map_err(|_| invalid(format!("`{value}` is not an integer")))?,
+            .map_err(|e| {
+                use std::num::IntErrorKind::{NegOverflow, PosOverflow};
+                invalid(match e.kind() {
+                    PosOverflow | NegOverflow => format!(
+                        "`{value}` is out of range (settings are at most {})",
+                        i64::MAX
+                    ),
+                    _ => format!("`{value}` is not an integer"),
+                })
+            })?,
         toml::Value::Boolean(_) => match value.trim() {
             "true" | "1" => toml::Value::Boolean(true),
             "false" | "0" => toml::Value::Boolean(false),
@@ -549,7 +685,7 @@ fn apply_env(table: &mut toml::Table, name: &str, value: &str) -> Result<Option<
         _ => toml::Value::String(value.to_owned()),
     };
     section_table.insert(key.to_owned(), parsed);
-    Ok(Some(()))
+    Ok(Some(format!("{section}.{key}")))
 }
 
 #[cfg(test)]
@@ -711,6 +847,107 @@ mod tests {
             "[kafka]\nsink_timeout_ms = 0",
         ] {
             assert!(Config::parse(text, "t", env(&[])).is_err(), "{text}");
+        }
+    }
+
+    #[test]
+    fn durations_are_bounded_by_name_from_the_file_and_the_environment() {
+        for (section, key, max) in [
+            ("kafka", "sink_timeout_ms", 86_400_000u64),
+            ("engine", "linger_us", 1_000_000),
+            ("engine", "max_clock_skew_s", 86_400),
+            ("engine", "max_intent_age_s", 86_400),
+            ("engine", "max_validity_s", 86_400),
+            ("engine", "shed_after_ms", 86_400_000),
+            ("engine", "checkpoint_interval_ms", 86_400_000),
+            ("trust", "watch_ms", 86_400_000),
+            ("policy", "watch_ms", 86_400_000),
+        ] {
+            let setting = format!("`{section}.{key}` must be at most {max}");
+            Config::parse(&format!("[{section}]\n{key} = {max}\n"), "w.toml", env(&[]))
+                .unwrap_or_else(|e| panic!("{section}.{key} = {max}: {e}"));
+            let e = Config::parse(
+                &format!("[{section}]\n{key} = {}\n", max + 1),
+                "w.toml",
+                env(&[]),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(e.starts_with("w.toml: ") && e.contains(&setting), "{e}");
+            // `Instant::now() + d` panics for this one.
+            let var = format!("WARRANT_{}_{}", section, key).to_uppercase();
+            let e = Config::parse("", "w.toml", env(&[(&var, "9223372036854775807")]))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.starts_with(&format!("{var}: ")) && e.contains(&setting),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_setting_refused_names_the_variable_that_set_it() {
+        let nonsense = "`admin.listen` must be an address";
+        let e = Config::parse(
+            "[admin]\nlog_format = \"json\"\n",
+            "w.toml",
+            env(&[
+                ("WARRANT_KAFKA_BROKERS", "k:9092"),
+                ("WARRANT_ADMIN_LISTEN", "nonsense"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("WARRANT_ADMIN_LISTEN: ") && e.contains(nonsense),
+            "{e}"
+        );
+        // From the file: the file, even with other variables set.
+        let e = Config::parse(
+            "[admin]\nlisten = \"nonsense\"\n",
+            "w.toml",
+            env(&[("WARRANT_KAFKA_BROKERS", "k:9092")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("w.toml: ") && e.contains(nonsense), "{e}");
+        // The engine's own check of its section: the variables that set
+        // something in it.
+        let e = Config::parse(
+            "",
+            "w.toml",
+            env(&[
+                ("WARRANT_KAFKA_BROKERS", "k:9092"),
+                ("WARRANT_ENGINE_MAX_VALIDITY_S", "0"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("w.toml with WARRANT_ENGINE_MAX_VALIDITY_S: "),
+            "{e}"
+        );
+        let e = Config::parse("", "w.toml", env(&[("WARRANT_ENGINE_PEER_KEYS", "abc")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("WARRANT_ENGINE_PEER_KEYS: "), "{e}");
+    }
+
+    #[test]
+    fn an_integer_past_what_toml_holds_is_out_of_range() {
+        for value in [
+            "9223372036854775808",
+            "99999999999999999999",
+            "-9223372036854775809",
+        ] {
+            let e = Config::parse("", "t", env(&[("WARRANT_KAFKA_SINK_TIMEOUT_MS", value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.starts_with("WARRANT_KAFKA_SINK_TIMEOUT_MS: ") && e.contains("out of range"),
+                "{e}"
+            );
         }
     }
 

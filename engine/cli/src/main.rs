@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use clap::builder::{RangedI64ValueParser, RangedU64ValueParser};
 use clap::{Parser, Subcommand};
 use warrant_cli::outln;
 use warrant_engine::pipeline::{Config, Layout};
@@ -51,46 +52,47 @@ enum Command {
     /// decision, the lineage log and a sample with the executor verifier.
     /// Exits 1 if any check fails.
     Demo {
-        /// Seconds of load.
-        #[arg(long, default_value_t = 5.0)]
-        duration: f64,
+        /// Seconds of load (rate × duration: at most 100,000,000 intents).
+        #[arg(long, default_value = "5", value_parser = seconds)]
+        duration: Duration,
         /// Intents per second (open loop: latency counts from the schedule).
-        #[arg(long, default_value_t = 5_000)]
+        #[arg(long, default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..))]
         rate: u64,
-        /// Partitions of the embedded intents topic.
-        #[arg(long, default_value_t = 4)]
+        /// Partitions of the embedded intents topic (1 to 1024).
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=i64::from(demo::MAX_PARTITIONS)))]
         partitions: u32,
-        /// Signing principals.
-        #[arg(long, default_value_t = 16)]
+        /// Signing principals (2 to 65536; the first two are the treasury
+        /// services).
+        #[arg(long, default_value_t = 16, value_parser = RangedU64ValueParser::<usize>::new().range(2..=demo::MAX_PRINCIPALS as u64))]
         principals: usize,
         /// Percent of intents with a forged signature.
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, default_value_t = 5, value_parser = percent())]
         forged: u8,
         /// Percent issued too long ago.
-        #[arg(long, default_value_t = 2)]
+        #[arg(long, default_value_t = 2, value_parser = percent())]
         expired: u8,
         /// Percent reusing an earlier intent's nonce (one still remembered:
         /// its principal's previous intent, sent less than half a deadline
         /// before; otherwise a valid intent is sent instead).
-        #[arg(long, default_value_t = 2)]
+        #[arg(long, default_value_t = 2, value_parser = percent())]
         replayed: u8,
         /// Percent a policy deny rule refuses.
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, default_value_t = 5, value_parser = percent())]
         denied: u8,
         /// Percent signed by a key the engine does not trust.
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 1, value_parser = percent())]
         unknown_key: u8,
         /// Percent of truncated buffers.
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 1, value_parser = percent())]
         malformed: u8,
         /// Percent chained to an earlier intent (parent link).
-        #[arg(long, default_value_t = 10)]
+        #[arg(long, default_value_t = 10, value_parser = percent())]
         chained: u8,
-        /// Most intents per engine batch.
-        #[arg(long, default_value_t = 256)]
+        /// Most intents per engine batch (1 to 65536).
+        #[arg(long, default_value_t = 256, value_parser = RangedU64ValueParser::<usize>::new().range(1..=65_536))]
         max_batch: usize,
-        /// Longest a batch waits to fill, µs.
-        #[arg(long, default_value_t = 200)]
+        /// Longest a batch waits to fill, µs (at most 1 s).
+        #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
         linger_us: u64,
         /// Do not pin stages to cores (nothing is pinned below 4 cores anyway).
         #[arg(long)]
@@ -132,10 +134,14 @@ enum Command {
         #[arg(long)]
         public_key: String,
         /// The principal it signs for (not with --withdraw).
-        #[arg(long, required_unless_present = "withdraw")]
+        #[arg(
+            long,
+            required_unless_present = "withdraw",
+            conflicts_with = "withdraw"
+        )]
         principal: Option<String>,
-        /// `active`, `rotating` or `revoked`.
-        #[arg(long, default_value = "active")]
+        /// `active`, `rotating` or `revoked` (not with --withdraw).
+        #[arg(long, default_value = "active", conflicts_with = "withdraw")]
         status: String,
         /// Withdraw the topic's record for the key (a tombstone): the trust
         /// file's entry for it, if any, applies again.
@@ -156,8 +162,8 @@ enum Command {
         /// configured key and `engine.peer_keys` are always accepted.
         #[arg(long)]
         engine_key: Vec<String>,
-        /// Seconds to read the topics in.
-        #[arg(long, default_value_t = 120)]
+        /// Seconds to read the topics in (at most one day).
+        #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86_400))]
         timeout: u64,
         /// Print the report as JSON.
         #[arg(long)]
@@ -167,14 +173,14 @@ enum Command {
     /// readers, batch-verify them and cross-check every verdict against
     /// single verification. Exits non-zero on any disagreement.
     Selftest {
-        /// How many intents to generate.
-        #[arg(long, default_value_t = 20_000)]
+        /// How many intents to generate (1 to 1,000,000).
+        #[arg(long, default_value_t = 20_000, value_parser = RangedU64ValueParser::<usize>::new().range(1..=SELFTEST_MAX_COUNT as u64))]
         count: usize,
         /// Percentage of intents whose signature is forged (0-100).
-        #[arg(long, default_value_t = 10)]
+        #[arg(long, default_value_t = 10, value_parser = percent())]
         forged_percent: u8,
-        /// Number of distinct signing principals.
-        #[arg(long, default_value_t = 64)]
+        /// Number of distinct signing principals (1 to 65536).
+        #[arg(long, default_value_t = 64, value_parser = RangedU64ValueParser::<usize>::new().range(1..=65_536))]
         principals: usize,
     },
     /// Write a new ed25519 secret key (hex seed, file mode 0600) and print its
@@ -213,6 +219,12 @@ enum Command {
         /// Check validity at this instant, µs since the Unix epoch (default: now).
         #[arg(long)]
         now_us: Option<u64>,
+        /// How far this machine's clock may be behind the engine's, in
+        /// milliseconds: a decision issued up to this long "in the future"
+        /// is accepted. Only the start of the window moves; a decision is
+        /// never accepted after it expires.
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(..=3_600_000))]
+        max_skew_ms: u64,
     },
     /// Check, test and explain policies.
     #[command(subcommand)]
@@ -282,6 +294,30 @@ enum PolicyCommand {
     },
 }
 
+/// Most intents `warrant selftest` generates: it holds every one, signed,
+/// opened and verified, in memory at once.
+const SELFTEST_MAX_COUNT: usize = 1_000_000;
+
+/// A percentage flag: 0 to 100.
+fn percent() -> RangedI64ValueParser<u8> {
+    clap::value_parser!(u8).range(0..=100)
+}
+
+/// A duration flag in seconds, fractions allowed: above zero.
+fn seconds(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    if secs.is_nan() {
+        return Err(format!("`{s}` is not a number of seconds"));
+    }
+    if secs <= 0.0 {
+        return Err(format!("`{s}` must be above zero"));
+    }
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("`{s}` seconds is out of range"))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -289,7 +325,7 @@ fn main() -> ExitCode {
             count,
             forged_percent,
             principals,
-        } => selftest(count, forged_percent.min(100), principals.max(1)),
+        } => selftest(count, forged_percent, principals),
         Command::Keygen { out } => keygen(&out),
         #[cfg(feature = "kafka")]
         Command::Run {
@@ -334,7 +370,7 @@ fn main() -> ExitCode {
             no_pin,
             out,
         } => demo(demo::Options {
-            duration: Duration::try_from_secs_f64(duration).unwrap_or(Duration::ZERO),
+            duration,
             rate,
             partitions,
             principals,
@@ -372,13 +408,14 @@ fn main() -> ExitCode {
             engine_keys,
             audience,
             now_us,
+            max_skew_ms,
         } => verify_cmd(
             &decision,
             intent.as_deref(),
             intent_digest.as_deref(),
             &engine_keys,
             &audience,
-            now_us,
+            (now_us, max_skew_ms),
         ),
     };
     match result {
@@ -403,6 +440,16 @@ fn lineage_verify(
     engine_keys: &[String],
     min_records: u64,
 ) -> Result<(), String> {
+    // A device or a pipe (`/dev/zero`) could be read forever: only a
+    // regular file is a log.
+    let meta =
+        std::fs::metadata(log).map_err(|e| format!("cannot read `{}`: {e}", log.display()))?;
+    if !meta.is_file() {
+        return Err(format!(
+            "cannot read `{}`: not a regular file",
+            log.display()
+        ));
+    }
     let data = std::fs::read(log).map_err(|e| format!("cannot read `{}`: {e}", log.display()))?;
     let keys = engine_keys
         .iter()
@@ -434,9 +481,9 @@ fn verify_cmd(
     intent_digest: Option<&str>,
     engine_keys: &[String],
     audience: &str,
-    now_us: Option<u64>,
+    (now_us, max_skew_ms): (Option<u64>, u64),
 ) -> Result<(), String> {
-    use warrant_engine::seal::{EngineKeys, verify_decision};
+    use warrant_engine::seal::{EngineKeys, verify_decision_with_skew};
     // Both are single FlatBuffers: read at most one byte past the largest
     // buffer accepted, so a wrong path (a log, /dev/zero) is refused
     // without being loaded.
@@ -500,7 +547,8 @@ fn verify_cmd(
             .try_into()
             .unwrap_or(u64::MAX),
     };
-    match verify_decision(&decision_bytes, &keys, &digest, audience, now) {
+    let skew_us = max_skew_ms.saturating_mul(1_000);
+    match verify_decision_with_skew(&decision_bytes, &keys, &digest, audience, now, skew_us) {
         Ok(auth) => {
             outln!(
                 "AUTHORIZED: intent {} by rule `{}` (policy version {}), valid until {} µs",
@@ -521,7 +569,7 @@ fn verify_cmd(
     }
 }
 
-/// `s` with control and bidirectional-formatting characters escaped
+/// `s` with control, bidirectional-formatting and line-separator characters escaped
 /// (`\n`, `\u{1b}`, `\u{202e}`): the strings an intent carries are the
 /// producer's, and must not be able to forge or hide a line of the
 /// verdict an operator reads.
@@ -529,7 +577,7 @@ fn printable(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         if c.is_control()
-            || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
+            || matches!(c, '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}' | '\u{061c}' | '\u{0085}')
         {
             out.extend(c.escape_default());
         } else {
@@ -546,22 +594,44 @@ fn keygen(out: &std::path::Path) -> Result<(), String> {
     Ok(())
 }
 
+/// `n` and `word`, with an `s` unless `n` is 1.
+fn plural(n: impl Into<u64>, word: &str) -> String {
+    match n.into() {
+        1 => format!("1 {word}"),
+        n => format!("{n} {word}s"),
+    }
+}
+
 fn demo(opts: demo::Options) -> Result<(), String> {
+    // Every setting checked before anything is printed or run.
+    opts.check()?;
     outln!("{}", backend::describe());
     outln!(
-        "warrant demo: {:.1} s at {} intents/s over {} partitions, {} principals, example policy `payments`",
+        "warrant demo: {:.1} s at {} intents/s over {}, {}, example policy `payments`",
         opts.duration.as_secs_f64(),
         opts.rate,
-        opts.partitions,
-        opts.principals
+        plural(opts.partitions, "partition"),
+        plural(opts.principals as u64, "principal")
     );
     let layout = &opts.engine.layout;
+    let cores = if layout.verify_cores.is_empty() {
+        "not pinned".to_owned()
+    } else {
+        format!(
+            "pinned to cores {}",
+            layout
+                .verify_cores
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
     outln!(
-        "engine: batches of up to {} or {} µs; {} verify threads on cores {:?}",
+        "engine: batches of up to {} or {} µs; {}, {cores}",
         opts.engine.max_batch,
         opts.engine.linger.as_micros(),
-        layout.verify_threads,
-        layout.verify_cores
+        plural(layout.verify_threads as u64, "verify thread"),
     );
     let report = demo::run(&opts, |line| outln!("{line}"))?;
     outln!("{report}");
@@ -572,11 +642,16 @@ fn demo(opts: demo::Options) -> Result<(), String> {
             "  warrant lineage verify --log {} --partition 0 --engine-key {key}",
             dir.join("lineage-0.log").display()
         );
-        if dir.join("decision.bin").exists() {
+        if let Some((issued_at_us, valid_until_us)) = report.sample_window_us {
             outln!(
-                "  warrant verify --decision {} --intent {} --engine-key {key} --audience executor",
+                "  warrant verify --decision {} --intent {} --engine-key {key} --audience executor --now-us {issued_at_us}",
                 dir.join("decision.bin").display(),
                 dir.join("intent.bin").display()
+            );
+            outln!(
+                "  (--now-us checks it as of its issue time: it authorizes the intent for {:.0} s \
+                 only, until {valid_until_us} µs since the epoch, and a later check refuses it as expired)",
+                valid_until_us.saturating_sub(issued_at_us) as f64 / 1e6
             );
         }
     }
@@ -584,6 +659,13 @@ fn demo(opts: demo::Options) -> Result<(), String> {
 }
 
 fn selftest(count: usize, forged_percent: u8, principals: usize) -> Result<(), String> {
+    // The flags' ranges, as clap checked them: nothing is clamped.
+    if !(1..=SELFTEST_MAX_COUNT).contains(&count) || principals == 0 || forged_percent > 100 {
+        return Err(format!(
+            "--count must be 1 to {SELFTEST_MAX_COUNT}, --principals at least 1, \
+             --forged-percent 0 to 100"
+        ));
+    }
     outln!("{}", backend::describe());
     let signers: Vec<(String, IntentSigner)> = (0..principals)
         .map(|i| {

@@ -78,8 +78,12 @@ fn explain(path: &Path, request: Option<&Path>, set: &[String]) -> Result<(), St
     let mut def = match request {
         None => RequestDef::default(),
         Some(p) => {
-            let text = std::fs::read_to_string(p)
-                .map_err(|e| format!("cannot read `{}`: {e}", p.display()))?;
+            let cannot = |e: &dyn std::fmt::Display| format!("cannot read `{}`: {e}", p.display());
+            // A device or a pipe (`/dev/zero`) could be read forever.
+            if !std::fs::metadata(p).map_err(|e| cannot(&e))?.is_file() {
+                return Err(cannot(&"not a regular file"));
+            }
+            let text = std::fs::read_to_string(p).map_err(|e| cannot(&e))?;
             toml::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))?
         }
     };

@@ -102,6 +102,12 @@ fn load(path: &Path) -> Result<Loaded, String> {
     })
 }
 
+/// `d` from now, or `None` past the clock's range (never): `Instant +
+/// Duration` panics there.
+fn after(d: Duration) -> Option<Instant> {
+    Instant::now().checked_add(d)
+}
+
 /// Probes the broker every `every` until `stop`; the result goes to `ok`.
 fn probe_broker(
     config: warrant_connectors::kafka::KafkaConfig,
@@ -112,12 +118,12 @@ fn probe_broker(
     std::thread::Builder::new()
         .name("broker-probe".into())
         .spawn(move || {
-            let mut next = Instant::now();
+            let mut next = Some(Instant::now());
             // One client for the engine's life (made again only if making
             // it failed): a client per check reconnected every `every`.
             let mut client: Option<kafka::TopicsProbe> = None;
             while !stop.load(Ordering::Relaxed) {
-                if Instant::now() >= next {
+                if next.is_some_and(|t| Instant::now() >= t) {
                     if client.is_none() {
                         client = kafka::TopicsProbe::new(&config).ok();
                     }
@@ -131,7 +137,7 @@ fn probe_broker(
                             warn!("broker {}: unreachable", config.brokers);
                         }
                     }
-                    next = Instant::now() + every;
+                    next = after(every);
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
@@ -226,15 +232,8 @@ pub fn publish_key(
     status: &str,
     withdraw: bool,
 ) -> Result<(), String> {
-    use warrant_engine::trust::{KeyRecord, KeyState};
-    let config =
-        Config::load(path, warrant_env().map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
-    if config.trust.topic.is_empty() {
-        return Err(format!(
-            "{}: `[trust] topic` is not set: there is no keys topic to publish to",
-            path.display()
-        ));
-    }
+    use warrant_engine::trust::{KeyRecord, KeyState, TrustError};
+    // The flags first: their errors name them, whatever the configuration.
     let state = match status {
         "active" => KeyState::Active,
         "rotating" => KeyState::Rotating,
@@ -245,18 +244,35 @@ pub fn publish_key(
             ));
         }
     };
+    let key: [u8; 32] = hex::decode(public_key.trim())
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| format!("--public-key `{public_key}` is not 64 hex digits"))?;
     let record = KeyRecord {
         principal: principal.unwrap_or_default(),
         public_key: public_key.trim().to_owned(),
         status: state,
     };
-    let key = record.key().map_err(|e| e.to_string())?;
     if !withdraw {
         // The checks every engine will make, made here first.
         let mut probe = TrustStore::new();
         probe
             .add(&record.principal, key, state)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| match e {
+                TrustError::BadKey { message, .. } => format!(
+                    "--public-key `{public_key}` for --principal `{}`: {message}",
+                    record.principal
+                ),
+                other => other.to_string(),
+            })?;
+    }
+    let config =
+        Config::load(path, warrant_env().map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+    if config.trust.topic.is_empty() {
+        return Err(format!(
+            "{}: `[trust] topic` is not set: there is no keys topic to publish to",
+            path.display()
+        ));
     }
     let kafka_config = config.kafka_config();
     kafka::publish_key(
@@ -330,7 +346,7 @@ fn follow_trust(
             // The bytes the running store was built from: a change made
             // since, even before this thread started, is seen.
             let mut seen = loaded;
-            let mut next_look = Instant::now() + watch;
+            let mut next_look = after(watch);
             while !stop.load(Ordering::Relaxed) {
                 match &topic {
                     Some(t) => match t.poll(Duration::from_millis(100)) {
@@ -347,10 +363,10 @@ fn follow_trust(
                     },
                     None => std::thread::sleep(Duration::from_millis(100)),
                 }
-                if watch.is_zero() || Instant::now() < next_look {
+                if watch.is_zero() || next_look.is_none_or(|t| Instant::now() < t) {
                     continue;
                 }
-                next_look = Instant::now() + watch;
+                next_look = after(watch);
                 let now = read(&file);
                 if now == seen {
                     continue;

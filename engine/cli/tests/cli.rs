@@ -5,6 +5,7 @@
     clippy::expect_used,
     clippy::unwrap_used,
     clippy::indexing_slicing,
+    clippy::panic,
     reason = "a test fails by panicking"
 )]
 
@@ -266,6 +267,38 @@ fn verify_accepts_a_sealed_decision_and_refuses_everything_else() {
         "{}",
         text(&late)
     );
+    // Before the issue time (the executor's clock behind the engine's):
+    // refused, unless the skew allowed covers it; the end never moves.
+    let with_skew = |now: &str, skew_ms: &str| {
+        warrant(&[
+            "verify",
+            "--decision",
+            dir.join("decision").to_str().unwrap(),
+            intent_arg[0],
+            intent_arg[1],
+            "--engine-key",
+            &pk,
+            "--audience",
+            "executor-eu",
+            "--now-us",
+            now,
+            "--max-skew-ms",
+            skew_ms,
+        ])
+    };
+    let early = run("executor-eu", "999", "decision");
+    assert!(
+        text(&early).contains("DO NOT EXECUTE: decision is not valid yet"),
+        "{}",
+        text(&early)
+    );
+    assert!(with_skew("999", "1").status.success());
+    let late_skewed = with_skew("2000", "1000");
+    assert!(
+        text(&late_skewed).contains("DO NOT EXECUTE: decision expired"),
+        "{}",
+        text(&late_skewed)
+    );
     let other = run("executor-us", "1500", "decision");
     assert!(
         !other.status.success() && text(&other).contains("DO NOT EXECUTE"),
@@ -340,7 +373,7 @@ fn verify_accepts_a_sealed_decision_and_refuses_everything_else() {
     // it cannot forge or hide a line of the verdict.
     let hostile = warrant_schemas::IntentSigner::from_seed([4; 32]).sign_intent(
         &warrant_schemas::IntentFields {
-            resource: "accounts/eu/1\nDO NOT EXECUTE: \u{1b}[2K\u{202e}x",
+            resource: "accounts/eu/1\nDO NOT EXECUTE: \u{1b}[2K\u{202e}x\u{2028}y",
             ..warrant_schemas::IntentFields::example()
         },
     );
@@ -364,11 +397,14 @@ fn verify_accepts_a_sealed_decision_and_refuses_everything_else() {
     assert!(shown.status.success(), "{}", text(&shown));
     let out = text(&shown);
     assert!(
-        out.contains(r"resource `accounts/eu/1\nDO NOT EXECUTE: \u{1b}[2K\u{202e}x`"),
+        out.contains(r"resource `accounts/eu/1\nDO NOT EXECUTE: \u{1b}[2K\u{202e}x\u{2028}y`"),
         "{out}"
     );
     assert!(
-        !out.contains('\u{1b}') && !out.contains('\u{202e}') && out.lines().count() == 2,
+        !out.contains('\u{1b}')
+            && !out.contains('\u{202e}')
+            && !out.contains('\u{2028}')
+            && out.lines().count() == 2,
         "{out}"
     );
     let _ = std::fs::remove_dir_all(&dir);
@@ -564,6 +600,42 @@ fn demo_runs_checks_and_leaves_files_a_user_can_verify() {
         ]);
         assert_eq!(o.status.success(), may_run, "{audience}: {}", text(&o));
     }
+    // The `warrant verify` command it prints passes as printed, however
+    // long after the run: it checks at an instant inside the decision's
+    // validity window, and says why.
+    let printed = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("warrant verify "))
+        .unwrap_or_else(|| panic!("no verify command in:\n{out}"));
+    let args: Vec<&str> = printed.split_whitespace().skip(1).collect();
+    let at = args
+        .iter()
+        .position(|a| *a == "--now-us")
+        .and_then(|i| args.get(i + 1))
+        .unwrap_or_else(|| panic!("no --now-us in `{printed}`"));
+    let valid_until = out
+        .split("until ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("the output does not say why --now-us:\n{out}"));
+    assert!(
+        out.contains("--now-us checks it as of its issue time"),
+        "{out}"
+    );
+    let o = warrant(&args);
+    assert!(o.status.success(), "{printed}: {}", text(&o));
+    // Past the window it is refused: the flag is what makes it pass.
+    let mut late = args.clone();
+    let after = (valid_until + 1).to_string();
+    let i = late.iter().position(|a| a == at).unwrap();
+    late[i] = &after;
+    let o = warrant(&late);
+    assert!(
+        !o.status.success() && text(&o).contains("expired"),
+        "{}",
+        text(&o)
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -605,4 +677,278 @@ fn a_closed_standard_output_is_not_a_panic() {
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
         assert!(o.status.success(), "{args:?}: {:?} {stderr}", o.status);
     }
+}
+
+/// Runs `warrant args` and waits at most `secs` for it: a command that
+/// would read forever fails the test instead of hanging it.
+fn warrant_within(args: &[&str], env: &[(&str, &str)], secs: u64) -> Output {
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_warrant"))
+        .args(args)
+        .envs(env.iter().copied())
+        .current_dir(root())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("runs");
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > until {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("`warrant {}` still running after {secs} s", args.join(" "));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// `o` failed cleanly: exit 1 (the command's error) or 2 (a usage error),
+/// no panic, and `want` in what it printed.
+fn assert_clear_error(args: &[&str], o: &Output, want: &str) {
+    let t = text(o);
+    assert!(
+        matches!(o.status.code(), Some(1 | 2)) && !t.contains("panicked"),
+        "{args:?}: {:?}\n{t}",
+        o.status
+    );
+    assert!(t.contains("error: ") && t.contains(want), "{args:?}: {t}");
+}
+
+#[test]
+fn numbers_out_of_range_are_clear_errors_not_panics_or_silent_fixes() {
+    let max = u64::MAX.to_string();
+    for (args, want) in [
+        (&["demo", "--duration", "1", "--rate", &max][..], "too many"),
+        (&["demo", "--duration", "1e300"][..], "out of range"),
+        (
+            &["demo", "--duration", "0.3", "--partitions", "4294967295"][..],
+            "not in 1..=1024",
+        ),
+        (
+            &["demo", "--duration", "0.2", "--principals", "0"][..],
+            "not in 2..=65536",
+        ),
+        (
+            &["demo", "--duration", "0.2", "--forged", "200"][..],
+            "not in 0..=100",
+        ),
+        (&["selftest", "--count", &max][..], "not in 1..=1000000"),
+        (&["selftest", "--count", "0"][..], "not in 1..=1000000"),
+        (
+            &["selftest", "--count", "100", "--forged-percent", "200"][..],
+            "not in 0..=100",
+        ),
+        (
+            &["selftest", "--count", "100", "--principals", "0"][..],
+            "not in 1..=65536",
+        ),
+    ] {
+        let o = warrant_within(args, &[], 60);
+        assert_clear_error(args, &o, want);
+        assert!(!text(&o).contains("selftest passed"), "{args:?}");
+    }
+}
+
+#[test]
+fn demo_checks_its_options_before_it_prints_or_runs() {
+    for (args, want) in [
+        (
+            &["demo", "--duration", "2", "--out", "/dev/null"][..],
+            "`/dev/null` is not a directory",
+        ),
+        (
+            &[
+                "demo",
+                "--duration",
+                "2",
+                "--forged",
+                "60",
+                "--denied",
+                "50",
+            ][..],
+            "over 100%",
+        ),
+    ] {
+        let o = warrant_within(args, &[], 60);
+        assert_clear_error(args, &o, want);
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        assert!(stdout.is_empty(), "{args:?} ran before failing:\n{stdout}");
+    }
+    // What it prints about itself reads right.
+    let o = warrant(&[
+        "demo",
+        "--duration",
+        "0.2",
+        "--rate",
+        "500",
+        "--partitions",
+        "1",
+        "--no-pin",
+    ]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(
+        t.contains("over 1 partition, 16 principals") && t.contains("verify threads, not pinned"),
+        "{t}"
+    );
+    assert!(!t.contains("cores []"), "{t}");
+}
+
+#[cfg(unix)]
+#[test]
+fn what_is_not_a_file_is_refused_before_it_is_read() {
+    let key = "ab".repeat(32);
+    for (args, want) in [
+        (
+            &[
+                "lineage",
+                "verify",
+                "--log",
+                "/dev/zero",
+                "--partition",
+                "0",
+                "--engine-key",
+                &key,
+            ][..],
+            "cannot read `/dev/zero`: not a regular file",
+        ),
+        (
+            &["policy", "check", "/dev/zero"][..],
+            "cannot read `/dev/zero`: not a regular file or a directory",
+        ),
+        (
+            &[
+                "policy",
+                "explain",
+                "examples/policy/payments.toml",
+                "--request",
+                "/dev/zero",
+            ][..],
+            "cannot read `/dev/zero`: not a regular file",
+        ),
+        (
+            &["policy", "test", "/dev/zero"][..],
+            "/dev/zero: not a regular file",
+        ),
+    ] {
+        let o = warrant_within(args, &[], 20);
+        assert_clear_error(args, &o, want);
+    }
+}
+
+#[cfg(feature = "kafka")]
+#[test]
+fn keys_refuses_conflicting_flags_and_names_the_bad_one() {
+    let dir = std::env::temp_dir().join(format!("warrant-keys-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("warrant.toml");
+    // No broker there: nothing may get as far as publishing.
+    std::fs::write(
+        &config,
+        "[kafka]\nbrokers = \"127.0.0.1:1\"\n[trust]\ntopic = \"warrant.keys\"\n",
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let key = "ab".repeat(32);
+    let zero = "00".repeat(32);
+    for (args, want) in [
+        (
+            &[
+                "keys",
+                "--config",
+                config,
+                "--public-key",
+                &key,
+                "--withdraw",
+                "--principal",
+                "p",
+            ][..],
+            "'--withdraw' cannot be used with '--principal <PRINCIPAL>'",
+        ),
+        (
+            &[
+                "keys",
+                "--config",
+                config,
+                "--public-key",
+                &key,
+                "--withdraw",
+                "--status",
+                "revoked",
+            ][..],
+            "'--withdraw' cannot be used with '--status <STATUS>'",
+        ),
+        (
+            &[
+                "keys",
+                "--config",
+                config,
+                "--public-key",
+                "zz",
+                "--principal",
+                "p",
+            ][..],
+            "--public-key `zz` is not 64 hex digits",
+        ),
+        (
+            &[
+                "keys",
+                "--config",
+                config,
+                "--public-key",
+                &zero,
+                "--principal",
+                "p",
+            ][..],
+            &format!("--public-key `{zero}` for --principal `p`: "),
+        ),
+    ] {
+        let o = warrant_within(args, &[], 60);
+        assert_clear_error(args, &o, want);
+        assert!(
+            !text(&o).contains("key 0 (principal"),
+            "{args:?}: {}",
+            text(&o)
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[cfg(feature = "kafka")]
+#[test]
+fn run_check_names_the_environment_variable_at_fault() {
+    let dir = std::env::temp_dir().join(format!("warrant-envcheck-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("warrant.toml");
+    std::fs::write(&config, "").unwrap();
+    let config = config.to_str().unwrap();
+    let args = &["run", "--config", config, "--check"][..];
+    for (var, value, want) in [
+        (
+            "WARRANT_ADMIN_LISTEN",
+            "nonsense",
+            "`admin.listen` must be an address",
+        ),
+        (
+            "WARRANT_KAFKA_SINK_TIMEOUT_MS",
+            "9223372036854775807",
+            "`kafka.sink_timeout_ms` must be at most 86400000 (one day)",
+        ),
+        (
+            "WARRANT_TRUST_WATCH_MS",
+            "9223372036854775807",
+            "`trust.watch_ms` must be at most",
+        ),
+        (
+            "WARRANT_POLICY_WATCH_MS",
+            "99999999999999999999",
+            "is out of range",
+        ),
+    ] {
+        let o = warrant_within(args, &[(var, value)], 60);
+        assert_clear_error(args, &o, &format!("error: {var}: "));
+        assert!(text(&o).contains(want), "{var}: {}", text(&o));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

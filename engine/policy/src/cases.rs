@@ -259,6 +259,11 @@ pub fn run_cases(path: &Path) -> Result<Report, CasesError> {
         path: path.display().to_string(),
         message,
     };
+    // A device or a pipe (`/dev/zero`) could be read forever.
+    let meta = std::fs::metadata(path).map_err(|e| err(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(err("not a regular file".into()));
+    }
     let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
     let file: CasesFile = toml::from_str(&text).map_err(|e| err(e.to_string()))?;
     let policy_path = path.parent().unwrap_or(Path::new(".")).join(&file.policy);

@@ -165,7 +165,9 @@ impl PolicyFiles {
     /// Reads `path`. Anything that cannot be listed or read is an error,
     /// a `*.toml` entry that is not a readable file included (a dangling
     /// symlink, a directory): a deny rule in a file that cannot be read
-    /// must never drop out of the policy unnoticed.
+    /// must never drop out of the policy unnoticed. A path that is neither
+    /// a regular file nor a directory (`/dev/zero`, a pipe) is refused
+    /// before it is read: it could be read forever.
     pub fn read(path: &Path) -> Result<PolicyFiles, PolicyError> {
         let io = |p: &Path| {
             let p = p.display().to_string();
@@ -174,7 +176,15 @@ impl PolicyFiles {
                 message: e.to_string(),
             }
         };
-        let dir = std::fs::metadata(path).map_err(io(path))?.is_dir();
+        let not_a_file = |p: &Path, what: &str| PolicyError::Io {
+            path: p.display().to_string(),
+            message: format!("not a regular file{what}"),
+        };
+        let meta = std::fs::metadata(path).map_err(io(path))?;
+        let dir = meta.is_dir();
+        if !dir && !meta.is_file() {
+            return Err(not_a_file(path, " or a directory"));
+        }
         let mut files = Vec::new();
         if dir {
             let mut names = Vec::new();
@@ -192,6 +202,9 @@ impl PolicyFiles {
             }
             names.sort();
             for p in names {
+                if std::fs::metadata(&p).is_ok_and(|m| !m.is_file() && !m.is_dir()) {
+                    return Err(not_a_file(&p, ""));
+                }
                 let text = std::fs::read_to_string(&p).map_err(io(&p))?;
                 files.push((p.display().to_string(), text));
             }
