@@ -98,6 +98,12 @@ fn set_bit(set: &mut [u64], pos: usize) {
     }
 }
 
+fn clear_bit(set: &mut [u64], pos: usize) {
+    if let Some(w) = set.get_mut(pos / 64) {
+        *w &= !(1u64 << (pos % 64));
+    }
+}
+
 /// What one rule asks of one string dimension.
 enum StrSel<'a> {
     /// Accepts every value of this dimension (no condition, or a deny whose
@@ -248,10 +254,70 @@ impl RangeDim {
         RangeDim { bounds, sets }
     }
 
+    /// From each rule position's [`Span`]: the same dimension `build`
+    /// makes with `accepts = span.contains`, in one sweep over the sorted
+    /// bounds (each interval's set is the last one with the rules whose
+    /// range starts or ends at its bound flipped), not `rules × bounds`
+    /// membership tests: linear in the rules per interval rather than
+    /// quadratic per attribute key.
+    fn from_spans(arena: &mut Arena, spans: &[Span]) -> RangeDim {
+        let mut bounds = Vec::new();
+        let mut enter = Vec::new();
+        let mut leave = Vec::new();
+        let mut set = vec![0u64; arena.words];
+        for (pos, span) in spans.iter().enumerate() {
+            match *span {
+                Span::All => set_bit(&mut set, pos),
+                Span::Never => {}
+                Span::Range(min, max) if min > max => {}
+                Span::Range(min, max) => {
+                    bounds.push(min);
+                    enter.push((min, pos));
+                    if let Some(after) = max.checked_add(1) {
+                        bounds.push(after);
+                        leave.push((after, pos));
+                    }
+                }
+            }
+        }
+        bounds.sort_unstable();
+        bounds.dedup();
+        enter.sort_unstable();
+        leave.sort_unstable();
+        let (mut enter, mut leave) = (enter.iter().peekable(), leave.iter().peekable());
+        let mut sets = Vec::with_capacity(bounds.len() + 1);
+        for rep in std::iter::once(i64::MIN).chain(bounds.iter().copied()) {
+            // A non-empty range enters at its min and leaves at max + 1,
+            // both bounds: never in the same step.
+            while let Some(&&(_, pos)) = enter.peek().filter(|(at, _)| *at <= rep) {
+                set_bit(&mut set, pos);
+                enter.next();
+            }
+            while let Some(&&(_, pos)) = leave.peek().filter(|(at, _)| *at <= rep) {
+                clear_bit(&mut set, pos);
+                leave.next();
+            }
+            sets.push(arena.intern(&set));
+        }
+        RangeDim { bounds, sets }
+    }
+
     fn lookup(&self, v: i64) -> u32 {
         let i = self.bounds.partition_point(|b| *b <= v);
         self.sets.get(i).copied().unwrap_or(0)
     }
+}
+
+/// Which integers a rule position accepts on one attribute key.
+#[derive(Clone, Copy)]
+enum Span {
+    /// Every value (no condition on the key, or a deny's condition of
+    /// another type).
+    All,
+    /// None.
+    Never,
+    /// `min..=max` (none if `min > max`).
+    Range(i64, i64),
 }
 
 struct AttrDim {
@@ -396,22 +462,16 @@ impl Tables {
                 })
                 .collect();
             let string = StrDim::build(&mut arena, &sels);
-            let mut bounds = Vec::new();
-            for r in &prio {
-                if let Some(AttrCond::Int { min, max }) = cond_on(r, key) {
-                    bounds.push(*min);
-                    if let Some(after) = max.checked_add(1) {
-                        bounds.push(after);
-                    }
-                }
-            }
-            let int = RangeDim::build(&mut arena, n, bounds, |pos, v| {
-                prio.get(pos).is_some_and(|r| match cond_on(r, key) {
-                    None => true,
-                    Some(c @ AttrCond::Int { .. }) => c.holds(&AttrValue::Int(v)),
-                    Some(_) => unevaluable(r),
+            let spans: Vec<Span> = prio
+                .iter()
+                .map(|r| match cond_on(r, key) {
+                    None => Span::All,
+                    Some(AttrCond::Int { min, max }) => Span::Range(*min, *max),
+                    Some(_) if unevaluable(r) => Span::All,
+                    Some(_) => Span::Never,
                 })
-            });
+                .collect();
+            let int = RangeDim::from_spans(&mut arena, &spans);
             let mut bools = [0u32; 2];
             for (b, id) in [false, true].into_iter().zip(bools.iter_mut()) {
                 let mut set = vec![0u64; words];
