@@ -26,8 +26,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use warrant_policy::{Policy, Request};
 use warrant_schemas::wire::{Reason, Verdict};
 use warrant_schemas::{
-    Attr, AttrValue, INTENT_SIGNING_DOMAIN, Limits, open_decision, open_lineage_record,
-    open_signed_intent, sha256,
+    Attr, AttrValue, INTENT_SIGNING_DOMAIN, Limits, intent_digest, open_decision,
+    open_lineage_record, open_signed_intent,
 };
 
 use crate::lineage::file::by_partition;
@@ -247,7 +247,13 @@ fn why_invalid(
         Err(e) => return Some(format!("the decision does not open: {e}")),
     };
     let issued = d.issued_at_us();
-    if let Err(e) = verify_decision(decision, keys, &sha256(intent), ground.audience, issued) {
+    if let Err(e) = verify_decision(
+        decision,
+        keys,
+        &intent_digest(intent),
+        ground.audience,
+        issued,
+    ) {
         return Some(format!("the decision does not verify: {e}"));
     }
     let s = match open_signed_intent(intent, &limits) {
@@ -350,7 +356,7 @@ pub fn audit(
     }
     let by_digest: HashMap<[u8; 32], &[u8]> = intents
         .iter()
-        .map(|(_, b)| (sha256(b), b.as_slice()))
+        .map(|(_, b)| (intent_digest(b), b.as_slice()))
         .collect();
     r.distinct_intents = by_digest.len() as u64;
 

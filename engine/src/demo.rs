@@ -28,7 +28,7 @@ use arc_swap::ArcSwap;
 use hdrhistogram::Histogram;
 use warrant_policy::{Policy, PolicyStore};
 use warrant_schemas::wire::Reason;
-use warrant_schemas::{Limits, open_decision, sha256};
+use warrant_schemas::{Limits, intent_digest, open_decision};
 
 use crate::lineage::file::{by_partition, push_frame};
 use crate::lineage::verify_log;
@@ -394,7 +394,7 @@ pub fn run(opts: &Options, mut progress: impl FnMut(&str)) -> Result<Report, Str
                 }
                 sent.push(Sent {
                     kind: g.kind,
-                    digest: sha256(&g.bytes),
+                    digest: intent_digest(&g.bytes),
                     original: g.original.and_then(|o| usize::try_from(o).ok()),
                     bytes: (i < KEPT).then(|| g.bytes.clone()),
                 });

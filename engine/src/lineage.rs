@@ -131,7 +131,7 @@ pub struct Entry {
     /// The replay memory the decision left (nonce key bytes, remembered
     /// until, µs), if its verdict was remembered.
     pub replay: Option<([u8; 16], u64)>,
-    /// SHA-256 of the `SignedIntent` bytes decided.
+    /// The digest of the intent decided (`warrant_schemas::intent_digest`).
     pub intent_digest: [u8; 32],
     /// The decision's `valid_until_us` (0 for a deny).
     pub valid_until_us: u64,
@@ -221,7 +221,7 @@ pub struct LineageTail {
 pub struct ReplayEntry {
     /// Key of (principal, nonce) (`replay::NonceKey` bytes).
     pub nonce_key: [u8; 16],
-    /// SHA-256 of the `SignedIntent` that used it (zeros in a record
+    /// The digest (`warrant_schemas::intent_digest`) of the intent that used it (zeros in a record
     /// written before the field existed: then any intent using the nonce
     /// again is a replay).
     pub intent_digest: [u8; 32],

@@ -119,7 +119,7 @@ use warrant_policy::{KeyStatus, Policy, PolicyStore, Request};
 use warrant_schemas::wire::{AttrKind, Reason, Verdict};
 use warrant_schemas::{
     Attr, AttrValue, INTENT_SIGNING_DOMAIN, KeyId, Limits, SignedIntentRef, open_signed_intent,
-    sha256,
+    unreadable_digest,
 };
 
 use crate::lineage::{Entry, LineageTail, LineageWriter, ReplayEntry};
@@ -631,7 +631,7 @@ impl Done {
 struct Item {
     /// Intent id (for an unreadable buffer: the first 16 bytes of its digest).
     id: [u8; 16],
-    /// SHA-256 of the record payload (the exact `SignedIntent` bytes).
+    /// The intent's digest (`warrant_schemas::intent_digest` of the payload).
     digest: [u8; 32],
     parent: Option<[u8; 16]>,
     deadline_us: u64,
@@ -737,10 +737,12 @@ fn open_item<'a>(rec: &'a InRecord, limits: &Limits) -> (Item, Option<SignedInte
     if let Some(digest) = rec.oversize_digest {
         return (Item::unread(digest), None);
     }
-    let mut item = Item::unread(sha256(&rec.payload));
     let Ok(signed) = open_signed_intent(&rec.payload, limits) else {
-        return (item, None);
+        return (Item::unread(unreadable_digest(&rec.payload)), None);
     };
+    // Named by what was signed, not by the wrapper's bytes (a copy with a
+    // trailing byte is the same intent: `warrant_schemas::intent_digest`).
+    let mut item = Item::unread(signed.digest());
     let start = signed
         .intent_bytes
         .as_ptr()

@@ -60,7 +60,7 @@ pub struct Outcome {
 
 #[derive(Debug, Clone, Copy)]
 struct Entry {
-    /// SHA-256 of the intent's `SignedIntent` bytes.
+    /// The intent's digest (`warrant_schemas::intent_digest`).
     digest: [u8; 32],
     outcome: Outcome,
     until_us: u64,

@@ -191,7 +191,7 @@ impl EngineKey {
 pub struct DecisionCore<'a> {
     /// Intent decided.
     pub intent_id: [u8; 16],
-    /// SHA-256 of the exact `SignedIntent` bytes.
+    /// The intent's digest (`warrant_schemas::intent_digest`).
     pub intent_digest: [u8; 32],
     /// Authorize or deny.
     pub verdict: Verdict,
@@ -440,7 +440,7 @@ pub enum DecisionError {
 pub struct Authorized {
     /// Intent authorized (as its producer named it).
     pub intent_id: [u8; 16],
-    /// SHA-256 of the exact `SignedIntent` bytes authorized: what
+    /// The digest of the intent authorized (`warrant_schemas::intent_digest`): what
     /// [`SingleUse`] keys on (ids are the producer's choice).
     pub intent_digest: [u8; 32],
     /// When the engine issued it (µs since the epoch, the engine's clock).
@@ -480,8 +480,9 @@ pub fn decision_leaf_hash(decision: &[u8]) -> Result<Hash, DecisionError> {
 }
 
 /// Verifies a decision offline for an executor: engine key, inclusion
-/// proof, batch signature, binding to `intent_digest` (SHA-256 of the exact
-/// `SignedIntent` bytes the executor holds), verdict, validity window at
+/// proof, batch signature, binding to `intent_digest`
+/// (`warrant_schemas::intent_digest` of the `SignedIntent` the executor
+/// holds: over the signed bytes and signature), verdict, validity window at
 /// `now_us`, and audience. Single use is [`SingleUse`]'s job.
 pub fn verify_decision(
     decision: &[u8],

@@ -67,7 +67,7 @@ impl InRecord {
             } else {
                 payload.to_vec()
             },
-            oversize_digest: oversize.then(|| warrant_schemas::sha256(payload)),
+            oversize_digest: oversize.then(|| warrant_schemas::unreadable_digest(payload)),
         }
     }
 }

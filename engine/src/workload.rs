@@ -14,7 +14,7 @@
 use std::time::Duration;
 
 use warrant_schemas::wire::Reason;
-use warrant_schemas::{Attr, AttrValue, IntentFields, IntentSigner, Limits, sha256};
+use warrant_schemas::{Attr, AttrValue, IntentFields, IntentSigner, Limits, intent_digest, sha256};
 
 use crate::trust::{KeyState, TrustError, TrustStore};
 
@@ -309,7 +309,7 @@ impl Generated {
     /// The intent id its decision carries.
     pub fn decision_id(&self, tag: &[u8; 8]) -> [u8; 16] {
         if self.kind == Kind::Malformed {
-            first16(&sha256(&self.bytes))
+            first16(&intent_digest(&self.bytes))
         } else {
             intent_id(self.index, tag)
         }

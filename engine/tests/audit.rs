@@ -347,7 +347,7 @@ fn an_authorization_at_the_deadline_is_invalid() {
     let at = |issued_at_us: u64| {
         let core = DecisionCore {
             intent_id: [1; 16],
-            intent_digest: warrant_schemas::sha256(&intent),
+            intent_digest: warrant_schemas::intent_digest(&intent),
             verdict: Verdict::Authorize,
             reason: Reason::Authorized,
             rule_id: "all",

@@ -28,8 +28,8 @@ use warrant_engine::trust::{KeyState, TrustStore};
 use warrant_policy::{Policy, PolicyStore};
 use warrant_schemas::wire::Reason;
 use warrant_schemas::{
-    Attr, AttrValue, IntentFields, IntentSigner, encode_signed_intent, open_decision,
-    open_signed_intent, sha256,
+    Attr, AttrValue, IntentFields, IntentSigner, encode_signed_intent, intent_digest,
+    open_decision, open_signed_intent,
 };
 
 const POLICY: &str = r#"
@@ -378,19 +378,19 @@ fn each_crafted_intent_gets_its_reason() {
         assert_eq!(run.reason_of(*n), *reason, "intent {n}");
     }
     assert_eq!(run.reason_of(14), Reason::Malformed, "misrouted");
-    let garbage_id: [u8; 16] = sha256(&garbage)[..16].try_into().unwrap();
+    let garbage_id: [u8; 16] = intent_digest(&garbage)[..16].try_into().unwrap();
     let d = &run.decisions()[&garbage_id];
     assert_eq!(d.len(), 1);
     assert_eq!(
         open_decision(&d[0], &Default::default()).unwrap().reason(),
         Reason::Malformed
     );
-    let oversize_id: [u8; 16] = sha256(&oversize)[..16].try_into().unwrap();
+    let oversize_id: [u8; 16] = intent_digest(&oversize)[..16].try_into().unwrap();
     let decisions = run.decisions();
     let d = open_decision(&decisions[&oversize_id][0], &Default::default()).unwrap();
     assert_eq!(
         (d.reason(), d.intent_digest().0),
-        (Reason::Malformed, sha256(&oversize))
+        (Reason::Malformed, intent_digest(&oversize))
     );
     assert_eq!(run.stats.decisions(), records.len() as u64);
     assert_eq!(run.stats.intents_in, records.len() as u64);
@@ -402,7 +402,7 @@ fn each_crafted_intent_gets_its_reason() {
     keys.add(&run.engine_public).unwrap();
     let at = now_us() + 1_000;
     for (key, payload) in &records {
-        let digest = sha256(payload);
+        let digest = intent_digest(payload);
         let (_, bytes) = run
             .out
             .decisions
@@ -535,7 +535,7 @@ fn replays_are_told_by_content_and_a_redelivery_never_extends_an_authorization()
         out.decisions
             .iter()
             .map(|(_, d)| open_decision(d, &Default::default()).unwrap())
-            .filter(|d| d.intent_digest().0 == sha256(payload))
+            .filter(|d| d.intent_digest().0 == intent_digest(payload))
             .map(|d| (d.reason(), d.issued_at_us(), d.valid_until_us()))
             .collect()
     };
@@ -919,7 +919,7 @@ fn exactly_one_decision_per_intent_under_concurrent_load() {
 fn tampering_with_a_decision_or_lineage_record_is_detected() {
     let valid = Spec::new(1).signed();
     let run = run(config(), &[("svc-1", valid.clone())], Some(policy()));
-    let digest = sha256(&valid);
+    let digest = intent_digest(&valid);
     let mut keys = EngineKeys::new();
     keys.add(&run.engine_public).unwrap();
     let decision = &run.decisions()[&id(1)][0];
@@ -1350,7 +1350,7 @@ fn a_forged_lineage_record_cannot_lengthen_an_authorization() {
             NonceKey::new(spec.principal, &id(1 + 1_000_000)).to_bytes(),
             now + 60_000_000,
         )),
-        intent_digest: sha256(&intent),
+        intent_digest: intent_digest(&intent),
         valid_until_us: now + ten_years,
     });
     let window = ReplayWindow {
@@ -1515,4 +1515,35 @@ fn a_sink_dying_under_overload_stops_the_engine() {
         // Nothing acknowledged, nothing committed.
         assert_eq!(topic.snapshot().len(), 3_000);
     }
+}
+
+/// Anyone can republish a signed intent in another wrapper (a trailing
+/// byte, another builder's layout): the signed bytes and the signature are
+/// unchanged, so it is the same intent. It must get the same digest and so
+/// the same decision as a redelivery does, not a "replayed nonce" deny
+/// under a digest of its own (which would also let a copy published first
+/// take the nonce from the producer's own retry).
+#[test]
+fn a_rewrapped_copy_of_an_intent_is_the_same_intent() {
+    let valid = Spec::new(1).signed();
+    let mut trailing = valid.clone();
+    trailing.extend_from_slice(&[0; 8]);
+    assert!(open_signed_intent(&trailing, &Default::default()).is_ok());
+    let run = run(
+        config(),
+        &[("svc-1", valid.clone()), ("svc-1", trailing.clone())],
+        Some(policy()),
+    );
+    let ds = &run.decisions()[&id(1)];
+    assert_eq!(ds.len(), 2);
+    let opened: Vec<_> = ds
+        .iter()
+        .map(|d| open_decision(d, &Default::default()).unwrap())
+        .collect();
+    for d in &opened {
+        assert_eq!(d.reason(), Reason::Authorized, "a copy is not a replay");
+        assert_eq!(d.intent_digest().0, intent_digest(&valid));
+    }
+    assert_eq!(intent_digest(&valid), intent_digest(&trailing));
+    assert_eq!(opened[0].valid_until_us(), opened[1].valid_until_us());
 }

@@ -197,7 +197,7 @@ pub fn encode_signed_intent(intent: &[u8], signature: &[u8; 64]) -> Vec<u8> {
 pub struct DecisionFields<'a> {
     /// Id of the intent decided.
     pub intent_id: [u8; 16],
-    /// SHA-256 of the exact `SignedIntent` bytes.
+    /// The intent's digest ([`crate::intent_digest`]).
     pub intent_digest: [u8; 32],
     /// Authorize or deny.
     pub verdict: Verdict,
@@ -339,7 +339,7 @@ pub struct LineageFields {
     /// The replay memory the decision left: nonce key and until when it is
     /// remembered (µs), if its verdict was remembered.
     pub replay: Option<([u8; 16], u64)>,
-    /// SHA-256 of the `SignedIntent` bytes decided.
+    /// The digest of the intent decided ([`crate::intent_digest`]).
     pub intent_digest: [u8; 32],
     /// The decision's `valid_until_us` (0 for a deny).
     pub valid_until_us: u64,

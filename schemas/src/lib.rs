@@ -97,8 +97,47 @@ pub const LINEAGE_RECORD_IDENTIFIER: &str = "WLR1";
 /// File identifier of a `Checkpoint` buffer.
 pub const CHECKPOINT_IDENTIFIER: &str = "WCP1";
 
-/// SHA-256 of `bytes`: the digest used for intents, decisions and payloads.
+/// SHA-256 of `bytes`.
 pub fn sha256(bytes: &[u8]) -> [u8; 32] {
     use sha2::Digest;
     sha2::Sha256::digest(bytes).into()
+}
+
+/// Domain prefix of a readable intent's digest ([`intent_digest`]).
+pub const INTENT_DIGEST_DOMAIN: &[u8] = b"warrant.intent-digest.v1\x00";
+/// Domain prefix of the digest of a record that is not a readable
+/// `SignedIntent` ([`intent_digest`]).
+pub const UNREADABLE_DIGEST_DOMAIN: &[u8] = b"warrant.unreadable-record.v1\x00";
+
+/// The digest that names a published intent: what decisions bind
+/// (`intent_digest`), what the replay memory and an executor's single-use
+/// guard key on.
+///
+/// For a readable `SignedIntent`: `SHA-256(INTENT_DIGEST_DOMAIN ‖ Intent
+/// bytes ‖ signature)`, over exactly what the producer signed and its
+/// 64-byte signature, not over the wrapper around them. Anyone can change
+/// the wrapper's bytes without touching either (a trailing byte, another
+/// FlatBuffers builder's layout): the copy is the same intent, and gets
+/// the same digest, so the same decision. (A third party cannot make a
+/// second valid signature: verification is strict.)
+///
+/// For anything else (not a `SignedIntent` under the default [`Limits`]):
+/// `SHA-256(UNREADABLE_DIGEST_DOMAIN ‖ bytes)`, which no readable intent's
+/// digest can equal.
+pub fn intent_digest(bytes: &[u8]) -> [u8; 32] {
+    match open_signed_intent(bytes, &Limits::default()) {
+        Ok(signed) => signed.digest(),
+        Err(_) => unreadable_digest(bytes),
+    }
+}
+
+/// The digest of a record that is not a readable `SignedIntent` (see
+/// [`intent_digest`]).
+pub fn unreadable_digest(bytes: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::new()
+        .chain_update(UNREADABLE_DIGEST_DOMAIN)
+        .chain_update(bytes)
+        .finalize()
+        .into()
 }

@@ -193,6 +193,20 @@ pub struct SignedIntentRef<'a> {
     pub intent: wire::Intent<'a>,
 }
 
+impl SignedIntentRef<'_> {
+    /// The intent's digest ([`crate::intent_digest`]): over the signed
+    /// `Intent` bytes and the signature, not the wrapper.
+    pub fn digest(&self) -> [u8; 32] {
+        use sha2::Digest;
+        sha2::Sha256::new()
+            .chain_update(crate::INTENT_DIGEST_DOMAIN)
+            .chain_update(self.intent_bytes)
+            .chain_update(self.signature)
+            .finalize()
+            .into()
+    }
+}
+
 /// Opens a `SignedIntent` buffer and the `Intent` it carries.
 ///
 /// The signature is *not* checked here: that is the engine's verifier's job,

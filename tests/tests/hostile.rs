@@ -26,7 +26,7 @@ use warrant_engine::trust::TrustStore;
 use warrant_engine::workload::first16;
 use warrant_policy::{Policy, PolicyStore};
 use warrant_schemas::wire::Reason;
-use warrant_schemas::{Limits, open_decision, open_signed_intent, sha256};
+use warrant_schemas::{Limits, intent_digest, open_decision, open_signed_intent};
 use warrant_tests::hostile;
 
 fn dir() -> PathBuf {
@@ -120,7 +120,7 @@ fn every_hostile_intent_is_denied_with_its_reason() {
     for (i, c) in m.case.iter().enumerate() {
         let bytes = std::fs::read(dir().join(&c.file)).unwrap();
         assert!(
-            by_digest.insert(sha256(&bytes), i).is_none(),
+            by_digest.insert(intent_digest(&bytes), i).is_none(),
             "{}: the same bytes as another case",
             c.file
         );
@@ -144,7 +144,7 @@ fn every_hostile_intent_is_denied_with_its_reason() {
         seen[i] = true;
         let want_id = match open_signed_intent(&sent[i], &Limits::default()) {
             Ok(s) => s.intent.id().0,
-            Err(_) => first16(&sha256(&sent[i])),
+            Err(_) => first16(&intent_digest(&sent[i])),
         };
         assert_eq!(*id, want_id, "{}: keyed by its intent id", c.file);
         let got = d.reason().variant_name().unwrap();
@@ -152,7 +152,13 @@ fn every_hostile_intent_is_denied_with_its_reason() {
         assert_eq!(got, c.expect, "{}: {}", c.file, c.what);
         assert_eq!(c.expect == "Authorized", c.control, "{}", c.file);
         // The executor's check against the exact bytes sent.
-        match verify_decision(decision, &keys, &sha256(&sent[i]), "executor", now_us()) {
+        match verify_decision(
+            decision,
+            &keys,
+            &intent_digest(&sent[i]),
+            "executor",
+            now_us(),
+        ) {
             Ok(_) => assert!(c.control, "{}: usable as an authorization", c.file),
             Err(DecisionError::Denied(r)) => assert_eq!(Some(c.expect.as_str()), r.variant_name()),
             Err(e) => panic!("{}: the decision does not verify: {e}", c.file),

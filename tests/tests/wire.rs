@@ -604,3 +604,41 @@ fn fuzz_seeds_are_current() {
         );
     }
 }
+
+/// The intent digest names what was signed, not the wrapper: a trailing
+/// byte or a rebuilt wrapper keeps it; another signature, another intent
+/// or unreadable bytes change it, and unreadable bytes never take a
+/// readable intent's digest (a domain each).
+#[test]
+fn the_intent_digest_covers_the_signed_bytes_and_signature_only() {
+    let signer = IntentSigner::from_seed([3; 32]);
+    let signed = signer.sign_intent(&IntentFields::example());
+    let s = open_signed_intent(&signed, &Limits::default()).unwrap();
+    let digest = intent_digest(&signed);
+    assert_eq!(digest, s.digest());
+    let mut trailing = signed.clone();
+    trailing.push(0);
+    assert_eq!(intent_digest(&trailing), digest);
+    let rebuilt = encode_signed_intent(s.intent_bytes, s.signature);
+    assert_eq!(intent_digest(&rebuilt), digest);
+    // The same intent bytes under another (forged) signature.
+    let mut forged_sig = *s.signature;
+    forged_sig[0] ^= 1;
+    let forged = encode_signed_intent(s.intent_bytes, &forged_sig);
+    assert_ne!(intent_digest(&forged), digest);
+    // Another intent.
+    let other = signer.sign_intent(&IntentFields {
+        nonce: [9; 16],
+        ..IntentFields::example()
+    });
+    assert_ne!(intent_digest(&other), digest);
+    // Unreadable bytes: their own domain, never a readable intent's digest
+    // (here, bytes that spell the readable digest's preimage).
+    let mut preimage = INTENT_DIGEST_DOMAIN.to_vec();
+    preimage.extend_from_slice(s.intent_bytes);
+    preimage.extend_from_slice(s.signature);
+    assert_eq!(sha256(&preimage), digest);
+    assert_ne!(intent_digest(&preimage), digest);
+    assert_eq!(intent_digest(&preimage), unreadable_digest(&preimage));
+    assert_ne!(unreadable_digest(b"x"), sha256(b"x"));
+}

@@ -206,8 +206,10 @@ enum Command {
         /// The `SignedIntent` bytes the executor is about to run.
         #[arg(long, required_unless_present = "intent_digest")]
         intent: Option<PathBuf>,
-        /// Instead of `--intent`: the SHA-256 of those bytes (64 hex
-        /// digits), for an executor that holds the digest only.
+        /// Instead of `--intent`: the intent's digest (64 hex digits,
+        /// `warrant_schemas::intent_digest`: SHA-256 of
+        /// "warrant.intent-digest.v1\0", the signed Intent bytes and the
+        /// signature), for an executor that holds the digest only.
         #[arg(long, conflicts_with = "intent")]
         intent_digest: Option<String>,
         /// A trusted engine public key (64 hex digits); repeat during a key rotation.
@@ -524,7 +526,7 @@ fn verify_cmd(
                 printable(i.environment()),
                 printable(i.region())
             ));
-            warrant_schemas::sha256(&bytes)
+            opened.digest()
         }
         (None, Some(hex_digest)) => hex::decode(hex_digest.trim())
             .ok()

@@ -85,7 +85,8 @@ impl<'a> Decision<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<Id128>(Decision::VT_INTENT_ID, None).unwrap()}
   }
-  /// SHA-256 of the exact SignedIntent bytes this decision answers.
+  /// The digest of the intent this decision answers (intent_digest():
+  /// SHA-256 over the signed Intent bytes and the signature, not the wrapper).
   #[inline]
   pub fn intent_digest(&self) -> &'a Hash256 {
     // Safety:

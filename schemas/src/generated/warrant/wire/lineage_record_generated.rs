@@ -154,8 +154,7 @@ impl<'a> LineageRecord<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(LineageRecord::VT_REMEMBER_UNTIL_US, Some(0)).unwrap()}
   }
-  /// SHA-256 of the exact SignedIntent bytes decided (the decision's
-  /// intent_digest): what tells a redelivery of this intent from another
+  /// The digest of the intent decided (the decision's intent_digest): what tells a redelivery of this intent from another
   /// intent reusing its nonce (and id) when the replay memory is rebuilt.
   #[inline]
   pub fn intent_digest(&self) -> Option<&'a Hash256> {
