@@ -5,7 +5,10 @@ Usage: python3 bench/summarize.py verify|policy   (after `cargo bench -p warrant
 
 Reads target/criterion/**/new/{benchmark,estimates}.json and reports the
 *median* time per iteration, as criterion estimated it, for every benchmark
-of that bench in the last run, with ratios computed within that same run.
+found there, with ratios computed within that same run. Criterion keeps
+earlier runs' results too (a rule count not measured this time, say):
+scripts/benchmarks.sh deletes target/criterion/policy_* before the policy
+bench, so that everything read comes from the one run.
 """
 import glob
 import json

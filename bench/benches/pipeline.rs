@@ -30,7 +30,7 @@ use arc_swap::ArcSwap;
 use cedar_policy::{Authorizer, Decision, Entities, PolicySet};
 use ed25519_dalek::{Signer, SigningKey, Verifier};
 use rayon::prelude::*;
-use warrant_bench::policy::{cedar_request, cedar_text, requests, warrant_text};
+use warrant_bench::policy::{Engines, cedar_request, cedar_text, requests, warrant_text};
 use warrant_engine::pipeline::{Config, Engine, new_histogram, now_us};
 use warrant_engine::seal::EngineKey;
 use warrant_engine::transport::embedded::Topic;
@@ -41,7 +41,7 @@ use warrant_policy::{Policy, PolicyStore};
 use warrant_schemas::wire::{Reason, Verdict};
 use warrant_schemas::{
     Attr, AttrValue, DecisionFields, INTENT_SIGNING_DOMAIN, IntentFields, IntentSigner, Limits,
-    encode_decision, open_signed_intent, sha256,
+    encode_decision, open_signed_intent,
 };
 
 #[global_allocator]
@@ -56,10 +56,23 @@ struct Fixture {
     policy_text: String,
     dalek: HashMap<[u8; 16], ed25519_dalek::VerifyingKey>,
     prepared: HashMap<[u8; 16], PublicKey>,
+    /// Whether the policy allows each intent, by evaluating it directly.
+    allowed: Vec<bool>,
+}
+
+impl Fixture {
+    /// How many of the first `n` intents the policy allows: what the
+    /// pipeline must authorize, and the naive peer allow, for the same
+    /// intents (a bench that denies everything is fast and wrong).
+    fn expected_allowed(&self, n: usize) -> u64 {
+        self.allowed.iter().take(n).filter(|a| **a).count() as u64
+    }
 }
 
 fn fixture(n: usize) -> Fixture {
     let reqs = requests(RULES, n, 7);
+    let engines = Engines::new(RULES);
+    let allowed: Vec<bool> = reqs.iter().map(|r| engines.warrant_allows(r)).collect();
     let now = now_us();
     let mut signers: HashMap<String, IntentSigner> = HashMap::new();
     for r in &reqs {
@@ -115,6 +128,7 @@ fn fixture(n: usize) -> Fixture {
         policy_text: warrant_text(RULES),
         dalek,
         prepared,
+        allowed,
     }
 }
 
@@ -295,7 +309,7 @@ fn naive(f: &Fixture, n: usize, cedar: &PolicySet) -> (f64, u64) {
         let now = now_us();
         let decision = encode_decision(&DecisionFields {
             intent_id: intent.id().0,
-            intent_digest: sha256(bytes),
+            intent_digest: s.digest(),
             verdict: if allow {
                 Verdict::Authorize
             } else {
@@ -429,6 +443,13 @@ fn main() {
         let ceil = ceiling(&f);
         let (pipe, authorized) = pipeline(&f);
         let (nv, allowed) = naive(&f, naive_n, &cedar);
+        // The fixture allows about half: a run that denies all (or allows
+        // all) measured something else.
+        let want = f.expected_allowed(n);
+        assert!(0 < want && want < n as u64, "{want} of {n} allowed");
+        assert_eq!(authorized, want, "pipeline authorized {authorized} of {n}");
+        let want = f.expected_allowed(naive_n);
+        assert_eq!(allowed, want, "naive peer allowed {allowed} of {naive_n}");
         println!(
             "round {round}: ceiling {ceil:>9.0}/s  pipeline {pipe:>9.0}/s ({authorized} authorized)  naive {nv:>8.0}/s ({allowed} allowed)"
         );

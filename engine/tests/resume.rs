@@ -95,15 +95,19 @@ fn a_resumed_writer_writes_exactly_what_the_first_would_have() {
             2,
             resume(2, &all, true, &keys, ReplayWindow::none()).unwrap(),
         );
+        // ... and it is the log of the writer that never stopped.
         for i in n..n + 3 {
-            joined.push(resumed.append(&entry(i)));
+            let record = resumed.append(&entry(i));
+            assert_eq!(record, reference.append(&entry(i)), "n {n}: record {i}");
+            joined.push(record);
         }
-        joined.push(resumed.checkpoint(&key, 9_999));
+        let checkpoint = resumed.checkpoint(&key, 9_999);
+        assert_eq!(checkpoint, reference.checkpoint(&key, 9_999), "n {n}");
+        joined.push(checkpoint);
         let (records, checkpoints): (Vec<_>, Vec<_>) =
             joined.into_iter().partition(|f| !is_checkpoint(f));
         let report = verify_log(2, &records, &checkpoints, &keys).unwrap();
         assert_eq!(report.records, n + 3);
-        let _ = reference;
     }
 }
 

@@ -79,7 +79,7 @@ fn every_decision_of_a_batch_verifies_alone() {
 
 #[test]
 fn a_changed_field_is_refused() {
-    let (key, keys, cores, sealed) = setup(5);
+    let (_, keys, cores, sealed) = setup(5);
     let d = open_decision(&sealed[0], &Limits::default()).unwrap();
     let proof: Vec<[u8; 32]> = d.proof().unwrap().iter().map(|h| h.0).collect();
     let base = DecisionFields {
@@ -280,7 +280,6 @@ fn a_changed_field_is_refused() {
         NOW + 1,
     );
     assert_eq!(r, Err(DecisionError::BadProof));
-    let _ = key;
 }
 
 #[test]

@@ -434,8 +434,18 @@ type Waiting =
 pub struct Server {
     /// The address it listens on (the port chosen, for port 0).
     pub addr: SocketAddr,
+    /// One permit per connection slot ([`MAX_CONNECTIONS`]).
+    slots: Arc<tokio::sync::Semaphore>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Server {
+    /// Connections being served or waiting for their request head now:
+    /// the connection slots in use, out of [`MAX_CONNECTIONS`].
+    pub fn connections(&self) -> usize {
+        MAX_CONNECTIONS.saturating_sub(self.slots.available_permits())
+    }
 }
 
 impl Drop for Server {
@@ -472,6 +482,10 @@ pub fn serve_on(std_listener: std::net::TcpListener, admin: Arc<Admin>) -> Resul
         .build()
         .map_err(|e| format!("admin runtime: {e}"))?;
     let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+    // At most this many connections at once: a flood of connections is
+    // refused, never allowed to take the process's file descriptors.
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let server_slots = Arc::clone(&slots);
     let thread = std::thread::Builder::new()
         .name("admin".into())
         .spawn(move || {
@@ -483,10 +497,6 @@ pub fn serve_on(std_listener: std::net::TcpListener, admin: Arc<Admin>) -> Resul
                         return;
                     }
                 };
-                // At most this many connections at once: a flood of
-                // connections is refused, never allowed to take the
-                // process's file descriptors.
-                let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
                 let waiting: Waiting = Arc::default();
                 let mut next_id = 0u64;
                 loop {
@@ -552,6 +562,7 @@ pub fn serve_on(std_listener: std::net::TcpListener, admin: Arc<Admin>) -> Resul
         .map_err(|e| format!("admin thread: {e}"))?;
     Ok(Server {
         addr,
+        slots: server_slots,
         stop: Some(stop_tx),
         thread: Some(thread),
     })
@@ -739,10 +750,22 @@ mod tests {
         let idle: Vec<_> = (0..2 * super::MAX_CONNECTIONS)
             .map(|_| std::net::TcpStream::connect(server.addr).unwrap())
             .collect();
-        std::thread::sleep(std::time::Duration::from_millis(200));
+        // The probe comes once the idle ones hold every slot.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while server.connections() < super::MAX_CONNECTIONS {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} of {} slots taken by idle connections",
+                server.connections(),
+                super::MAX_CONNECTIONS
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        // Answered well within the head timeout (2 s), after which an
+        // idle connection would free its slot by itself.
         let mut probe = std::net::TcpStream::connect(server.addr).unwrap();
         probe
-            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .set_read_timeout(Some(std::time::Duration::from_secs(1)))
             .unwrap();
         probe
             .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")

@@ -16,12 +16,24 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// `warrant args` in the repository root, with no `WARRANT_*` variable of
+/// this process's environment (as scripts/chaos.sh runs it): the suite
+/// exports WARRANT_KAFKA_BROKERS for its broker, and a setting override
+/// from there would replace what a test's config file says (a test
+/// pointing `kafka.brokers` at a closed port would reach the real broker).
+fn command(args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_warrant"));
+    c.args(args).current_dir(root());
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("WARRANT_") {
+            c.env_remove(name);
+        }
+    }
+    c
+}
+
 fn warrant(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_warrant"))
-        .args(args)
-        .current_dir(root())
-        .output()
-        .expect("runs")
+    command(args).output().expect("runs")
 }
 
 fn text(o: &Output) -> String {
@@ -192,7 +204,7 @@ fn verify_accepts_a_sealed_decision_and_refuses_everything_else() {
     let key = EngineKey::from_seed([8; 32]);
     let core = DecisionCore {
         intent_id: [1; 16],
-        intent_digest: warrant_schemas::sha256(&intent),
+        intent_digest: warrant_schemas::intent_digest(&intent),
         verdict: Verdict::Authorize,
         reason: Reason::Authorized,
         rule_id: "allow-eu",
@@ -316,7 +328,7 @@ fn verify_accepts_a_sealed_decision_and_refuses_everything_else() {
         text(&bad)
     );
     // The digest alone serves an executor that holds only that.
-    let digest: String = warrant_schemas::sha256(&intent)
+    let digest: String = warrant_schemas::intent_digest(&intent)
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
@@ -380,7 +392,7 @@ fn verify_accepts_a_sealed_decision_and_refuses_everything_else() {
     let sealed = seal(
         &key,
         &[DecisionCore {
-            intent_digest: warrant_schemas::sha256(&hostile),
+            intent_digest: warrant_schemas::intent_digest(&hostile),
             ..core
         }],
     )
@@ -663,9 +675,7 @@ fn a_closed_standard_output_is_not_a_panic() {
         &["policy", "check", "examples/policy/split"][..],
         &["policy", "test", "examples/policy/payments.cases.toml"][..],
     ] {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_warrant"))
-            .args(args)
-            .current_dir(root())
+        let mut child = command(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -683,10 +693,8 @@ fn a_closed_standard_output_is_not_a_panic() {
 /// would read forever fails the test instead of hanging it.
 fn warrant_within(args: &[&str], env: &[(&str, &str)], secs: u64) -> Output {
     use std::process::Stdio;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_warrant"))
-        .args(args)
+    let mut child = command(args)
         .envs(env.iter().copied())
-        .current_dir(root())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -29,6 +29,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rdkafka::Message;
@@ -66,7 +67,10 @@ fn broker(command: &str, port: Option<u16>) -> String {
     let mut c = Command::new(repo().join("scripts/broker.sh"));
     c.arg(command);
     if let Some(port) = port {
-        c.env("WARRANT_BROKER_PORT", port.to_string());
+        // The script's default directory for that port: a directory set
+        // for the suite's broker must not be shared (or wiped).
+        c.env("WARRANT_BROKER_PORT", port.to_string())
+            .env_remove("WARRANT_BROKER_DIR");
     }
     let out = c.output().expect("runs broker.sh");
     assert!(
@@ -75,6 +79,45 @@ fn broker(command: &str, port: Option<u16>) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// A broker of a test's own on `port`, started on wiped data (nothing of
+/// an earlier run in it) and stopped when dropped, whether the test
+/// passed or not.
+struct OwnBroker {
+    port: u16,
+    brokers: String,
+}
+
+impl OwnBroker {
+    fn start(port: u16) -> OwnBroker {
+        broker("wipe", Some(port));
+        let brokers = broker("start", Some(port));
+        OwnBroker { port, brokers }
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        // Not `broker()`: no panic while a failed test unwinds.
+        let _ = Command::new(repo().join("scripts/broker.sh"))
+            .arg("stop")
+            .env("WARRANT_BROKER_PORT", self.port.to_string())
+            .env_remove("WARRANT_BROKER_DIR")
+            .stdout(Stdio::null())
+            .status();
+    }
+}
+
+/// Sets the flag when dropped: a producer told to run until it is set
+/// stops even when the test fails first (a scoped thread that never ends
+/// would hang the test instead of failing it).
+struct SetOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
 }
 
 /// Topics, keys, trust store, policy and `warrant.toml` for one test.
@@ -253,6 +296,28 @@ impl Rig {
         producer.flush(Duration::from_secs(60)).unwrap();
     }
 
+    /// Produces intents 0, 1, 2, ... at about `rate` per second, deadline
+    /// in 5 min, until `stop` is set; `sent` counts those produced so far.
+    /// Returns how many it produced (all flushed).
+    fn produce_until(&self, stop: &AtomicBool, sent: &AtomicU64, rate: u64) -> u64 {
+        let producer = self.producer();
+        let started = Instant::now();
+        let mut n = 0;
+        while !stop.load(Ordering::Acquire) {
+            let due = started + Duration::from_secs_f64(n as f64 / rate as f64);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            let (key, bytes) = self.intent(n, now_us() + 300_000_000);
+            send(&producer, &self.intents, key, &bytes);
+            producer.poll(Duration::ZERO);
+            n += 1;
+            sent.store(n, Ordering::Release);
+        }
+        producer.flush(Duration::from_secs(60)).unwrap();
+        n
+    }
+
     /// Decisions on the topic by intent id (in the order read), once every
     /// id in `ids` has at least one, or after `timeout`.
     fn decisions(
@@ -288,27 +353,40 @@ impl Rig {
     }
 
     /// As `verify_lineage`, accepting checkpoints signed by any of `keys`.
+    /// Reads the topic until every decision in `decided` has its record
+    /// and a second passed without more (or 120 s passed).
     fn verify_lineage_with(&self, decided: &BTreeMap<u64, Vec<Reason>>, keys: &[[u8; 32]]) -> u64 {
+        assert!(!decided.is_empty(), "no decisions to look for");
         let consumer = reader(&self.brokers, &self.lineage);
         let mut frames = Vec::new();
+        let mut logged: BTreeMap<u64, Vec<Reason>> = BTreeMap::new();
+        let all_logged = |logged: &BTreeMap<u64, Vec<Reason>>| {
+            decided
+                .iter()
+                .all(|(id, reasons)| logged.get(id).map_or(0, Vec::len) >= reasons.len())
+        };
+        let deadline = Instant::now() + Duration::from_secs(120);
         let mut last = Instant::now();
-        while last.elapsed() < Duration::from_secs(2) {
+        while Instant::now() < deadline {
+            if last.elapsed() > Duration::from_secs(1) && all_logged(&logged) {
+                break;
+            }
             if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-                frames.push((m.partition() as u32, m.payload().unwrap().to_vec()));
+                let frame = m.payload().unwrap().to_vec();
+                if frame.get(4..8) != Some(warrant_schemas::CHECKPOINT_IDENTIFIER.as_bytes()) {
+                    let r = open_lineage_record(&frame, &Default::default()).unwrap();
+                    let id = u64::try_from(u128::from_le_bytes(r.intent_id().0)).unwrap();
+                    logged.entry(id).or_default().push(r.reason());
+                }
+                frames.push((m.partition() as u32, frame));
                 last = Instant::now();
             }
         }
         let mut records = 0;
-        let mut logged: BTreeMap<u64, Vec<Reason>> = BTreeMap::new();
         for (p, f) in by_partition(&frames) {
             records += verify_log(p, &f.records, &f.checkpoints, keys)
                 .unwrap_or_else(|e| panic!("lineage partition {p}: {e}"))
                 .records;
-            for r in &f.records {
-                let r = open_lineage_record(r, &Default::default()).unwrap();
-                let id = u64::try_from(u128::from_le_bytes(r.intent_id().0)).unwrap();
-                logged.entry(id).or_default().push(r.reason());
-            }
         }
         // Lineage is written before decisions: a kill between the two
         // leaves a logged intent without a decision (decided again after
@@ -596,40 +674,52 @@ fn check_validates_the_setup_and_the_broker() {
 fn kill_9_mid_stream_then_restart_leaves_nothing_undecided() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let rig = Rig::new("kill", &broker("start", None));
-    const N: u64 = 4_000;
     let mut first = rig.spawn("first");
     first.wait_for("an assignment", Duration::from_secs(60), |l| {
         l.contains("assigned partitions [0")
     });
+    let (stop, sent) = (AtomicBool::new(false), AtomicU64::new(0));
     std::thread::scope(|s| {
-        let producing = s.spawn(|| rig.produce(0..N, 1_000));
-        // Mid-stream: some decided, more still coming.
+        let _stop_producing = SetOnDrop(&stop);
+        // Mid-stream by construction: the producer runs until told to stop,
+        // after the kill and the restart.
+        let producing = s.spawn(|| rig.produce_until(&stop, &sent, 1_000));
+        // Some decided, more still coming.
         first.wait_for("decisions", Duration::from_secs(60), |l| {
             l.contains("status:") && !l.contains("decisions 0 ")
         });
         std::thread::sleep(Duration::from_millis(500));
-        assert!(!producing.is_finished(), "the kill must come mid-stream");
         first.kill9();
+        let at_kill = sent.load(Ordering::Acquire);
         let mut second = rig.spawn("second");
         second.wait_for("an assignment", Duration::from_secs(60), |l| {
             l.contains("assigned partitions [0")
         });
-        producing.join().unwrap();
+        // The second instance gets some of the stream live, too.
+        std::thread::sleep(Duration::from_millis(500));
+        stop.store(true, Ordering::Release);
+        let produced = producing.join().unwrap();
+        assert!(
+            produced > at_kill,
+            "{produced} intents, {at_kill} at the kill"
+        );
         // A different intent reusing the nonce of intent 4 (same
-        // principal), which the killed instance decided: the new instance
-        // remembers it from the lineage log, so it is a replay.
-        assert_eq!(N % 6, 4);
-        let (key, bytes) = rig.intent_with_nonce(N, 4, now_us() + 300_000_000);
+        // principal, svc-e: ids 4 mod 6), which the killed instance
+        // decided: the new instance remembers it from the lineage log, so
+        // it is a replay. Its id is the next one that is 4 mod 6.
+        let n = produced + (10 - produced % 6) % 6;
+        rig.produce(produced..n, 1_000);
+        let (key, bytes) = rig.intent_with_nonce(n, 4, now_us() + 300_000_000);
         let producer = rig.producer();
         send(&producer, &rig.intents, key, &bytes);
         producer.flush(Duration::from_secs(30)).unwrap();
-        let mut by_id = rig.decisions(0..N + 1, Duration::from_secs(120));
-        assert_eq!(by_id.remove(&N), Some(vec![Reason::ReplayedNonce]));
-        let again = check_decisions(&by_id, 0..N);
+        let mut by_id = rig.decisions(0..n + 1, Duration::from_secs(120));
+        assert_eq!(by_id.remove(&n), Some(vec![Reason::ReplayedNonce]));
+        let again = check_decisions(&by_id, 0..n);
         let log = second.terminate();
         let records = rig.verify_lineage(&by_id);
         eprintln!(
-            "kill -9: {N} intents, {} decisions ({again} re-emitted after the restart), \
+            "kill -9: {n} intents ({at_kill} sent before the kill), {} decisions ({again} re-emitted after the restart), \
              {records} lineage records verified across both instances",
             by_id.values().map(Vec::len).sum::<usize>()
         );
@@ -641,13 +731,16 @@ fn kill_9_mid_stream_then_restart_leaves_nothing_undecided() {
 fn two_instances_share_the_partitions_and_one_takes_over_from_the_other() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let rig = Rig::new("group", &broker("start", None));
-    const N: u64 = 6_000;
     let mut a = rig.spawn("a");
     a.wait_for("an assignment", Duration::from_secs(60), |l| {
         l.contains("assigned partitions [0")
     });
+    let (stop, sent) = (AtomicBool::new(false), AtomicU64::new(0));
     std::thread::scope(|s| {
-        let producing = s.spawn(|| rig.produce(0..N, 1_000));
+        let _stop_producing = SetOnDrop(&stop);
+        // Mid-stream by construction: the producer runs until told to stop,
+        // once the take-over is done.
+        let producing = s.spawn(|| rig.produce_until(&stop, &sent, 1_000));
         std::thread::sleep(Duration::from_millis(800));
         let b = rig.spawn("b");
         // B joins: the group splits the partitions between them.
@@ -679,8 +772,8 @@ fn two_instances_share_the_partitions_and_one_takes_over_from_the_other() {
         // survivor alone once A's session expires; Tansu 0.6.0 does not:
         // see connectors/README.md.)
         std::thread::sleep(Duration::from_millis(1_000));
-        assert!(!producing.is_finished(), "the kill must come mid-stream");
         a.kill9();
+        let at_kill = sent.load(Ordering::Acquire);
         let c = rig.spawn("c");
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
@@ -697,15 +790,17 @@ fn two_instances_share_the_partitions_and_one_takes_over_from_the_other() {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        producing.join().unwrap();
-        let by_id = rig.decisions(0..N, Duration::from_secs(120));
-        let again = check_decisions(&by_id, 0..N);
+        stop.store(true, Ordering::Release);
+        let n = producing.join().unwrap();
+        assert!(n > at_kill, "{n} intents, {at_kill} at the kill");
+        let by_id = rig.decisions(0..n, Duration::from_secs(120));
+        let again = check_decisions(&by_id, 0..n);
         b.terminate();
         c.terminate();
         let records = rig.verify_lineage(&by_id);
         eprintln!(
-            "consumer group: {N} intents, {again} re-emitted after the take-over, \
-             {records} lineage records verified"
+            "consumer group: {n} intents ({at_kill} sent before the kill), {again} re-emitted \
+             after the take-over, {records} lineage records verified"
         );
     });
 }
@@ -715,8 +810,8 @@ fn the_engine_recovers_by_itself_from_a_broker_restart() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     // A broker of its own, to stop and start.
     const PORT: u16 = 19_193;
-    let brokers = broker("start", Some(PORT));
-    let rig = Rig::new("restart", &brokers);
+    let own = OwnBroker::start(PORT);
+    let rig = Rig::new("restart", &own.brokers);
     let mut engine = rig.spawn("engine");
     engine.wait_for("an assignment", Duration::from_secs(60), |l| {
         l.contains("assigned partitions [0")
@@ -773,7 +868,6 @@ fn the_engine_recovers_by_itself_from_a_broker_restart() {
     eprintln!(
         "broker restart: 1500 intents decided, 300 past their deadline denied; engine log:\n{log}"
     );
-    broker("stop", Some(PORT));
 }
 
 /// A sample's value from a scrape: the named metric with these labels (a
@@ -1116,18 +1210,26 @@ fn keys_rotate_and_revoke_while_the_engine_runs_and_its_own_key_rotates() {
 
     // Every decision verifies against the engine key set, the ones issued
     // before the revocation and before the engine key changed included.
+    // Read until all 10 are in and a second passed without more.
     let consumer = reader(&rig.brokers, &rig.decisions);
     let mut decisions: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+    let mut reasons: BTreeMap<u64, Vec<Reason>> = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
     let mut last = Instant::now();
-    while last.elapsed() < Duration::from_secs(2) {
+    while Instant::now() < deadline {
+        if decisions.len() >= 10 && last.elapsed() > Duration::from_secs(1) {
+            break;
+        }
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
             let d = open_decision(m.payload().unwrap(), &Default::default()).unwrap();
             let id = u64::try_from(u128::from_le_bytes(d.intent_id().0)).unwrap();
+            reasons.entry(id).or_default().push(d.reason());
             decisions.insert(id, m.payload().unwrap().to_vec());
             last = Instant::now();
         }
     }
     assert_eq!(decisions.len(), 10);
+    assert!(reasons.values().all(|r| r.len() == 1), "{reasons:?}");
     let mut both = EngineKeys::new();
     both.add(&old_engine).unwrap();
     both.add(&new_engine).unwrap();
@@ -1135,7 +1237,7 @@ fn keys_rotate_and_revoke_while_the_engine_runs_and_its_own_key_rotates() {
     only_new.add(&new_engine).unwrap();
     let now = now_us();
     for (i, d) in &decisions {
-        let digest = warrant_schemas::sha256(&sent[i]);
+        let digest = warrant_schemas::intent_digest(&sent[i]);
         let r = verify_decision(d, &both, &digest, "executor", now);
         match *i {
             2 | 3 | 5 | 8 | 10 => assert!(r.is_ok(), "intent {i}: {r:?}"),
@@ -1151,10 +1253,10 @@ fn keys_rotate_and_revoke_while_the_engine_runs_and_its_own_key_rotates() {
             );
         }
     }
-    // The lineage log runs across the engine key change.
-    let by_id: BTreeMap<u64, Vec<Reason>> = BTreeMap::new();
+    // The lineage log runs across the engine key change, and logs every
+    // decision.
     assert_eq!(
-        rig.verify_lineage_with(&by_id, &[old_engine, new_engine]),
+        rig.verify_lineage_with(&reasons, &[old_engine, new_engine]),
         10
     );
 }
