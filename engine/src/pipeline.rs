@@ -1270,12 +1270,8 @@ impl Engine {
                 // failure (a lane that died with a batch means no permit
                 // comes back), but not `stop`: a shutdown still decides
                 // everything read.
-                loop {
-                    match permit_tx.send_timeout((), Duration::from_millis(50)) {
-                        Ok(()) => break,
-                        Err(SendTimeoutError::Timeout(())) if !s.failed() => {}
-                        Err(_) => return,
-                    }
+                if !send_unless_failed(&permit_tx, (), &s) {
+                    return;
                 }
                 if verify_tx.send(batch).is_err() {
                     return;

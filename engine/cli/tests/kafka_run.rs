@@ -282,9 +282,37 @@ impl Rig {
 
     /// Produces intents `ids` at about `rate` per second, deadline in 5 min.
     fn produce(&self, ids: std::ops::Range<u64>, rate: u64) {
+        self.paced(ids, rate, |_| true);
+    }
+
+    /// Produces intents 0, 1, 2, ... at about `rate` per second, deadline
+    /// in 5 min, until `stop` is set; `sent` counts those produced so far.
+    /// Returns how many it produced (all flushed).
+    fn produce_until(&self, stop: &AtomicBool, sent: &AtomicU64, rate: u64) -> u64 {
+        let n = self.paced(0.., rate, |n| {
+            sent.store(n, Ordering::Release);
+            !stop.load(Ordering::Acquire)
+        });
+        sent.store(n, Ordering::Release);
+        n
+    }
+
+    /// Produces intents `ids` at about `rate` per second, deadline in 5 min,
+    /// while `go_on(produced so far)` says so; returns how many it produced
+    /// (all flushed).
+    fn paced(
+        &self,
+        ids: impl Iterator<Item = u64>,
+        rate: u64,
+        mut go_on: impl FnMut(u64) -> bool,
+    ) -> u64 {
         let producer = self.producer();
         let started = Instant::now();
-        for (n, i) in ids.enumerate() {
+        let mut n = 0;
+        for i in ids {
+            if !go_on(n) {
+                break;
+            }
             let due = started + Duration::from_secs_f64(n as f64 / rate as f64);
             if let Some(wait) = due.checked_duration_since(Instant::now()) {
                 std::thread::sleep(wait);
@@ -292,27 +320,7 @@ impl Rig {
             let (key, bytes) = self.intent(i, now_us() + 300_000_000);
             send(&producer, &self.intents, key, &bytes);
             producer.poll(Duration::ZERO);
-        }
-        producer.flush(Duration::from_secs(60)).unwrap();
-    }
-
-    /// Produces intents 0, 1, 2, ... at about `rate` per second, deadline
-    /// in 5 min, until `stop` is set; `sent` counts those produced so far.
-    /// Returns how many it produced (all flushed).
-    fn produce_until(&self, stop: &AtomicBool, sent: &AtomicU64, rate: u64) -> u64 {
-        let producer = self.producer();
-        let started = Instant::now();
-        let mut n = 0;
-        while !stop.load(Ordering::Acquire) {
-            let due = started + Duration::from_secs_f64(n as f64 / rate as f64);
-            if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                std::thread::sleep(wait);
-            }
-            let (key, bytes) = self.intent(n, now_us() + 300_000_000);
-            send(&producer, &self.intents, key, &bytes);
-            producer.poll(Duration::ZERO);
             n += 1;
-            sent.store(n, Ordering::Release);
         }
         producer.flush(Duration::from_secs(60)).unwrap();
         n
