@@ -657,40 +657,38 @@ pub fn verify_log(
 ) -> Result<LogReport, LineageError> {
     let limits = Limits::default();
     let mut frontier = Frontier::default();
-    // Roots after each prefix length that some checkpoint names.
-    let mut wanted: Vec<(usize, u64, Hash, String)> = Vec::new();
+    // Every checkpoint, by the prefix length it names, with its root or
+    // what is wrong with it. A bad checkpoint is reported where the log
+    // reaches its size, so a bad record before it is reported first (the
+    // first problem in log order); one whose size cannot be read comes
+    // after every record.
+    let mut wanted: Vec<Pending> = Vec::new();
     for (index, bytes) in checkpoints.iter().enumerate() {
         let bad = |message: String| LineageError::Checkpoint { index, message };
-        let c = open_checkpoint(bytes, &limits).map_err(|e| bad(format!("malformed: {e}")))?;
-        let expected_origin = origin(partition);
-        if c.origin() != expected_origin {
-            return Err(bad(format!(
-                "origin {:?} is not `{expected_origin}`",
-                c.origin()
-            )));
-        }
-        let key = engine_keys
-            .iter()
-            .find(|k| warrant_schemas::key_id(k) == c.engine_key_id().0)
-            .ok_or_else(|| {
-                bad(format!(
-                    "signed by unknown engine key `{}`",
-                    hex::encode(c.engine_key_id().0)
-                ))
-            })?;
-        let vk = VerifyingKey::from_bytes(key)
-            .map_err(|_| bad("engine key is not a valid point".into()))?;
-        let sig = ed25519_dalek::Signature::from_bytes(&c.signature().0);
-        vk.verify_strict(&checkpoint_message(c.origin(), c.size(), &c.root().0), &sig)
-            .map_err(|_| bad("signature does not verify (forged checkpoint)".into()))?;
-        wanted.push((index, c.size(), c.root().0, c.origin().to_owned()));
+        let c = match open_checkpoint(bytes, &limits) {
+            Ok(c) => c,
+            Err(e) => {
+                wanted.push(Pending {
+                    index,
+                    size: u64::MAX,
+                    root: Err(bad(format!("malformed: {e}"))),
+                });
+                continue;
+            }
+        };
+        let root = checkpoint_root(partition, &c, engine_keys).map_err(bad);
+        wanted.push(Pending {
+            index,
+            size: c.size(),
+            root,
+        });
     }
-    wanted.sort_by_key(|w| w.1);
+    wanted.sort_by_key(|w| w.size);
     let mut next_check = wanted.iter().peekable();
     let mut prev_hash = [0u8; 32];
     let mut report = LogReport {
         records: 0,
-        checkpoints: wanted.len(),
+        checkpoints: 0,
         authorized: 0,
         chained: 0,
     };
@@ -735,25 +733,29 @@ pub fn verify_log(
         // now that this one's link is checked: an edit to a batch's last
         // record is reported as that record (the chain breaks after it),
         // not as a root that no longer matches.
-        check_roots(&frontier, &mut next_check)?;
+        report.checkpoints += check_roots(&frontier, &mut next_check)?;
         prev_hash = leaf;
         frontier.push(leaf);
         report.records += 1;
         report.authorized += u64::from(r.verdict() == Verdict::Authorize);
         report.chained += u64::from(r.parent_id().is_some());
     }
-    check_roots(&frontier, &mut next_check)?;
-    if let Some(&(index, size, _, _)) = next_check.next() {
-        return Err(LineageError::Truncated {
-            index,
-            size,
-            present: frontier.size,
+    report.checkpoints += check_roots(&frontier, &mut next_check)?;
+    if let Some(w) = next_check.next() {
+        return Err(match &w.root {
+            // A bad checkpoint past the end says more than "truncated".
+            Err(e) => e.clone(),
+            Ok(_) => LineageError::Truncated {
+                index: w.index,
+                size: w.size,
+                present: frontier.size,
+            },
         });
     }
     // INVARIANT: every record must sit under a verified checkpoint. The
     // chain alone is unkeyed SHA-256: anyone can rewrite and rechain records
     // that no signed root covers.
-    let covered = wanted.last().map_or(0, |w| w.1);
+    let covered = wanted.last().map_or(0, |w| w.size);
     if covered < frontier.size {
         return Err(LineageError::Uncovered {
             covered,
@@ -763,25 +765,74 @@ pub fn verify_log(
     Ok(report)
 }
 
+/// A checkpoint waiting for the log to reach its size.
+struct Pending {
+    /// Position among the checkpoints given.
+    index: usize,
+    /// Records it covers (`u64::MAX` when unreadable).
+    size: u64,
+    /// Its signed root, or why it cannot be trusted.
+    root: Result<Hash, LineageError>,
+}
+
+/// The root a checkpoint signs, once its origin is this partition's and
+/// its signature verifies under one of `engine_keys`.
+fn checkpoint_root(
+    partition: u32,
+    c: &warrant_schemas::wire::Checkpoint<'_>,
+    engine_keys: &[[u8; 32]],
+) -> Result<Hash, String> {
+    let expected_origin = origin(partition);
+    if c.origin() != expected_origin {
+        return Err(format!(
+            "origin {:?} is not `{expected_origin}`",
+            c.origin()
+        ));
+    }
+    let key = engine_keys
+        .iter()
+        .find(|k| warrant_schemas::key_id(k) == c.engine_key_id().0)
+        .ok_or_else(|| {
+            format!(
+                "signed by unknown engine key `{}`",
+                hex::encode(c.engine_key_id().0)
+            )
+        })?;
+    let vk = VerifyingKey::from_bytes(key).map_err(|_| "engine key is not a valid point")?;
+    let sig = ed25519_dalek::Signature::from_bytes(&c.signature().0);
+    vk.verify_strict(&checkpoint_message(c.origin(), c.size(), &c.root().0), &sig)
+        .map_err(|_| "signature does not verify (forged checkpoint)")?;
+    Ok(c.root().0)
+}
+
 /// Compares every checkpoint of the frontier's size (next in `pending`,
-/// sorted by size) with its root.
+/// sorted by size) with its root, and returns how many matched. A bad
+/// checkpoint of this size is reported here.
 fn check_roots<'a, I>(
     frontier: &Frontier,
     pending: &mut std::iter::Peekable<I>,
-) -> Result<(), LineageError>
+) -> Result<usize, LineageError>
 where
-    I: Iterator<Item = &'a (usize, u64, Hash, String)>,
+    I: Iterator<Item = &'a Pending>,
 {
-    while let Some(&&(index, size, root, _)) = pending.peek() {
-        if size != frontier.size {
+    let mut matched = 0;
+    while let Some(w) = pending.peek() {
+        if w.size != frontier.size {
             break;
         }
-        if root != frontier.root() {
-            return Err(LineageError::RootMismatch { index, size });
+        match &w.root {
+            Err(e) => return Err(e.clone()),
+            Ok(root) if *root != frontier.root() => {
+                return Err(LineageError::RootMismatch {
+                    index: w.index,
+                    size: w.size,
+                });
+            }
+            Ok(_) => matched += 1,
         }
         pending.next();
     }
-    Ok(())
+    Ok(matched)
 }
 
 fn edited_text(index: usize, edited: Option<usize>) -> String {

@@ -284,3 +284,58 @@ fn records_no_checkpoint_covers_are_refused() {
     l.checkpoints.drain(..3);
     assert_eq!(verify(&l).unwrap().records, 50);
 }
+
+/// A checkpoint over the first `size` records of `l`, signed by a key the
+/// verifier does not trust.
+fn forged_checkpoint(l: &Log, size: usize) -> Vec<u8> {
+    let mut w = LineageWriter::new(3);
+    for r in &l.records[..size] {
+        let r = open_lineage_record(r, &Limits::default()).unwrap();
+        w.append(&Entry {
+            decision_digest: r.decision_digest().0,
+            intent_id: r.intent_id().0,
+            parent_id: r.parent_id().map(|p| p.0),
+            verdict: r.verdict(),
+            reason: r.reason(),
+            issued_at_us: r.issued_at_us(),
+            replay: r.nonce_key().map(|k| (k.0, r.remember_until_us())),
+            intent_digest: r.intent_digest().map_or([0; 32], |d| d.0),
+            valid_until_us: r.valid_until_us(),
+        });
+    }
+    w.checkpoint(&EngineKey::from_seed([6; 32]), 1)
+}
+
+#[test]
+fn the_first_problem_in_log_order_is_reported() {
+    // Record 20 edited, and the checkpoint over 48 records forged (signed
+    // by an untrusted key): the record comes first in the log, so it is
+    // what verification names, not the later checkpoint.
+    let mut l = log();
+    l.checkpoints[5] = forged_checkpoint(&l, 48);
+    edit(&mut l, 20, |f| f.decision_digest = [0xee; 32]);
+    let expected = LineageError::Chain {
+        index: 21,
+        edited: Some(20),
+    };
+    assert_eq!(verify(&l), Err(expected.clone()));
+    // An unreadable checkpoint too: its size is unknown, so it is named
+    // only after every record checked out.
+    l.checkpoints[6] = b"WCP1 is not enough".to_vec();
+    assert_eq!(verify(&l), Err(expected));
+    let mut clean = log();
+    clean.checkpoints.push(b"WCP1 is not enough".to_vec());
+    assert!(matches!(
+        verify(&clean),
+        Err(LineageError::Checkpoint { index: 7, .. })
+    ));
+    // A bad checkpoint after an intact stretch is reported where the log
+    // reaches it, before a later bad record.
+    let mut l = log();
+    l.checkpoints[1] = forged_checkpoint(&l, 16);
+    edit(&mut l, 40, |f| f.decision_digest = [0xee; 32]);
+    assert!(matches!(
+        verify(&l),
+        Err(LineageError::Checkpoint { index: 1, .. })
+    ));
+}
