@@ -761,6 +761,20 @@ fn an_unreadable_file_in_a_policy_directory_fails_the_load() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A policy file's extension is matched whatever its case: a deny rule in
+/// `05-DENY.TOML` is part of the policy, not silently left out.
+#[test]
+fn a_policy_file_counts_whatever_the_case_of_its_extension() {
+    let dir = std::env::temp_dir().join(format!("warrant-case-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("00-base.toml"), ALLOW_ALL).unwrap();
+    assert!(Policy::load(&dir).unwrap().evaluate(&REQ).is_allow());
+    std::fs::write(dir.join("05-DENY.TOML"), DENY_DE).unwrap();
+    assert!(!Policy::load(&dir).unwrap().evaluate(&REQ).is_allow());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// The watcher likewise: a file that cannot be read changes nothing (the
 /// policy in force keeps its deny rule), and the change is applied once
 /// the file can be read; a directory left with no `*.toml` file (other

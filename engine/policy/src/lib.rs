@@ -196,7 +196,12 @@ impl PolicyFiles {
                 let hidden = p
                     .file_name()
                     .is_some_and(|n| n.to_string_lossy().starts_with('.'));
-                if !hidden && p.extension().is_some_and(|x| x == "toml") {
+                // `.TOML` too: a deny rule in `Deny.TOML` must not drop out
+                // of the policy for the case of its name.
+                let toml = p
+                    .extension()
+                    .is_some_and(|x| x.to_string_lossy().eq_ignore_ascii_case("toml"));
+                if !hidden && toml {
                     names.push(p);
                 }
             }
