@@ -329,7 +329,7 @@ impl Config {
         // The file alone first: its errors then carry line and column.
         let invalid = |e: toml::de::Error| ConfigError::Invalid {
             origin: origin.to_owned(),
-            message: e.to_string(),
+            message: located(text, &e),
         };
         toml::from_str::<Config>(text).map_err(invalid)?;
         let mut table: toml::Table = toml::from_str(text).map_err(invalid)?;
@@ -688,6 +688,21 @@ fn apply_env(
     Ok(Some(format!("{section}.{key}")))
 }
 
+/// A TOML error as "line L, column C: what", without the excerpt of the
+/// file that `toml` prints under it: the line may hold a secret
+/// (`sasl.password = hunter2`, unquoted), and errors reach logs.
+fn located(text: &str, e: &toml::de::Error) -> String {
+    match e.span() {
+        Some(span) => {
+            let before = text.get(..span.start).unwrap_or(text);
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!("line {line}, column {column}: {}", e.message())
+        }
+        None => e.message().to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
@@ -779,6 +794,17 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("audience must be 1 to"), "{e}");
+    }
+
+    #[test]
+    fn a_syntax_error_names_its_line_but_never_shows_it() {
+        let text =
+            "[kafka]\nbrokers = \"a:1\"\n\n[kafka.properties]\n\"sasl.password\" = hunter2\n";
+        let m = Config::parse(text, "w.toml", env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(m.starts_with("w.toml: line 5, column "), "{m}");
+        assert!(!m.contains("hunter2"), "{m}");
     }
 
     #[test]
