@@ -66,8 +66,8 @@
 //! |---|---|
 //! | malformed (bad buffer, or read from a partition its principal does not map to) | decode |
 //! | unknown key (absent, or another principal's), revoked key | decode |
-//! | not yet valid (`issued_at` beyond the clock skew), expired (older than the maximum age) | decode |
-//! | deadline exceeded | on entry to decode, verify, policy and seal (the last stage that can change a verdict: emit only sends what seal signed) |
+//! | not yet valid (`issued_at` beyond the clock skew) | decode |
+//! | expired (older than the maximum age), deadline exceeded | on entry to decode, verify, policy and seal (the last stage that can change a verdict: emit only sends what seal signed); expired also in policy, for a redelivery whose first authorization has ended |
 //! | bad signature | verify |
 //! | replayed nonce, overloaded (replay cache full), no policy, no matching rule, deny rule | policy |
 //! | overloaded (a full batch waited [`Config::shed_after`] for room in a full pipeline: shed past verify and policy) | ingest |
@@ -595,6 +595,25 @@ pub fn now_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+/// The wall clock as one stage sees it: never going back. The policy
+/// stage's replay cache forgets a nonce once the clock passes the end of
+/// its window; were the clock then stepped back (NTP), a redelivery of that
+/// intent would find it forgotten yet inside its window again, and be
+/// authorized afresh with a new end. With this clock it is past its window
+/// for good.
+#[derive(Debug, Default)]
+struct SteadyClock {
+    last: u64,
+}
+
+impl SteadyClock {
+    /// `wall`, or the latest time seen if `wall` is earlier.
+    fn at(&mut self, wall: u64) -> u64 {
+        self.last = self.last.max(wall);
+        self.last
+    }
 }
 
 fn micros(d: Duration) -> u64 {
@@ -1393,6 +1412,7 @@ impl Engine {
         let o = owner.clone();
         handles.push(spawn("policy", config.layout.policy, &shared, move || {
             let mut caches: HashMap<u32, ReplayCache> = HashMap::new();
+            let mut clock = SteadyClock::default();
             let mut order = InOrder::default();
             // Batches taken off the channel but not yet through policy:
             // those held for an earlier one, and those released and not
@@ -1410,7 +1430,7 @@ impl Engine {
                 // Its permit (taken by decode before this batch left it).
                 // (The queue gauge was updated when the batch was taken.)
                 let _permit = permit_rx.try_recv();
-                let now = now_us();
+                let now = clock.at(now_us());
                 for change in o.take_policy() {
                     match change {
                         PolicyChange::Revoke(p) => {
@@ -2525,6 +2545,16 @@ mod tests {
             ..Item::unread([0; 32])
         };
         assert_eq!(past_window(&at(100, 100), 99), None);
+        // The policy stage's clock never goes back: an intent found past
+        // its window stays past it when the wall clock is stepped back.
+        let mut clock = SteadyClock::default();
+        assert_eq!(clock.at(150), 150);
+        assert_eq!(clock.at(90), 150);
+        assert_eq!(
+            past_window(&at(200, 100), clock.at(90)),
+            Some(Reason::Expired)
+        );
+        assert_eq!(clock.at(160), 160);
         assert_eq!(
             past_window(&at(100, 100), 100),
             Some(Reason::DeadlineExceeded)

@@ -8,8 +8,9 @@
 //! - Compute the intent's [`NonceKey`] once. A new (principal, nonce) is [`Seen::Fresh`]: decide it, then
 //!   [`ReplayCache::record`] the verdict.
 //! - The *same intent* again (same principal and nonce, and the same
-//!   SHA-256 of its `SignedIntent` bytes: a redelivery after a crash or
-//!   rebalance, or the same bytes published twice) is [`Seen::Again`] with
+//!   intent digest, over the signed bytes and the signature
+//!   (`warrant_schemas::intent_digest`): a redelivery after a crash or
+//!   rebalance, the same intent published twice, or rewrapped) is [`Seen::Again`] with
 //!   the outcome recorded the first time, its `valid_until` included, so
 //!   reprocessing is idempotent and never extends an authorization.
 //! - A *different* intent reusing the nonce is [`Seen::Replay`]: deny. That
@@ -147,8 +148,8 @@ impl ReplayCache {
         }
     }
 
-    /// Looks up an intent's nonce at `now_us`; `digest` is the SHA-256 of
-    /// its `SignedIntent` bytes. An entry is live while `now_us` is before
+    /// Looks up an intent's nonce at `now_us`; `digest` is its intent
+    /// digest (`warrant_schemas::intent_digest`). An entry is live while `now_us` is before
     /// its `until` (at `until` it is forgotten).
     pub fn check(&mut self, nonce: &NonceKey, digest: &[u8; 32], now_us: u64) -> Seen {
         let k = nonce.0;
@@ -161,7 +162,9 @@ impl ReplayCache {
                 }
             }
             _ => {
-                if self.entries.len() >= self.capacity || self.expiries.len() > 2 * self.capacity {
+                if self.entries.len() >= self.capacity
+                    || self.expiries.len() > self.capacity.saturating_mul(2)
+                {
                     self.expire(now_us);
                     if self.entries.len() >= self.capacity {
                         return Seen::Full;

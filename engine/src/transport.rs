@@ -36,8 +36,8 @@ pub struct InRecord {
     /// when [`Self::oversize_digest`] is set.
     pub payload: Vec<u8>,
     /// For a record larger than any intent the engine accepts
-    /// (`Limits::max_buffer_bytes`): the SHA-256 of its bytes, which were
-    /// not kept. It is denied "malformed", bound to this digest, and holds
+    /// (`Limits::max_buffer_bytes`): the digest of its bytes
+    /// (`warrant_schemas::unreadable_digest`), which were not kept. It is denied "malformed", bound to this digest, and holds
     /// no memory while it waits: the engine's memory is bounded in bytes,
     /// not only in records, whatever the broker lets producers write.
     pub oversize_digest: Option<[u8; 32]>,
@@ -250,7 +250,8 @@ pub mod embedded {
     use std::sync::{Arc, Condvar, Mutex, MutexGuard};
     use std::time::{Duration, Instant};
 
-    use super::{InRecord, OutBatch, Sink, Source, TransportError, partition_for};
+    use super::{Handover, InRecord, OutBatch, Sink, Source, TransportError, partition_for};
+    use crate::lineage::{ReplayWindow, resume};
 
     #[derive(Debug, Default)]
     struct Partition {
@@ -266,6 +267,8 @@ pub mod embedded {
         partitions: Vec<Partition>,
         capacity: usize,
         closed: bool,
+        /// Bumped by every new consumer: an older one is fenced out.
+        generation: u64,
     }
 
     /// A topic of `n` partitions, each holding at most `capacity`
@@ -284,6 +287,7 @@ pub mod embedded {
                     .collect(),
                 capacity: capacity.max(1),
                 closed: false,
+                generation: 0,
             };
             Topic {
                 inner: Arc::new((Mutex::new(inner), Condvar::new())),
@@ -351,12 +355,45 @@ pub mod embedded {
             self.inner.1.notify_all();
         }
 
-        /// A consumer over every partition (one consumer per topic: the
-        /// embedded transport has no consumer groups).
+        /// A consumer over every partition, starting at the committed
+        /// offsets, as a Kafka consumer joining its group does: records an
+        /// earlier consumer read but did not commit come again. One
+        /// consumer per topic (the embedded transport has no consumer
+        /// groups): a new one fences out the one before, whose polls and
+        /// commits then fail.
+        ///
+        /// It starts a fresh engine: no lineage or replay memory from an
+        /// engine that consumed the topic before. To continue after one
+        /// (a restart), use [`Topic::consumer_resuming`].
         pub fn consumer(&self) -> Consumer {
+            self.new_consumer(None)
+        }
+
+        /// Like [`Topic::consumer`], for an engine that continues after an
+        /// earlier one on this topic: `lineage` is everything the earlier
+        /// engines sent as lineage (`OutBatch::lineage`, in the order sent,
+        /// say from [`Collector::take_snapshot`]). Before its first poll
+        /// the consumer hands every partition to the engine with the tail
+        /// of its log, as a Kafka source does on assignment: the engine
+        /// goes on with each partition's chain and restores the replay
+        /// memory its recent decisions left, so a redelivered intent gets
+        /// its first verdict and a nonce used before stays used. A log that
+        /// does not verify stops the engine.
+        pub fn consumer_resuming(&self, lineage: Vec<(u32, Vec<u8>)>) -> Consumer {
+            self.new_consumer(Some(lineage))
+        }
+
+        fn new_consumer(&self, lineage: Option<Vec<(u32, Vec<u8>)>>) -> Consumer {
+            let mut g = self.lock();
+            g.generation += 1;
+            for part in &mut g.partitions {
+                part.cursor = part.base;
+            }
             Consumer {
                 topic: self.clone(),
                 next_start: 0,
+                generation: g.generation,
+                lineage,
             }
         }
 
@@ -376,9 +413,48 @@ pub mod embedded {
         topic: Topic,
         /// Partition the next poll starts at, so none starves.
         next_start: usize,
+        /// The topic's generation when this consumer was made.
+        generation: u64,
+        /// The lineage to resume from ([`Topic::consumer_resuming`]).
+        lineage: Option<Vec<(u32, Vec<u8>)>>,
+    }
+
+    impl Consumer {
+        fn fenced(&self) -> TransportError {
+            TransportError::Failed(
+                "a newer consumer of this embedded topic replaced this one".into(),
+            )
+        }
     }
 
     impl Source for Consumer {
+        fn attach(&mut self, handover: Arc<dyn Handover>) {
+            let Some(lineage) = self.lineage.take() else {
+                return;
+            };
+            let now = crate::pipeline::now_us();
+            let horizon = u64::try_from(handover.replay_horizon().as_micros()).unwrap_or(u64::MAX);
+            let window = ReplayWindow {
+                now_us: now,
+                since_us: now.saturating_sub(horizon),
+            };
+            let keys = handover.engine_keys();
+            for p in 0..self.topic.partitions() {
+                let frames: Vec<Vec<u8>> = lineage
+                    .iter()
+                    .filter(|(q, _)| *q == p)
+                    .map(|(_, f)| f.clone())
+                    .collect();
+                match resume(p, &frames, true, &keys, window) {
+                    Ok(tail) => handover.acquire(p, tail),
+                    Err(e) => {
+                        handover.fail(format!("cannot resume lineage partition {p}: {e}"));
+                        return;
+                    }
+                }
+            }
+        }
+
         fn poll(
             &mut self,
             out: &mut Vec<InRecord>,
@@ -391,6 +467,9 @@ pub mod embedded {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             loop {
+                if g.generation != self.generation {
+                    return Err(self.fenced());
+                }
                 let available = g
                     .partitions
                     .iter()
@@ -450,6 +529,9 @@ pub mod embedded {
 
         fn commit(&mut self, partition: u32, offset: u64) -> Result<(), TransportError> {
             let mut g = self.topic.lock();
+            if g.generation != self.generation {
+                return Err(self.fenced());
+            }
             let part = g.partitions.get_mut(partition as usize).ok_or_else(|| {
                 TransportError::BadCommit {
                     partition,
@@ -569,6 +651,29 @@ mod tests {
         c.poll(&mut again, 100, Duration::from_millis(10)).unwrap();
         assert_eq!(again.len(), 20 - half);
         assert!(c.commit(1, 999).is_err());
+    }
+
+    #[test]
+    fn a_new_consumer_starts_at_the_committed_offset_and_fences_the_old_one() {
+        let topic = Topic::new(1, 4);
+        for i in 0..4u8 {
+            topic.publish(b"k", vec![i]).unwrap();
+        }
+        let mut old = topic.consumer();
+        let mut got = Vec::new();
+        assert_eq!(old.poll(&mut got, 4, Duration::from_millis(10)).unwrap(), 4);
+        old.commit(0, 1).unwrap();
+        // The old consumer "crashed" after committing offsets 0 and 1.
+        let mut new = topic.consumer();
+        let mut again = Vec::new();
+        new.poll(&mut again, 4, Duration::from_millis(10)).unwrap();
+        let offsets: Vec<u64> = again.iter().map(|r| r.offset).collect();
+        assert_eq!(offsets, [2, 3]);
+        // The old one can neither read nor commit any more.
+        assert!(old.poll(&mut got, 4, Duration::ZERO).is_err());
+        assert!(old.commit(0, 3).is_err());
+        new.commit(0, 3).unwrap();
+        assert!(topic.snapshot().is_empty());
     }
 
     #[test]

@@ -494,6 +494,49 @@ fn no_policy_denies_everything_and_redelivery_keeps_its_verdict() {
     }
 }
 
+/// A replay cache full of live nonces denies new intents "overloaded"
+/// rather than forget a nonce that could then be replayed; an intent it
+/// already holds keeps its verdict, and a nonce it holds is still refused
+/// to another intent.
+#[test]
+fn a_full_replay_cache_denies_overloaded_and_forgets_nothing() {
+    let one = Spec::new(1).signed();
+    let run1 = run(
+        Config {
+            replay_capacity: 2,
+            ..config()
+        },
+        &[
+            ("svc-1", one.clone()),
+            ("svc-1", Spec::new(2).signed()),
+            ("svc-1", Spec::new(3).signed()),
+            ("svc-1", one),
+            // Intent 1's nonce reused by another intent: still a replay.
+            (
+                "svc-1",
+                Spec {
+                    nonce: Some(1),
+                    ..Spec::new(4)
+                }
+                .signed(),
+            ),
+        ],
+        Some(policy()),
+    );
+    assert_eq!(run1.reason_of(2), Reason::Authorized);
+    assert_eq!(run1.reason_of(3), Reason::Overloaded);
+    assert_eq!(run1.reason_of(4), Reason::ReplayedNonce);
+    let ds = &run1.decisions()[&id(1)];
+    assert_eq!(ds.len(), 2);
+    for d in ds {
+        assert_eq!(
+            open_decision(d, &Default::default()).unwrap().reason(),
+            Reason::Authorized
+        );
+    }
+    assert_eq!(run1.verify_lineage(), 5);
+}
+
 /// The replay memory tells intents apart by their signed bytes, not by
 /// the id their producer chose: another intent reusing a nonce *and* an id
 /// is a replay. The same bytes again (a redelivery, or a republish) get
@@ -1024,8 +1067,132 @@ fn a_sink_that_stays_down_ends_the_drain_with_an_error_and_commits_nothing() {
     let err = engine.join().unwrap_err();
     assert!(err.to_string().contains("broker down"), "{err}");
     // Nothing was acknowledged, so nothing was committed: the intent is
-    // still there to be read again.
+    // still there to be read again, and the next consumer reads it (it
+    // starts at the committed offset, not where the last one stopped).
     assert_eq!(topic.snapshot().len(), 1);
+    let collector = Collector::new();
+    let store = Arc::new(PolicyStore::new());
+    store.install(policy());
+    let engine = Engine::start(
+        config(),
+        topic.consumer(),
+        collector.clone(),
+        EngineKey::from_seed([42; 32]),
+        Arc::new(ArcSwap::from_pointee(trust())),
+        store,
+    )
+    .unwrap();
+    engine.join().unwrap();
+    assert_eq!(collector.take_snapshot().decisions.len(), 1);
+    assert!(topic.snapshot().is_empty());
+}
+
+/// An engine restarted on the same embedded topic with the lineage the
+/// first one wrote (`Topic::consumer_resuming`) keeps its replay memory and
+/// its chains, as a Kafka instance taking partitions over does: the
+/// intent redelivered gets its first verdict, valid until the same
+/// instant; another intent reusing its nonce is a replay; and the two
+/// runs' lineage is one log per partition that verifies. Started with a
+/// plain `consumer()`, the same engine has no memory (the contrast).
+#[test]
+fn a_restarted_engine_keeps_its_replay_memory_and_its_chains() {
+    let first = Spec::new(1).signed();
+    let reuse = Spec {
+        nonce: Some(1),
+        ..Spec::new(12)
+    }
+    .signed();
+    let key = EngineKey::from_seed([42; 32]);
+    let engine_public = key.public_key();
+    let start = |source: warrant_engine::transport::embedded::Consumer, sink: &Collector| {
+        let store = Arc::new(PolicyStore::new());
+        store.install(policy());
+        Engine::start(
+            config(),
+            source,
+            sink.clone(),
+            EngineKey::from_seed([42; 32]),
+            Arc::new(ArcSwap::from_pointee(trust())),
+            store,
+        )
+        .unwrap()
+    };
+    let valid_until = |d: &[u8]| {
+        open_decision(d, &Default::default())
+            .unwrap()
+            .valid_until_us()
+    };
+    let topic = Topic::new(PARTITIONS, 100);
+    let log = Collector::new();
+    let engine = start(topic.consumer(), &log);
+    topic.publish(b"svc-1", first.clone()).unwrap();
+    while log.take_snapshot().decisions.is_empty() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    engine.shutdown().unwrap();
+    let until = valid_until(&log.take_snapshot().decisions[0].1);
+
+    // The restart: the same intent again (redelivered), and another
+    // intent with its nonce.
+    topic.publish(b"svc-1", first).unwrap();
+    topic.publish(b"svc-1", reuse).unwrap();
+    topic.close();
+    let fresh = Collector::new();
+    let resumed = start(topic.consumer_resuming(log.take_snapshot().lineage), &log);
+    resumed.join().unwrap();
+    let out = log.take_snapshot();
+    assert_eq!(out.decisions.len(), 3);
+    let of = |n: u64| -> Vec<Vec<u8>> {
+        out.decisions
+            .iter()
+            .filter(|(i, _)| *i == id(n))
+            .map(|(_, d)| d.clone())
+            .collect()
+    };
+    let again = of(1);
+    assert_eq!(again.len(), 2);
+    for d in &again {
+        assert_eq!(
+            open_decision(d, &Default::default()).unwrap().reason(),
+            Reason::Authorized
+        );
+        assert_eq!(valid_until(d), until, "a redelivery never extends");
+    }
+    assert_eq!(
+        open_decision(&of(12)[0], &Default::default())
+            .unwrap()
+            .reason(),
+        Reason::ReplayedNonce
+    );
+    let mut records = 0;
+    for (p, f) in by_partition(&out.lineage) {
+        records += verify_log(p, &f.records, &f.checkpoints, &[engine_public])
+            .unwrap_or_else(|e| panic!("partition {p}: {e}"))
+            .records;
+    }
+    assert_eq!(records, 3, "one chain per partition across both runs");
+
+    // Without the lineage, a new engine remembers nothing: the reused
+    // nonce would pass (what `consumer_resuming` exists to prevent).
+    let topic = Topic::new(PARTITIONS, 100);
+    topic
+        .publish(
+            b"svc-1",
+            Spec {
+                nonce: Some(1),
+                ..Spec::new(12)
+            }
+            .signed(),
+        )
+        .unwrap();
+    topic.close();
+    start(topic.consumer(), &fresh).join().unwrap();
+    assert_eq!(
+        open_decision(&fresh.take_snapshot().decisions[0].1, &Default::default())
+            .unwrap()
+            .reason(),
+        Reason::Authorized
+    );
 }
 
 /// A source whose consumer group assigns it a partition the engine was not
