@@ -625,6 +625,84 @@ fn no_authorization_outlasts_the_engines_max_validity() {
     );
 }
 
+/// Times at the ends of `u64`, as anyone can sign them: denied or capped,
+/// never overflowed into a wrong answer.
+#[test]
+fn extreme_timestamps_are_denied_or_capped_not_overflowed() {
+    let now = now_us();
+    let cases = [
+        (
+            1,
+            Spec {
+                issued_at_us: u64::MAX,
+                deadline_us: u64::MAX,
+                ..Spec::new(1)
+            },
+            Reason::NotYetValid,
+        ),
+        (
+            2,
+            Spec {
+                issued_at_us: 0,
+                ..Spec::new(2)
+            },
+            Reason::Expired,
+        ),
+        (
+            3,
+            Spec {
+                deadline_us: 0,
+                ..Spec::new(3)
+            },
+            Reason::DeadlineExceeded,
+        ),
+        (
+            4,
+            Spec {
+                deadline_us: u64::MAX,
+                validity_us: u64::MAX,
+                ..Spec::new(4)
+            },
+            Reason::Authorized,
+        ),
+        (
+            5,
+            Spec {
+                issued_at_us: now + 20_000_000,
+                deadline_us: u64::MAX,
+                validity_us: u64::MAX,
+                ..Spec::new(5)
+            },
+            Reason::Authorized,
+        ),
+    ];
+    let records: Vec<(&str, Vec<u8>)> = cases
+        .iter()
+        .map(|(_, s, _)| ("svc-1", s.signed()))
+        .collect();
+    let run = run(
+        Config {
+            max_validity: Duration::from_secs(10),
+            ..config()
+        },
+        &records,
+        Some(policy()),
+    );
+    for (n, _, reason) in &cases {
+        assert_eq!(run.reason_of(*n), *reason, "intent {n}");
+    }
+    let decisions = run.decisions();
+    for n in [4, 5] {
+        let d = open_decision(&decisions[&id(n)][0], &Default::default()).unwrap();
+        let validity = d.valid_until_us() - d.issued_at_us();
+        assert!(
+            (9_000_000..=10_000_000).contains(&validity),
+            "intent {n}: {validity} µs"
+        );
+    }
+    assert_eq!(run.verify_lineage(), cases.len() as u64);
+}
+
 #[test]
 fn a_stall_inside_the_pipeline_turns_into_deadline_denies() {
     let now = now_us();
@@ -1616,6 +1694,83 @@ fn a_trickle_into_a_stalled_pipeline_is_shed_not_held() {
         overloaded > 0 && stats.shed_intents == overloaded,
         "a stalled pipeline held a trickle: {stats:?}"
     );
+}
+
+/// Acknowledges sends that hold only shed decisions ("overloaded") and
+/// fails for good on the first that holds any other.
+struct OnlyShed {
+    acked: Arc<std::sync::Mutex<Vec<[u8; 16]>>>,
+}
+
+impl warrant_engine::transport::Sink for OnlyShed {
+    fn send(&mut self, b: &OutBatch) -> Result<(), warrant_engine::transport::TransportError> {
+        let shed_only = b.decisions.iter().all(|(_, d)| {
+            open_decision(d, &Default::default()).map(|d| d.reason()) == Ok(Reason::Overloaded)
+        });
+        if !shed_only {
+            return Err(warrant_engine::transport::TransportError::Failed(
+                "a decision that is not a shed".into(),
+            ));
+        }
+        self.acked
+            .lock()
+            .unwrap()
+            .extend(b.decisions.iter().map(|(id, _)| *id));
+        Ok(())
+    }
+}
+
+/// Shed batches overtake the batch held in verification and reach the
+/// sink first. Their offsets come after the held batch's in the same
+/// partition, so committing them would commit the held intents too, whose
+/// decisions never reach the sink here: lost. Every record whose decision
+/// the sink did not acknowledge must still be in the topic.
+#[test]
+fn offsets_are_committed_only_behind_every_earlier_batch() {
+    const N: u64 = 40;
+    let topic = Topic::new(PARTITIONS, 100_000);
+    let acked = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let store = Arc::new(PolicyStore::new());
+    store.install(policy());
+    let engine = Engine::start(
+        Config {
+            layout: Layout::unpinned(1),
+            queue_batches: 1,
+            max_batch: 4,
+            verify_pause: Some((0, Duration::from_secs(1))),
+            shed_after: Duration::from_millis(20),
+            ..config()
+        },
+        topic.consumer(),
+        OnlyShed {
+            acked: acked.clone(),
+        },
+        EngineKey::from_seed([42; 32]),
+        Arc::new(ArcSwap::from_pointee(trust())),
+        store,
+    )
+    .unwrap();
+    let payloads: Vec<Vec<u8>> = (0..N).map(|i| Spec::new(i).signed()).collect();
+    for p in &payloads {
+        topic.publish(b"svc-1", p.clone()).unwrap();
+    }
+    let err = engine.join().unwrap_err();
+    assert!(err.to_string().contains("not a shed"), "{err}");
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        !acked.is_empty(),
+        "no shed batch reached the sink before the held one: nothing tested"
+    );
+    let left: std::collections::HashSet<Vec<u8>> =
+        topic.snapshot().into_iter().map(|r| r.payload).collect();
+    for (i, p) in payloads.iter().enumerate() {
+        if !acked.contains(&id(i as u64)) {
+            assert!(
+                left.contains(p),
+                "intent {i} was committed but never acknowledged"
+            );
+        }
+    }
 }
 
 /// A sink that holds its first send for a while, then fails for good.
