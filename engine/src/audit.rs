@@ -11,7 +11,9 @@
 //! 3. no invalid intent was authorized: every authorization is re-derived
 //!    from scratch (the intent opens, its key is trusted for its principal
 //!    and not revoked, its signature verifies, it was within its validity
-//!    window when decided, the policy allows it, no *other* intent with the
+//!    window when decided, the policy the decision names is one the auditor
+//!    holds and allows it, its validity is within what that policy and the
+//!    engine's maximum grant, no *other* intent with the
 //!    same principal and nonce was authorized) and the decision itself
 //!    verifies with the executor's verifier against an engine key;
 //! 4. every partition's lineage log verifies end to end against the engine
@@ -50,7 +52,12 @@ use crate::verify::{SigItem, verify_one};
 /// - an authorization may follow a deny the engine did not remember and
 ///   that a later reading can lift: "overloaded" and "internal error"
 ///   (transient), "revoked key" and "unknown key" (an operator trusts the
-///   key again), "not yet valid" (its time has come), "replayed nonce"
+///   key again), "not yet valid" (its time has come), "malformed" (for an
+///   intent that opens, the one malformed deny a later reading lifts is a
+///   copy read from a partition its principal does not map to: anyone who
+///   can publish can put one there, and the copy on the right partition is
+///   decided on its merits; the other malformed denies are fixed by the
+///   bytes, and an unreadable record's digest names no intent), "replayed nonce"
 ///   (the other intent's window ended and freed the nonce: whether it was
 ///   free is checked apart, on every pair of authorized intents sharing a
 ///   nonce). The policy stage also remembers a "replayed nonce" deny of
@@ -60,8 +67,8 @@ use crate::verify::{SigItem, verify_one};
 ///
 /// Never the other way round: an authorization after a remembered deny
 /// (no policy, no matching rule, deny rule), after a deny no later
-/// reading lifts (malformed, bad signature), or after the intent's time
-/// was seen run out (expired, deadline exceeded).
+/// reading lifts (bad signature), or after the intent's time was seen run
+/// out (expired, deadline exceeded).
 pub fn consistent(first: Reason, then: Reason) -> bool {
     then != Reason::Authorized
         || first == Reason::Authorized
@@ -72,6 +79,7 @@ pub fn consistent(first: Reason, then: Reason) -> bool {
                 | Reason::RevokedKey
                 | Reason::UnknownKey
                 | Reason::NotYetValid
+                | Reason::Malformed
                 | Reason::ReplayedNonce
         )
 }
@@ -86,6 +94,13 @@ pub struct Ground<'a> {
     pub trust: &'a TrustStore,
     /// The policy in force.
     pub policy: &'a Policy,
+    /// Policies in force before it (hot reloads): an authorization is
+    /// judged by the one whose hash it names, and one naming a policy the
+    /// auditor does not hold is a violation (it cannot be re-derived).
+    pub earlier_policies: &'a [Policy],
+    /// The engine's maximum validity, µs: no authorization lasts longer,
+    /// whatever its rule grants.
+    pub max_validity_us: u64,
     /// Every engine public key that may have signed (current and previous).
     pub engine_keys: &'a [[u8; 32]],
     /// The audience decisions are issued for.
@@ -286,6 +301,17 @@ fn why_invalid(
     if issued >= i.deadline_us() {
         return Some("decided after its deadline".into());
     }
+    let named = d.policy_hash().map_or([0; 32], |h| h.0);
+    let Some(policy) = std::iter::once(ground.policy)
+        .chain(ground.earlier_policies)
+        .find(|p| p.hash() == named)
+    else {
+        return Some(format!(
+            "decided under policy {} (version {}), which the auditor was not given",
+            hex::encode(&named[..8]),
+            d.policy_version()
+        ));
+    };
     let mut attrs = Vec::new();
     if let Some(list) = i.attributes() {
         for a in list {
@@ -300,7 +326,7 @@ fn why_invalid(
             });
         }
     }
-    let outcome = ground.policy.evaluate(&Request {
+    let outcome = policy.evaluate(&Request {
         principal: i.principal(),
         action: i.action(),
         resource: i.resource(),
@@ -313,22 +339,18 @@ fn why_invalid(
     if !outcome.is_allow() {
         return Some(format!(
             "the policy does not allow it ({})",
-            ground
-                .policy
-                .reason(&outcome)
-                .variant_name()
-                .unwrap_or("deny")
+            policy.reason(&outcome).variant_name().unwrap_or("deny")
         ));
     }
-    // Never longer than the rule grants and the intent asked for (the
-    // engine may cut it further: its own maximum, a redelivery's first
-    // authorization).
-    let granted = ground
-        .policy
-        .granted_validity_us(&outcome, i.requested_validity_us());
+    // Never longer than the rule grants, the intent asked for and the
+    // engine's maximum (the engine may cut it further: a redelivery's
+    // first authorization).
+    let granted = policy
+        .granted_validity_us(&outcome, i.requested_validity_us())
+        .min(ground.max_validity_us);
     if d.valid_until_us() > issued.saturating_add(granted) {
         return Some(format!(
-            "valid for {} µs after its issue, longer than the {granted} µs the policy grants it",
+            "valid for {} µs after its issue, longer than the {granted} µs the policy and the engine's max_validity grant it",
             d.valid_until_us().saturating_sub(issued)
         ));
     }

@@ -108,6 +108,8 @@ fn check(r: &Run, policy: &Policy, trust: &TrustStore) -> AuditReport {
         &Ground {
             trust,
             policy,
+            earlier_policies: &[],
+            max_validity_us: d.max_validity.as_micros() as u64,
             engine_keys: &[r.engine_key],
             audience: "executor",
             max_clock_skew_us: d.max_clock_skew.as_micros() as u64,
@@ -148,8 +150,11 @@ fn a_clean_run_has_no_violation_and_damage_is_found() {
         "{report}"
     );
 
-    // Judged by a policy that allows nothing: every authorization is
-    // invalid. Judged by a trust store without the keys: likewise.
+    // Judged by a policy other than the one the engine ran (here one that
+    // allows nothing): every authorization names a policy the auditor was
+    // not given, and cannot be re-derived. Given the engine's policy as an
+    // earlier one (a reload since), each is judged by it: clean. Judged by
+    // a trust store without the keys: every authorization is invalid.
     let nothing = Policy::from_sources(&[(
         "none.toml",
         "[policy]\nname = \"none\"\nversion = 1\n[[rule]]\nid = \"deny-all\"\neffect = \"deny\"\n",
@@ -157,6 +162,30 @@ fn a_clean_run_has_no_violation_and_damage_is_found() {
     .unwrap();
     let report = check(&r, &nothing, &r.trust);
     assert_eq!(report.invalid_authorized, clean.authorized, "{report}");
+    assert!(
+        report
+            .violations
+            .iter()
+            .any(|v| v.contains("was not given")),
+        "{report}"
+    );
+    let d = Config::default();
+    let reloaded = audit(
+        &r.intents,
+        &r.decisions,
+        &r.lineage,
+        &Ground {
+            trust: &r.trust,
+            policy: &nothing,
+            earlier_policies: std::slice::from_ref(&r.policy),
+            max_validity_us: d.max_validity.as_micros() as u64,
+            engine_keys: &[r.engine_key],
+            audience: "executor",
+            max_clock_skew_us: d.max_clock_skew.as_micros() as u64,
+            max_intent_age_us: d.max_intent_age.as_micros() as u64,
+        },
+    );
+    assert_eq!(reloaded.violation_count(), 0, "{reloaded}");
     let report = check(&r, &r.policy, &TrustStore::new());
     assert_eq!(report.invalid_authorized, clean.authorized, "{report}");
 
@@ -184,6 +213,8 @@ fn a_clean_run_has_no_violation_and_damage_is_found() {
         &Ground {
             trust: &r.trust,
             policy: &r.policy,
+            earlier_policies: &[],
+            max_validity_us: 3_600_000_000,
             engine_keys: &[EngineKey::from_seed([4; 32]).public_key()],
             audience: "executor",
             max_clock_skew_us: 30_000_000,
@@ -258,7 +289,24 @@ fn a_clean_run_has_no_violation_and_damage_is_found() {
     both.decisions.extend(short.decisions.iter().cloned());
     let report = check(&both, &allow("10m"), &long.trust);
     assert_eq!(report.invalid_authorized, as_run.authorized, "{report}");
-    let report = check(&long, &allow("1s"), &long.trust);
+    // Judged with an engine maximum of one second (the intents ask for 30
+    // to 60, the rule grants ten minutes): every authorization outlasts
+    // what the engine may grant.
+    let report = audit(
+        &long.intents,
+        &long.decisions,
+        &long.lineage,
+        &Ground {
+            trust: &long.trust,
+            policy: &allow("10m"),
+            earlier_policies: &[],
+            max_validity_us: 1_000_000,
+            engine_keys: &[long.engine_key],
+            audience: "executor",
+            max_clock_skew_us: 30_000_000,
+            max_intent_age_us: 300_000_000,
+        },
+    );
     assert_eq!(report.invalid_authorized, as_run.authorized, "{report}");
     assert!(
         report.violations.iter().any(|v| v.contains("longer than")),
@@ -293,6 +341,7 @@ fn a_later_deny_always_agrees_a_later_authorization_only_after_a_lifted_deny() {
         Reason::RevokedKey,
         Reason::UnknownKey,
         Reason::NotYetValid,
+        Reason::Malformed,
         Reason::ReplayedNonce,
     ] {
         assert!(consistent(first, Reason::Authorized), "{first:?}");
@@ -300,7 +349,6 @@ fn a_later_deny_always_agrees_a_later_authorization_only_after_a_lifted_deny() {
     // Remembered, or never lifted: time runs one way, bytes and
     // signatures do not change.
     for first in [
-        Reason::Malformed,
         Reason::BadSignature,
         Reason::Expired,
         Reason::DeadlineExceeded,
@@ -367,6 +415,8 @@ fn an_authorization_at_the_deadline_is_invalid() {
             &Ground {
                 trust: &trust,
                 policy: &policy,
+                earlier_policies: &[],
+                max_validity_us: 3_600_000_000,
                 engine_keys: &[key.public_key()],
                 audience: "executor",
                 max_clock_skew_us: 30_000_000,

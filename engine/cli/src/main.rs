@@ -162,6 +162,11 @@ enum Command {
         /// configured key and `engine.peer_keys` are always accepted.
         #[arg(long)]
         engine_key: Vec<String>,
+        /// A policy in force before the configured one (file or directory;
+        /// repeat for each): an authorization is judged by the policy whose
+        /// hash it names, and one naming a policy not given is a violation.
+        #[arg(long)]
+        policy: Vec<PathBuf>,
         /// Seconds to read the topics in (at most one day).
         #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86_400))]
         timeout: u64,
@@ -339,9 +344,16 @@ fn main() -> ExitCode {
         Command::Audit {
             config,
             engine_key,
+            policy,
             timeout,
             json,
-        } => run::audit(&config, &engine_key, Duration::from_secs(timeout), json),
+        } => run::audit(
+            &config,
+            &engine_key,
+            &policy,
+            Duration::from_secs(timeout),
+            json,
+        ),
         #[cfg(feature = "kafka")]
         Command::Keys {
             config,

@@ -150,6 +150,7 @@ fn probe_broker(
 pub fn audit(
     path: &Path,
     extra_keys: &[String],
+    earlier_policies: &[PathBuf],
     timeout: Duration,
     json: bool,
 ) -> Result<(), String> {
@@ -178,6 +179,10 @@ pub fn audit(
             .map_err(|e| format!("keys topic: {e}"))?;
     }
     let policy = Policy::load(Path::new(&config.policy.path)).map_err(|e| e.to_string())?;
+    let earlier_policies = earlier_policies
+        .iter()
+        .map(|p| Policy::load(p).map_err(|e| format!("--policy {}: {e}", p.display())))
+        .collect::<Result<Vec<Policy>, String>>()?;
     let read = |topic: &str| {
         kafka::read_all(&kafka_config, topic, timeout)
             .map_err(|e| format!("broker {}: {e}", kafka_config.brokers))
@@ -196,6 +201,8 @@ pub fn audit(
         &Ground {
             trust: &trust,
             policy: &policy,
+            earlier_policies: &earlier_policies,
+            max_validity_us: config.engine.max_validity_s.saturating_mul(1_000_000),
             engine_keys: &engine_keys,
             audience: &config.engine.audience,
             max_clock_skew_us: config.engine.max_clock_skew_s.saturating_mul(1_000_000),
