@@ -896,6 +896,29 @@ impl Probe {
 }
 
 impl Config {
+    /// Most intents an engine with these settings holds at once (read from
+    /// the source and not yet acknowledged by the sink), whatever the
+    /// offered load: every queue between stages is bounded, and each stage
+    /// holds at most one batch or group. In batches of `max_batch`: one at
+    /// ingest, the decode queue, one at decode, the permits between decode
+    /// and policy (`queue_batches × (2 × lanes + 2)`), one at policy, the
+    /// seal and shed queues; then seal's group, the emit queue's sealed
+    /// groups and emit's merged send (a group or send can pass its limit
+    /// by one batch or group). `engine/tests/overload.rs` holds the engine
+    /// to it under load far above capacity.
+    pub fn max_in_flight(&self) -> usize {
+        let depth = self.queue_batches.max(1);
+        let lanes = self.layout.verify_threads.clamp(1, MAX_VERIFY_LANES);
+        let emit_depth = if self.emit_queue_batches == 0 {
+            depth
+        } else {
+            self.emit_queue_batches
+        };
+        let batches = 1 + depth + 1 + depth * (2 * lanes + 2) + 1 + depth + depth;
+        let group = GROUP_MAX + self.max_batch;
+        batches * self.max_batch + group + emit_depth * group + EMIT_MAX + group
+    }
+
     /// Whether the engine can start with these settings: the error
     /// [`Engine::start`] would give, without starting anything (`warrant
     /// run --check` uses it).

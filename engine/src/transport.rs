@@ -349,6 +349,17 @@ pub mod embedded {
             out
         }
 
+        /// Records handed out to the consumer and not yet committed: what
+        /// the engine reading the topic holds (read, not yet decided or
+        /// not yet acknowledged and committed).
+        pub fn handed_out(&self) -> u64 {
+            self.lock()
+                .partitions
+                .iter()
+                .map(|p| p.cursor.saturating_sub(p.base))
+                .sum()
+        }
+
         /// Closes the topic: polls return what is left, then `Closed`.
         pub fn close(&self) {
             self.lock().closed = true;
