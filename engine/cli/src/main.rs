@@ -652,10 +652,12 @@ fn demo(opts: demo::Options) -> Result<(), String> {
     if let Some(dir) = &opts.out {
         let key = hex::encode(report.engine_public_key);
         outln!("check it yourself:");
-        outln!(
-            "  warrant lineage verify --log {} --partition 0 --engine-key {key}",
-            dir.join("lineage-0.log").display()
-        );
+        if let Some(p) = report.lineage_partition_ids.first() {
+            outln!(
+                "  warrant lineage verify --log {} --partition {p} --engine-key {key}",
+                dir.join(format!("lineage-{p}.log")).display()
+            );
+        }
         if let Some((issued_at_us, valid_until_us)) = report.sample_window_us {
             outln!(
                 "  warrant verify --decision {} --intent {} --engine-key {key} --audience executor --now-us {issued_at_us}",

@@ -651,6 +651,42 @@ fn demo_runs_checks_and_leaves_files_a_user_can_verify() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Every command the demo prints runs as printed, whatever partitions the
+/// principals land on (two principals over eight partitions leave most
+/// partitions without a log).
+#[test]
+fn the_commands_the_demo_prints_run_as_printed() {
+    let dir = std::env::temp_dir().join(format!("warrant-demo-sparse-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let o = warrant(&[
+        "demo",
+        "--duration",
+        "1",
+        "--rate",
+        "1000",
+        "--principals",
+        "2",
+        "--partitions",
+        "8",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    let printed: Vec<&str> = out
+        .lines()
+        .map(str::trim_start)
+        .filter(|l| l.starts_with("warrant ") && l.contains("--engine-key"))
+        .collect();
+    assert_eq!(printed.len(), 2, "{out}");
+    for line in printed {
+        let args: Vec<&str> = line.split_whitespace().skip(1).collect();
+        let o = warrant(&args);
+        assert!(o.status.success(), "{line}: {}", text(&o));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn demo_refuses_a_mix_over_100_percent() {
     let o = warrant(&[
