@@ -428,3 +428,85 @@ fn an_authorization_at_the_deadline_is_invalid() {
     assert_eq!(at(deadline - 1), 0);
     assert_eq!(at(deadline), 1);
 }
+
+/// Two intents of one principal sharing a nonce, both authorized while the
+/// first's nonce was remembered: the replay check, through `audit` from
+/// the intents' bytes (not the unit test of its window arithmetic).
+#[test]
+fn two_authorizations_of_one_nonce_are_found() {
+    use warrant_engine::seal::{DecisionCore, seal};
+    use warrant_engine::trust::KeyState;
+    use warrant_schemas::wire::{Reason, Verdict};
+    let signer = warrant_schemas::IntentSigner::from_seed([4; 32]);
+    let now = now_us();
+    let intent = |id: u8| {
+        signer.sign_intent(&warrant_schemas::IntentFields {
+            id: [id; 16],
+            nonce: [7; 16],
+            issued_at_us: now,
+            deadline_us: now + 60_000_000,
+            ..warrant_schemas::IntentFields::example()
+        })
+    };
+    let (first, second) = (intent(1), intent(2));
+    let mut trust = TrustStore::new();
+    trust
+        .add("svc-example", signer.public_key(), KeyState::Active)
+        .unwrap();
+    let policy = Policy::from_sources(&[(
+        "allow.toml",
+        "[policy]\nversion = 1\n[[rule]]\nid = \"all\"\neffect = \"allow\"\nmax_validity = \"1m\"\n",
+    )])
+    .unwrap();
+    let key = EngineKey::from_seed([3; 32]);
+    let authorize = |intent: &[u8], id: u8, at: u64| DecisionCore {
+        intent_id: [id; 16],
+        intent_digest: warrant_schemas::intent_digest(intent),
+        verdict: Verdict::Authorize,
+        reason: Reason::Authorized,
+        rule_id: "all",
+        policy_hash: policy.hash(),
+        policy_version: 1,
+        issued_at_us: at,
+        valid_until_us: at + 1_000,
+        audience: "executor",
+        lineage_partition: 0,
+        lineage_sequence: u64::from(id),
+    };
+    let judge = |second_at: u64| {
+        let decisions = seal(
+            &key,
+            &[
+                authorize(&first, 1, now + 1_000),
+                authorize(&second, 2, second_at),
+            ],
+        )
+        .unwrap();
+        audit(
+            &[(0, first.clone()), (0, second.clone())],
+            &decisions,
+            &[],
+            &Ground {
+                trust: &trust,
+                policy: &policy,
+                earlier_policies: &[],
+                max_validity_us: 3_600_000_000,
+                engine_keys: &[key.public_key()],
+                audience: "executor",
+                max_clock_skew_us: 30_000_000,
+                max_intent_age_us: 300_000_000,
+            },
+        )
+    };
+    // The second a moment after the first: a replay the engine should
+    // have denied.
+    let report = judge(now + 2_000);
+    assert_eq!(report.invalid_authorized, 1, "{report}");
+    assert!(
+        report
+            .violations
+            .iter()
+            .any(|v| v.contains("share a nonce")),
+        "{report}"
+    );
+}
