@@ -100,22 +100,31 @@ fn run_with(policy: Policy, generated: &[(String, Vec<u8>)]) -> Run {
 }
 
 fn check(r: &Run, policy: &Policy, trust: &TrustStore) -> AuditReport {
-    let d = Config::default();
     audit(
         &r.intents,
         &r.decisions,
         &r.lineage,
-        &Ground {
-            trust,
-            policy,
-            earlier_policies: &[],
-            max_validity_us: d.max_validity.as_micros() as u64,
-            engine_keys: &[r.engine_key],
-            audience: "executor",
-            max_clock_skew_us: d.max_clock_skew.as_micros() as u64,
-            max_intent_age_us: d.max_intent_age.as_micros() as u64,
-        },
+        &ground(trust, policy, &[r.engine_key]),
     )
+}
+
+/// What the auditor is given, with the engine's default settings.
+fn ground<'a>(
+    trust: &'a TrustStore,
+    policy: &'a Policy,
+    engine_keys: &'a [[u8; 32]],
+) -> Ground<'a> {
+    let d = Config::default();
+    Ground {
+        trust,
+        policy,
+        earlier_policies: &[],
+        max_validity_us: d.max_validity.as_micros() as u64,
+        engine_keys,
+        audience: "executor",
+        max_clock_skew_us: d.max_clock_skew.as_micros() as u64,
+        max_intent_age_us: d.max_intent_age.as_micros() as u64,
+    }
 }
 
 #[test]
@@ -169,20 +178,13 @@ fn a_clean_run_has_no_violation_and_damage_is_found() {
             .any(|v| v.contains("was not given")),
         "{report}"
     );
-    let d = Config::default();
     let reloaded = audit(
         &r.intents,
         &r.decisions,
         &r.lineage,
         &Ground {
-            trust: &r.trust,
-            policy: &nothing,
             earlier_policies: std::slice::from_ref(&r.policy),
-            max_validity_us: d.max_validity.as_micros() as u64,
-            engine_keys: &[r.engine_key],
-            audience: "executor",
-            max_clock_skew_us: d.max_clock_skew.as_micros() as u64,
-            max_intent_age_us: d.max_intent_age.as_micros() as u64,
+            ..ground(&r.trust, &nothing, &[r.engine_key])
         },
     );
     assert_eq!(reloaded.violation_count(), 0, "{reloaded}");
@@ -210,16 +212,11 @@ fn a_clean_run_has_no_violation_and_damage_is_found() {
         &r.intents,
         &r.decisions,
         &r.lineage,
-        &Ground {
-            trust: &r.trust,
-            policy: &r.policy,
-            earlier_policies: &[],
-            max_validity_us: 3_600_000_000,
-            engine_keys: &[EngineKey::from_seed([4; 32]).public_key()],
-            audience: "executor",
-            max_clock_skew_us: 30_000_000,
-            max_intent_age_us: 300_000_000,
-        },
+        &ground(
+            &r.trust,
+            &r.policy,
+            &[EngineKey::from_seed([4; 32]).public_key()],
+        ),
     );
     assert_eq!(report.invalid_authorized, clean.authorized, "{report}");
 
@@ -297,14 +294,8 @@ fn a_clean_run_has_no_violation_and_damage_is_found() {
         &long.decisions,
         &long.lineage,
         &Ground {
-            trust: &long.trust,
-            policy: &allow("10m"),
-            earlier_policies: &[],
             max_validity_us: 1_000_000,
-            engine_keys: &[long.engine_key],
-            audience: "executor",
-            max_clock_skew_us: 30_000_000,
-            max_intent_age_us: 300_000_000,
+            ..ground(&long.trust, &allow("10m"), &[long.engine_key])
         },
     );
     assert_eq!(report.invalid_authorized, as_run.authorized, "{report}");
@@ -412,16 +403,7 @@ fn an_authorization_at_the_deadline_is_invalid() {
             &[(0, intent.clone())],
             &decisions,
             &[],
-            &Ground {
-                trust: &trust,
-                policy: &policy,
-                earlier_policies: &[],
-                max_validity_us: 3_600_000_000,
-                engine_keys: &[key.public_key()],
-                audience: "executor",
-                max_clock_skew_us: 30_000_000,
-                max_intent_age_us: 300_000_000,
-            },
+            &ground(&trust, &policy, &[key.public_key()]),
         )
         .invalid_authorized
     };
@@ -486,16 +468,7 @@ fn two_authorizations_of_one_nonce_are_found() {
             &[(0, first.clone()), (0, second.clone())],
             &decisions,
             &[],
-            &Ground {
-                trust: &trust,
-                policy: &policy,
-                earlier_policies: &[],
-                max_validity_us: 3_600_000_000,
-                engine_keys: &[key.public_key()],
-                audience: "executor",
-                max_clock_skew_us: 30_000_000,
-                max_intent_age_us: 300_000_000,
-            },
+            &ground(&trust, &policy, &[key.public_key()]),
         )
     };
     // The second a moment after the first: a replay the engine should
