@@ -575,22 +575,23 @@ fn check(
         // one decided once its original's deadline had passed: the engine
         // remembers a nonce until then, and no longer (a late run, with
         // a long linger or a loaded machine).
-        let original = s.original.and_then(|o| sent.get(o).zip(reason_of.get(o)));
-        let original_unused =
-            original.is_some_and(|(_, o)| o.is_some_and(|o| o != Reason::Authorized));
-        let decided_at = decision_of
-            .get(i)
-            .copied()
-            .flatten()
-            .and_then(|d| open_decision(d, &limits).ok())
-            .map(|d| d.issued_at_us());
-        let after_window = original
-            .zip(decided_at)
-            .is_some_and(|((o, _), at)| at >= o.deadline_us);
+        let replay_may_pass = || {
+            let Some((o, Some(first))) = s.original.and_then(|o| sent.get(o).zip(reason_of.get(o)))
+            else {
+                return false;
+            };
+            let decided_at = decision_of
+                .get(i)
+                .copied()
+                .flatten()
+                .and_then(|d| open_decision(d, &limits).ok())
+                .map(|d| d.issued_at_us());
+            *first != Reason::Authorized || decided_at.is_some_and(|at| at >= o.deadline_us)
+        };
         match (s.kind, r) {
             (kind, _) if transient && kind.is_valid() => shed_or_late += 1,
             (_, _) if transient => other_transient += 1,
-            (Kind::Replayed, Reason::Authorized) if original_unused || after_window => {}
+            (Kind::Replayed, Reason::Authorized) if replay_may_pass() => {}
             _ => {
                 return Err(format!(
                     "intent {i} ({}) got `{}`, expected `{}`",
@@ -605,10 +606,7 @@ fn check(
     // Every valid intent shed or timed out means the engine decided
     // nothing on its merits: fail rather than print a success.
     let valid = sent.iter().filter(|s| s.kind.is_valid()).count() as u64;
-    let authorized = reason_of
-        .iter()
-        .filter(|r| **r == Some(Reason::Authorized))
-        .count() as u64;
+    let authorized = by_reason.get(&Reason::Authorized.0).copied().unwrap_or(0);
     if valid > 0 && authorized == 0 {
         return Err(format!(
             "none of the {valid} valid intents was authorized ({shed_or_late} shed or timed out): \
@@ -658,19 +656,18 @@ fn check(
     while step > 1 && (step.is_multiple_of(2) || step.is_multiple_of(5)) {
         step += 1;
     }
-    let mut sampled = 0;
-    let mut sample: Option<(&[u8], &[u8])> = None;
-    let mut sample_window_us = None;
-    for i in (0..sent.len()).step_by(step) {
+    // One decision as an executor would have checked it on receipt: at its
+    // issue time (an authorization valid for 30 s has expired by the end
+    // of a longer run), each authorization usable once. Returns, for an
+    // authorization whose intent bytes were kept, what `--out` writes.
+    type Sample<'b> = (&'b [u8], &'b [u8], (u64, u64));
+    let mut check_one = |i: usize| -> Result<Option<Sample<'_>>, String> {
         let (Some(s), Some(Some(bytes)), Some(Some(reason))) =
             (sent.get(i), decision_of.get(i), reason_of.get(i))
         else {
-            continue;
+            return Ok(None);
         };
-        // Checked as an executor would have checked it on receipt: at its
-        // issue time (an authorization valid for 30 s has expired by the
-        // end of a longer run).
-        let now = warrant_schemas::open_decision(bytes, &warrant_schemas::Limits::default())
+        let now = open_decision(bytes, &limits)
             .map(|d| d.issued_at_us())
             .map_err(|e| format!("intent {i}: its decision does not open: {e}"))?;
         match verify_decision(bytes, &keys, &s.digest, audience, now) {
@@ -679,45 +676,38 @@ fn check(
                 if guard.consume(&auth, now).is_ok() {
                     return Err(format!("intent {i}: an authorization was usable twice"));
                 }
-                if sample.is_none()
-                    && let Some(intent) = &s.bytes
-                {
-                    sample = Some((intent, bytes));
-                    sample_window_us = Some((now, auth.valid_until_us));
-                }
+                Ok(s.bytes
+                    .as_deref()
+                    .map(|intent| (intent, *bytes, (now, auth.valid_until_us))))
             }
-            Err(DecisionError::Denied(r)) if r == *reason => {}
-            other => {
-                return Err(format!(
-                    "intent {i}: the executor verifier said {other:?} for a `{}` decision",
-                    reason_name(*reason)
-                ));
-            }
+            Err(DecisionError::Denied(r)) if r == *reason => Ok(None),
+            other => Err(format!(
+                "intent {i}: the executor verifier said {other:?} for a `{}` decision",
+                reason_name(*reason)
+            )),
         }
+    };
+    let mut sampled = 0;
+    let mut sample: Option<Sample<'_>> = None;
+    for i in (0..sent.len()).step_by(step) {
+        let found = check_one(i)?;
+        sample = sample.or(found);
         sampled += 1;
     }
     // The sample decision for `--out` is an authorization among the
-    // intents whose bytes were kept, checked like the others.
-    if sample.is_none() {
-        let mut guard = SingleUse::new(1);
-        for (i, s) in sent.iter().enumerate().take(KEPT) {
-            let (Some(intent), Some(Some(bytes)), Some(Some(Reason::Authorized))) =
-                (&s.bytes, decision_of.get(i), reason_of.get(i))
-            else {
-                continue;
-            };
-            let now = open_decision(bytes, &limits)
-                .map(|d| d.issued_at_us())
-                .map_err(|e| format!("intent {i}: its decision does not open: {e}"))?;
-            let auth = verify_decision(bytes, &keys, &s.digest, audience, now)
-                .map_err(|e| format!("intent {i}: the executor verifier said {e:?}"))?;
-            guard.consume(&auth, now).map_err(|e| e.to_string())?;
-            sample = Some((intent, bytes));
-            sample_window_us = Some((now, auth.valid_until_us));
-            sampled += 1;
-            break;
-        }
+    // intents whose bytes were kept: if the stride met none, the first
+    // of them (never one the stride checked: it would have been kept).
+    if sample.is_none()
+        && let Some(i) =
+            (0..sent.len().min(KEPT)).find(|&i| reason_of.get(i) == Some(&Some(Reason::Authorized)))
+    {
+        sample = check_one(i)?;
+        sampled += 1;
     }
+    let (sample, sample_window_us) = match sample {
+        Some((intent, decision, window)) => (Some((intent, decision)), Some(window)),
+        None => (None, None),
+    };
 
     let mut files = Vec::new();
     if let Some(dir) = &opts.out {

@@ -362,50 +362,88 @@ fn run_copy(r: &Run) -> Run {
     }
 }
 
+/// Intents of one signer (`svc-example`) and authorizations sealed by
+/// hand under an allow-all policy: audits of cases the engine never
+/// produces.
+struct ByHand {
+    signer: warrant_schemas::IntentSigner,
+    trust: TrustStore,
+    policy: Policy,
+    key: EngineKey,
+}
+
+impl ByHand {
+    fn new() -> ByHand {
+        let signer = warrant_schemas::IntentSigner::from_seed([4; 32]);
+        let mut trust = TrustStore::new();
+        trust
+            .add(
+                "svc-example",
+                signer.public_key(),
+                warrant_engine::trust::KeyState::Active,
+            )
+            .unwrap();
+        let policy = Policy::from_sources(&[(
+            "allow.toml",
+            "[policy]\nversion = 1\n[[rule]]\nid = \"all\"\neffect = \"allow\"\nmax_validity = \"1m\"\n",
+        )])
+        .unwrap();
+        ByHand {
+            signer,
+            trust,
+            policy,
+            key: EngineKey::from_seed([3; 32]),
+        }
+    }
+
+    /// Audits `intents`, each authorized (id `n + 1`, lineage sequence `n`)
+    /// at the matching instant of `issued_at_us`, valid for 1 ms.
+    fn audit(&self, intents: &[Vec<u8>], issued_at_us: &[u64]) -> AuditReport {
+        use warrant_engine::seal::{DecisionCore, seal};
+        use warrant_schemas::wire::{Reason, Verdict};
+        let cores: Vec<DecisionCore<'_>> = intents
+            .iter()
+            .zip(issued_at_us)
+            .enumerate()
+            .map(|(n, (intent, &at))| DecisionCore {
+                intent_id: [n as u8 + 1; 16],
+                intent_digest: warrant_schemas::intent_digest(intent),
+                verdict: Verdict::Authorize,
+                reason: Reason::Authorized,
+                rule_id: "all",
+                policy_hash: self.policy.hash(),
+                policy_version: 1,
+                issued_at_us: at,
+                valid_until_us: at + 1_000,
+                audience: "executor",
+                lineage_partition: 0,
+                lineage_sequence: n as u64,
+            })
+            .collect();
+        let decisions = seal(&self.key, &cores).unwrap();
+        let on_topic: Vec<(u32, Vec<u8>)> = intents.iter().map(|i| (0, i.clone())).collect();
+        audit(
+            &on_topic,
+            &decisions,
+            &[],
+            &ground(&self.trust, &self.policy, &[self.key.public_key()]),
+        )
+    }
+}
+
 /// The window ends *at* the intent's deadline, as the engine's does (its
 /// nonce is forgotten at that instant): an authorization issued exactly
 /// then is invalid, one a microsecond earlier is not.
 #[test]
 fn an_authorization_at_the_deadline_is_invalid() {
-    use warrant_engine::seal::{DecisionCore, seal};
-    use warrant_engine::trust::KeyState;
-    use warrant_schemas::wire::{Reason, Verdict};
-    let signer = warrant_schemas::IntentSigner::from_seed([4; 32]);
-    let intent = signer.sign_intent(&warrant_schemas::IntentFields::example());
+    let h = ByHand::new();
+    let intent = h
+        .signer
+        .sign_intent(&warrant_schemas::IntentFields::example());
     let deadline = warrant_schemas::IntentFields::example().deadline_us;
-    let mut trust = TrustStore::new();
-    trust
-        .add("svc-example", signer.public_key(), KeyState::Active)
-        .unwrap();
-    let policy = Policy::from_sources(&[(
-        "allow.toml",
-        "[policy]\nversion = 1\n[[rule]]\nid = \"all\"\neffect = \"allow\"\nmax_validity = \"1m\"\n",
-    )])
-    .unwrap();
-    let key = EngineKey::from_seed([3; 32]);
     let at = |issued_at_us: u64| {
-        let core = DecisionCore {
-            intent_id: [1; 16],
-            intent_digest: warrant_schemas::intent_digest(&intent),
-            verdict: Verdict::Authorize,
-            reason: Reason::Authorized,
-            rule_id: "all",
-            policy_hash: policy.hash(),
-            policy_version: 1,
-            issued_at_us,
-            valid_until_us: issued_at_us + 1_000,
-            audience: "executor",
-            lineage_partition: 0,
-            lineage_sequence: 0,
-        };
-        let decisions = seal(&key, &[core]).unwrap();
-        audit(
-            &[(0, intent.clone())],
-            &decisions,
-            &[],
-            &ground(&trust, &policy, &[key.public_key()]),
-        )
-        .invalid_authorized
+        h.audit(std::slice::from_ref(&intent), &[issued_at_us])
+            .invalid_authorized
     };
     assert_eq!(at(deadline - 1), 0);
     assert_eq!(at(deadline), 1);
@@ -416,13 +454,10 @@ fn an_authorization_at_the_deadline_is_invalid() {
 /// the intents' bytes (not the unit test of its window arithmetic).
 #[test]
 fn two_authorizations_of_one_nonce_are_found() {
-    use warrant_engine::seal::{DecisionCore, seal};
-    use warrant_engine::trust::KeyState;
-    use warrant_schemas::wire::{Reason, Verdict};
-    let signer = warrant_schemas::IntentSigner::from_seed([4; 32]);
+    let h = ByHand::new();
     let now = now_us();
     let intent = |id: u8| {
-        signer.sign_intent(&warrant_schemas::IntentFields {
+        h.signer.sign_intent(&warrant_schemas::IntentFields {
             id: [id; 16],
             nonce: [7; 16],
             issued_at_us: now,
@@ -430,50 +465,9 @@ fn two_authorizations_of_one_nonce_are_found() {
             ..warrant_schemas::IntentFields::example()
         })
     };
-    let (first, second) = (intent(1), intent(2));
-    let mut trust = TrustStore::new();
-    trust
-        .add("svc-example", signer.public_key(), KeyState::Active)
-        .unwrap();
-    let policy = Policy::from_sources(&[(
-        "allow.toml",
-        "[policy]\nversion = 1\n[[rule]]\nid = \"all\"\neffect = \"allow\"\nmax_validity = \"1m\"\n",
-    )])
-    .unwrap();
-    let key = EngineKey::from_seed([3; 32]);
-    let authorize = |intent: &[u8], id: u8, at: u64| DecisionCore {
-        intent_id: [id; 16],
-        intent_digest: warrant_schemas::intent_digest(intent),
-        verdict: Verdict::Authorize,
-        reason: Reason::Authorized,
-        rule_id: "all",
-        policy_hash: policy.hash(),
-        policy_version: 1,
-        issued_at_us: at,
-        valid_until_us: at + 1_000,
-        audience: "executor",
-        lineage_partition: 0,
-        lineage_sequence: u64::from(id),
-    };
-    let judge = |second_at: u64| {
-        let decisions = seal(
-            &key,
-            &[
-                authorize(&first, 1, now + 1_000),
-                authorize(&second, 2, second_at),
-            ],
-        )
-        .unwrap();
-        audit(
-            &[(0, first.clone()), (0, second.clone())],
-            &decisions,
-            &[],
-            &ground(&trust, &policy, &[key.public_key()]),
-        )
-    };
     // The second a moment after the first: a replay the engine should
     // have denied.
-    let report = judge(now + 2_000);
+    let report = h.audit(&[intent(1), intent(2)], &[now + 1_000, now + 2_000]);
     assert_eq!(report.invalid_authorized, 1, "{report}");
     assert!(
         report

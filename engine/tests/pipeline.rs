@@ -849,18 +849,28 @@ fn shutdown_decides_everything_read_while_a_verify_lane_is_paused() {
 /// the collector it emits to.
 fn start(config: Config, topic: &Topic) -> (Engine, Collector) {
     let collector = Collector::new();
+    let engine = start_on(config, topic.consumer(), collector.clone());
+    (engine, collector)
+}
+
+/// An engine (key seed 42) with the test policy and trust store, on any
+/// source and sink.
+fn start_on<S, K>(config: Config, source: S, sink: K) -> Engine
+where
+    S: warrant_engine::transport::Source + 'static,
+    K: warrant_engine::transport::Sink + 'static,
+{
     let store = Arc::new(PolicyStore::new());
     store.install(policy());
-    let engine = Engine::start(
+    Engine::start(
         config,
-        topic.consumer(),
-        collector.clone(),
+        source,
+        sink,
         EngineKey::from_seed([42; 32]),
         Arc::new(ArcSwap::from_pointee(trust())),
         store,
     )
-    .unwrap();
-    (engine, collector)
+    .unwrap()
 }
 
 /// Runs an engine on a live topic while `publish` feeds it, then closes
@@ -1131,17 +1141,7 @@ fn a_sink_that_stays_down_ends_the_drain_with_an_error_and_commits_nothing() {
     let topic = Topic::new(PARTITIONS, 100);
     topic.publish(b"svc-1", Spec::new(1).signed()).unwrap();
     topic.close();
-    let store = Arc::new(PolicyStore::new());
-    store.install(policy());
-    let engine = Engine::start(
-        config(),
-        topic.consumer(),
-        Down,
-        EngineKey::from_seed([42; 32]),
-        Arc::new(ArcSwap::from_pointee(trust())),
-        store,
-    )
-    .unwrap();
+    let engine = start_on(config(), topic.consumer(), Down);
     let err = engine.join().unwrap_err();
     assert!(err.to_string().contains("broker down"), "{err}");
     // Nothing was acknowledged, so nothing was committed: the intent is
@@ -1149,17 +1149,7 @@ fn a_sink_that_stays_down_ends_the_drain_with_an_error_and_commits_nothing() {
     // starts at the committed offset, not where the last one stopped).
     assert_eq!(topic.snapshot().len(), 1);
     let collector = Collector::new();
-    let store = Arc::new(PolicyStore::new());
-    store.install(policy());
-    let engine = Engine::start(
-        config(),
-        topic.consumer(),
-        collector.clone(),
-        EngineKey::from_seed([42; 32]),
-        Arc::new(ArcSwap::from_pointee(trust())),
-        store,
-    )
-    .unwrap();
+    let engine = start_on(config(), topic.consumer(), collector.clone());
     engine.join().unwrap();
     assert_eq!(collector.take_snapshot().decisions.len(), 1);
     assert!(topic.snapshot().is_empty());
@@ -1183,17 +1173,7 @@ fn a_restarted_engine_keeps_its_replay_memory_and_its_chains() {
     let key = EngineKey::from_seed([42; 32]);
     let engine_public = key.public_key();
     let start = |source: warrant_engine::transport::embedded::Consumer, sink: &Collector| {
-        let store = Arc::new(PolicyStore::new());
-        store.install(policy());
-        Engine::start(
-            config(),
-            source,
-            sink.clone(),
-            EngineKey::from_seed([42; 32]),
-            Arc::new(ArcSwap::from_pointee(trust())),
-            store,
-        )
-        .unwrap()
+        start_on(config(), source, sink.clone())
     };
     let valid_until = |d: &[u8]| {
         open_decision(d, &Default::default())
@@ -1395,9 +1375,7 @@ fn a_full_pipeline_keeps_the_source_alive_and_gives_back_what_it_revokes() {
     let taken = Arc::new(std::sync::Mutex::new(Vec::new()));
     let open = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let collector = Collector::new();
-    let store = Arc::new(PolicyStore::new());
-    store.install(policy());
-    let engine = Engine::start(
+    let engine = start_on(
         Config {
             max_batch: 16,
             queue_batches: 1,
@@ -1413,11 +1391,7 @@ fn a_full_pipeline_keeps_the_source_alive_and_gives_back_what_it_revokes() {
             inner: collector.clone(),
             open: Arc::clone(&open),
         },
-        EngineKey::from_seed([42; 32]),
-        Arc::new(ArcSwap::from_pointee(trust())),
-        store,
-    )
-    .unwrap();
+    );
     let until = Instant::now() + Duration::from_secs(60);
     while calls.load(std::sync::atomic::Ordering::SeqCst) < 3 && Instant::now() < until {
         std::thread::sleep(Duration::from_millis(10));
@@ -1510,9 +1484,7 @@ fn a_source_closed_after_a_failed_drain_hands_its_partitions_back() {
     topic.publish(b"svc-1", Spec::new(1).signed()).unwrap();
     topic.close();
     let released: Released = Arc::default();
-    let store = Arc::new(PolicyStore::new());
-    store.install(policy());
-    let engine = Engine::start(
+    let engine = start_on(
         config(),
         ReleasesOnDrop {
             inner: topic.consumer(),
@@ -1520,11 +1492,7 @@ fn a_source_closed_after_a_failed_drain_hands_its_partitions_back() {
             released: Arc::clone(&released),
         },
         Down,
-        EngineKey::from_seed([42; 32]),
-        Arc::new(ArcSwap::from_pointee(trust())),
-        store,
-    )
-    .unwrap();
+    );
     let err = engine.join().unwrap_err();
     assert!(err.to_string().contains("broker down"), "{err}");
     let released = released.lock().unwrap().clone();
@@ -1730,9 +1698,7 @@ fn offsets_are_committed_only_behind_every_earlier_batch() {
     const N: u64 = 40;
     let topic = Topic::new(PARTITIONS, 100_000);
     let acked = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let store = Arc::new(PolicyStore::new());
-    store.install(policy());
-    let engine = Engine::start(
+    let engine = start_on(
         Config {
             layout: Layout::unpinned(1),
             queue_batches: 1,
@@ -1745,11 +1711,7 @@ fn offsets_are_committed_only_behind_every_earlier_batch() {
         OnlyShed {
             acked: acked.clone(),
         },
-        EngineKey::from_seed([42; 32]),
-        Arc::new(ArcSwap::from_pointee(trust())),
-        store,
-    )
-    .unwrap();
+    );
     let payloads: Vec<Vec<u8>> = (0..N).map(|i| Spec::new(i).signed()).collect();
     for p in &payloads {
         topic.publish(b"svc-1", p.clone()).unwrap();
@@ -1800,9 +1762,7 @@ fn a_sink_dying_under_overload_stops_the_engine() {
         for i in 0..3_000 {
             topic.publish(b"svc-1", Spec::new(i).signed()).unwrap();
         }
-        let store = Arc::new(PolicyStore::new());
-        store.install(policy());
-        let engine = Engine::start(
+        let engine = start_on(
             Config {
                 max_batch: 8,
                 queue_batches: 1,
@@ -1818,11 +1778,7 @@ fn a_sink_dying_under_overload_stops_the_engine() {
             DiesUnderLoad {
                 first: Some(Duration::from_millis(300)),
             },
-            EngineKey::from_seed([42; 32]),
-            Arc::new(ArcSwap::from_pointee(trust())),
-            store,
-        )
-        .unwrap();
+        );
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let _sent = tx.send(engine.join());
