@@ -1,8 +1,12 @@
 //! What one intent costs in each piece of the pipeline, on one thread,
 //! against its share of a 1,024-signature batch verification: the work
 //! the pipeline adds to verification, and so the best pipeline ÷ ceiling
-//! any layout can reach when that work runs on the cores verification
-//! uses (all of them, in the ceiling).
+//! any layout could reach if that work cost in the pipeline what it costs
+//! here (it runs on the cores verification uses: all of them, in the
+//! ceiling). Warm, on 1,024 intents, and without encoding, hand-offs or
+//! the transport, it is a lower bound of that work: the pipeline bench
+//! prints what the stages cost by thread as they run (about three times
+//! as much, `bench/README.md`, "The gap, by thread").
 //!
 //! Run: `cargo bench -p warrant-bench --bench stages` (best of 50 passes
 //! over 1,024 intents of 200 principals; the policy tables' own cost is in

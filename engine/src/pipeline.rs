@@ -351,6 +351,8 @@ pub struct Stats {
     /// turn. They wait for policy too, so the policy queue's gauge counts
     /// them.
     policy_held: AtomicUsize,
+    /// CPU time of each engine thread that has ended, by name.
+    thread_cpu: Mutex<Vec<(String, Duration)>>,
 }
 
 /// The queues between stages, named by the stage they feed, in the order
@@ -445,6 +447,7 @@ impl Stats {
             stage_us: std::array::from_fn(|_| Buckets::new(STAGE_US_BOUNDS)),
             queue_len: std::array::from_fn(|_| AtomicUsize::new(0)),
             policy_held: AtomicUsize::new(0),
+            thread_cpu: Mutex::new(Vec::new()),
         }
     }
 
@@ -493,6 +496,11 @@ impl Stats {
                     Buckets::snapshot,
                 )
             }),
+            thread_cpu: self
+                .thread_cpu
+                .lock()
+                .map(|v| v.clone())
+                .unwrap_or_else(|e| e.into_inner().clone()),
         }
     }
 }
@@ -518,6 +526,16 @@ impl Stats {
         }
         if let Some(b) = self.stage_us.get(i) {
             b.record(u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+        }
+    }
+
+    /// Records the CPU time the calling thread has used, under `name`.
+    fn thread_ended(&self, name: String) {
+        if let Some(cpu) = thread_cpu_time() {
+            self.thread_cpu
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push((name, cpu));
         }
     }
 
@@ -573,6 +591,13 @@ pub struct StatsSnapshot {
     /// channel and not yet evaluated (those it holds until an earlier one
     /// arrives among them).
     pub queues: [usize; 6],
+    /// CPU time each engine thread used, by thread name without the
+    /// `warrant-` prefix (`decode`, `verify-0`, `vlane0`, ...): what each
+    /// stage costs where it runs, beside the others. Filled in as threads
+    /// end, so complete only in the snapshot [`Engine::join`] returns;
+    /// empty where the OS does not report a thread's CPU time (it is read
+    /// from Linux's `/proc/thread-self/schedstat`).
+    pub thread_cpu: Vec<(String, Duration)>,
 }
 
 impl StatsSnapshot {
@@ -588,6 +613,14 @@ impl StatsSnapshot {
             .copied()
             .unwrap_or(0)
     }
+}
+
+/// CPU time the calling thread has used, if the OS reports it: the first
+/// field of `/proc/thread-self/schedstat` (ns on a CPU; Linux).
+fn thread_cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let ns = stat.split_whitespace().next()?.parse::<u64>().ok()?;
+    Some(Duration::from_nanos(ns))
 }
 
 /// µs since the Unix epoch, now.
@@ -958,6 +991,8 @@ impl Config {
 pub struct Engine {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
+    /// The verify pool, kept to read its threads' CPU time at the end.
+    pool: Arc<rayon::ThreadPool>,
     stats: Arc<Stats>,
     failure: Arc<Mutex<Option<String>>>,
 }
@@ -1161,6 +1196,7 @@ struct StageGuard {
 
 impl Drop for StageGuard {
     fn drop(&mut self) {
+        self.shared.stats.thread_ended(self.name.clone());
         if std::thread::panicking() {
             self.shared
                 .fail(format!("the {} stage panicked", self.name));
@@ -1581,6 +1617,7 @@ impl Engine {
         Ok(Engine {
             stop: shared.stop,
             threads: handles,
+            pool,
             stats: shared.stats,
             failure: shared.failure,
         })
@@ -1621,6 +1658,10 @@ impl Engine {
         for t in self.threads {
             panicked |= t.join().is_err();
         }
+        // The pool's threads outlive the stages; each reports its CPU time
+        // from the pool itself.
+        self.pool
+            .broadcast(|ctx| self.stats.thread_ended(format!("verify-{}", ctx.index())));
         let failure = self
             .failure
             .lock()

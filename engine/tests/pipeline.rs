@@ -170,6 +170,49 @@ impl Run {
     }
 }
 
+/// The final stats say what CPU each engine thread used, every stage and
+/// every verify thread named, so that a bench can split the pipeline's
+/// cost into verification and the rest as they ran side by side.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_final_stats_carry_every_threads_cpu_time() {
+    let done = run(
+        config(),
+        &(0..200)
+            .map(|i| ("svc-1", Spec::new(i).signed()))
+            .collect::<Vec<_>>(),
+        Some(policy()),
+    );
+    let cpu = &done.stats.thread_cpu;
+    let names: Vec<&str> = cpu.iter().map(|(n, _)| n.as_str()).collect();
+    for name in [
+        "ingest", "decode", "vlane0", "vlane1", "verify-0", "verify-1", "policy", "seal", "emit",
+    ] {
+        assert_eq!(
+            names.iter().filter(|n| **n == name).count(),
+            1,
+            "{name} in {names:?}"
+        );
+    }
+    assert_eq!(cpu.len(), 9, "{names:?}");
+    // Each ran: a thread's CPU time counts from its start.
+    assert!(cpu.iter().all(|(_, d)| !d.is_zero()), "{cpu:?}");
+    // And each is the thread's own, not the process's: together they are
+    // no more than the process has used since it started (utime + stime
+    // in `/proc/self/stat`, in ticks of 10 ms; one tick of slack each).
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let fields: Vec<u64> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    let process = Duration::from_millis(10 * (fields[11] + fields[12] + 2));
+    let threads: Duration = cpu.iter().map(|(_, d)| *d).sum();
+    assert!(threads <= process, "{threads:?} > {process:?}: {cpu:?}");
+}
+
 fn config() -> Config {
     Config {
         partitions: PARTITIONS,
