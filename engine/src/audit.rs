@@ -17,7 +17,8 @@
 //!    same principal and nonce was authorized) and the decision itself
 //!    verifies with the executor's verifier against an engine key;
 //! 4. every partition's lineage log verifies end to end against the engine
-//!    keys, and every decision has its lineage record.
+//!    keys, and every decision has its lineage record, at the position the
+//!    decision names, for the same intent, verdict and reason.
 //!
 //! It trusts nothing the engine computed: only the engine public keys, the
 //! trust store and the policy it is given. `warrant audit` runs it on a
@@ -170,6 +171,11 @@ pub struct AuditReport {
     pub invalid_authorized: u64,
     /// Decisions with no lineage record.
     pub unlogged: u64,
+    /// Decisions whose lineage record disagrees with them: it sits at
+    /// another position than the decision names (an executor or auditor
+    /// following the decision's pointer finds another record), or logs
+    /// another intent, verdict or reason.
+    pub misplaced: u64,
     /// Decisions for no intent on the topic, or that do not parse.
     pub orphan_decisions: u64,
     /// Lineage records that log no decision on the decisions topic. Not a
@@ -190,6 +196,7 @@ impl AuditReport {
             + self.conflicting
             + self.invalid_authorized
             + self.unlogged
+            + self.misplaced
             + self.orphan_decisions
             + u64::from(self.violations.iter().any(|v| v.starts_with("lineage")))
     }
@@ -222,6 +229,7 @@ impl std::fmt::Display for AuditReport {
         )?;
         writeln!(f, "invalid authorized {:>10}", self.invalid_authorized)?;
         writeln!(f, "not in the lineage {:>10}", self.unlogged)?;
+        writeln!(f, "lineage disagrees  {:>10}", self.misplaced)?;
         writeln!(f, "orphan decisions   {:>10}", self.orphan_decisions)?;
         writeln!(
             f,
@@ -233,6 +241,44 @@ impl std::fmt::Display for AuditReport {
             write!(f, "\n  {v}")?;
         }
         Ok(())
+    }
+}
+
+/// What a lineage record says of the decision it logs.
+struct Logged {
+    partition: u32,
+    sequence: u64,
+    intent_id: [u8; 16],
+    verdict: Verdict,
+    reason: Reason,
+}
+
+/// How a decision and the lineage record logging it (found by the
+/// decision's leaf hash) disagree, if they do.
+fn disagreement(at: &Logged, d: &warrant_schemas::wire::Decision<'_>) -> Option<String> {
+    if (at.partition, at.sequence) != (d.lineage_partition(), d.lineage_sequence()) {
+        Some(format!(
+            "it names lineage position {}:{}, its record is at {}:{}",
+            d.lineage_partition(),
+            d.lineage_sequence(),
+            at.partition,
+            at.sequence
+        ))
+    } else if at.intent_id != d.intent_id().0 {
+        Some(format!(
+            "its record logs intent {}",
+            hex::encode(at.intent_id)
+        ))
+    } else if (at.verdict, at.reason) != (d.verdict(), d.reason()) {
+        Some(format!(
+            "its record logs {} ({}), the decision says {} ({})",
+            at.verdict.variant_name().unwrap_or("?"),
+            at.reason.variant_name().unwrap_or("?"),
+            d.verdict().variant_name().unwrap_or("?"),
+            d.reason().variant_name().unwrap_or("?"),
+        ))
+    } else {
+        None
     }
 }
 
@@ -382,8 +428,9 @@ pub fn audit(
         .collect();
     r.distinct_intents = by_digest.len() as u64;
 
-    // Lineage first: which decisions are logged.
-    let mut logged: HashSet<[u8; 32]> = HashSet::new();
+    // Lineage first: which decisions are logged, and what each record
+    // says of its decision.
+    let mut logged: HashMap<[u8; 32], Logged> = HashMap::new();
     let decided: HashSet<[u8; 32]> = decisions
         .iter()
         .filter_map(|d| decision_leaf_hash(d).ok())
@@ -403,7 +450,13 @@ pub fn audit(
                 if !decided.contains(&digest) {
                     r.lineage_without_decision += 1;
                 }
-                logged.insert(digest);
+                logged.entry(digest).or_insert(Logged {
+                    partition: l.partition(),
+                    sequence: l.sequence(),
+                    intent_id: l.intent_id().0,
+                    verdict: l.verdict(),
+                    reason: l.reason(),
+                });
             }
         }
     }
@@ -433,9 +486,19 @@ pub fn audit(
             );
             continue;
         }
-        match decision_leaf_hash(d) {
-            Ok(h) if logged.contains(&h) => {}
-            _ => {
+        match decision_leaf_hash(d).ok().and_then(|h| logged.get(&h)) {
+            Some(at) => {
+                if let Some(why) = disagreement(at, &open) {
+                    r.misplaced += 1;
+                    note(
+                        &mut r,
+                        // Not "lineage ...": that kind is the log's own.
+                        "disagrees with its lineage record",
+                        format!("decision {n} ({}): {why}", hex::encode(open.intent_id().0)),
+                    );
+                }
+            }
+            None => {
                 r.unlogged += 1;
                 note(
                     &mut r,

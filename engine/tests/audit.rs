@@ -397,8 +397,21 @@ impl ByHand {
     }
 
     /// Audits `intents`, each authorized (id `n + 1`, lineage sequence `n`)
-    /// at the matching instant of `issued_at_us`, valid for 1 ms.
+    /// at the matching instant of `issued_at_us`, valid for 1 ms, and
+    /// logged in order in partition 0's lineage.
     fn audit(&self, intents: &[Vec<u8>], issued_at_us: &[u64]) -> AuditReport {
+        self.audit_logged(intents, issued_at_us, |_| {})
+    }
+
+    /// As [`ByHand::audit`], with the lineage entries (one per decision,
+    /// in order) changed by `edit` before they are logged.
+    fn audit_logged(
+        &self,
+        intents: &[Vec<u8>],
+        issued_at_us: &[u64],
+        edit: impl FnOnce(&mut Vec<warrant_engine::lineage::Entry>),
+    ) -> AuditReport {
+        use warrant_engine::lineage::{Entry, LineageWriter};
         use warrant_engine::seal::{DecisionCore, seal};
         use warrant_schemas::wire::{Reason, Verdict};
         let cores: Vec<DecisionCore<'_>> = intents
@@ -421,11 +434,30 @@ impl ByHand {
             })
             .collect();
         let decisions = seal(&self.key, &cores).unwrap();
+        let mut entries: Vec<Entry> = cores
+            .iter()
+            .map(|c| Entry {
+                decision_digest: c.leaf_hash(&self.key.id()),
+                intent_id: c.intent_id,
+                parent_id: None,
+                verdict: c.verdict,
+                reason: c.reason,
+                issued_at_us: c.issued_at_us,
+                replay: None,
+                intent_digest: c.intent_digest,
+                valid_until_us: c.valid_until_us,
+            })
+            .collect();
+        edit(&mut entries);
+        let mut writer = LineageWriter::new(0);
+        let mut lineage: Vec<(u32, Vec<u8>)> =
+            entries.iter().map(|e| (0, writer.append(e))).collect();
+        lineage.push((0, writer.checkpoint(&self.key, now_us())));
         let on_topic: Vec<(u32, Vec<u8>)> = intents.iter().map(|i| (0, i.clone())).collect();
         audit(
             &on_topic,
             &decisions,
-            &[],
+            &lineage,
             &ground(&self.trust, &self.policy, &[self.key.public_key()]),
         )
     }
@@ -476,4 +508,62 @@ fn two_authorizations_of_one_nonce_are_found() {
             .any(|v| v.contains("share a nonce")),
         "{report}"
     );
+}
+
+/// A decision and the lineage record that logs it (found by the decision's
+/// leaf hash) must agree on where the record is and what it logs: an
+/// auditor following a decision's lineage position must find its record.
+#[test]
+fn a_decision_and_its_lineage_record_must_agree() {
+    use warrant_schemas::wire::{Reason, Verdict};
+    let h = ByHand::new();
+    let now = now_us();
+    let intents: Vec<Vec<u8>> = (1..=2u8)
+        .map(|n| {
+            h.signer.sign_intent(&warrant_schemas::IntentFields {
+                id: [n; 16],
+                nonce: [n; 16],
+                issued_at_us: now,
+                deadline_us: now + 60_000_000,
+                ..warrant_schemas::IntentFields::example()
+            })
+        })
+        .collect();
+    let at = [now + 1_000, now + 2_000];
+
+    let clean = h.audit(&intents, &at);
+    assert_eq!(clean.violation_count(), 0, "{clean}");
+    assert_eq!((clean.lineage_records, clean.misplaced), (2, 0), "{clean}");
+
+    // Logged in the other order: each record is where the other decision
+    // says its own is. The log itself verifies.
+    let swapped = h.audit_logged(&intents, &at, |e| e.swap(0, 1));
+    assert_eq!(swapped.misplaced, 2, "{swapped}");
+    assert_eq!(swapped.lineage_records, 2, "{swapped}");
+    assert!(
+        swapped
+            .violations
+            .iter()
+            .any(|v| v.contains("names lineage position 0:0, its record is at 0:1")),
+        "{swapped}"
+    );
+
+    // A record logging a deny for an authorization.
+    let denied = h.audit_logged(&intents, &at, |e| {
+        e[1].verdict = Verdict::Deny;
+        e[1].reason = Reason::BadSignature;
+    });
+    assert_eq!(denied.misplaced, 1, "{denied}");
+    assert!(
+        denied
+            .violations
+            .iter()
+            .any(|v| v.contains("its record logs Deny (BadSignature)")),
+        "{denied}"
+    );
+
+    // A record naming another intent.
+    let other = h.audit_logged(&intents, &at, |e| e[0].intent_id = [9; 16]);
+    assert_eq!(other.misplaced, 1, "{other}");
+    assert_eq!(other.violation_count(), 1, "{other}");
 }
