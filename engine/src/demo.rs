@@ -519,6 +519,52 @@ pub fn run(opts: &Options, mut progress: impl FnMut(&str)) -> Result<Report, Str
     Ok(report)
 }
 
+/// Of the intents sharing a nonce (an original and its replays), each
+/// authorization after the first must be decided at or after the deadline
+/// of the one before it: the engine remembers a used nonce until its
+/// intent's deadline. `decided_at(i)` is when intent `i`'s decision was
+/// issued.
+fn nonce_used_once(
+    sent: &[Sent],
+    reason_of: &[Option<Reason>],
+    decided_at: impl Fn(usize) -> Option<u64>,
+) -> Result<(), String> {
+    let root = |mut i: usize| {
+        // Replays refer to earlier intents; `o < i` also ends the walk.
+        while let Some(o) = sent.get(i).and_then(|s| s.original).filter(|&o| o < i) {
+            i = o;
+        }
+        i
+    };
+    let mut groups: HashMap<usize, Vec<usize>> = HashMap::new();
+    for (i, r) in reason_of.iter().enumerate() {
+        if *r == Some(Reason::Authorized) {
+            groups.entry(root(i)).or_default().push(i);
+        }
+    }
+    for members in groups.values().filter(|m| m.len() > 1) {
+        let mut uses: Vec<(u64, u64, usize)> = Vec::with_capacity(members.len());
+        for &i in members {
+            let at = decided_at(i).ok_or_else(|| format!("intent {i}: unreadable decision"))?;
+            let deadline = sent.get(i).map_or(u64::MAX, |s| s.deadline_us);
+            uses.push((at, deadline, i));
+        }
+        uses.sort_unstable();
+        for pair in uses.windows(2) {
+            if let [(_, remembered_until, first), (at, _, second)] = *pair
+                && at < remembered_until
+            {
+                return Err(format!(
+                    "intents {first} and {second} share a nonce and were both authorized, \
+                     the second at {at} µs while the first's nonce was remembered \
+                     (until {remembered_until} µs)"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 #[expect(clippy::too_many_arguments, reason = "one call site, all distinct")]
 fn check(
     opts: &Options,
@@ -602,6 +648,17 @@ fn check(
             }
         }
     }
+
+    // A replay may be authorized when its original was not, but a nonce
+    // is still used once while remembered, however many replays carry it.
+    nonce_used_once(sent, &reason_of, |i| {
+        decision_of
+            .get(i)
+            .copied()
+            .flatten()
+            .and_then(|d| open_decision(d, &limits).ok())
+            .map(|d| d.issued_at_us())
+    })?;
 
     // Every valid intent shed or timed out means the engine decided
     // nothing on its merits: fail rather than print a success.
@@ -767,6 +824,48 @@ fn check(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An original shed (denied "overloaded") and two replays of it: one
+    /// replay authorized is the first use of the nonce, two while it is
+    /// remembered is a replay let through, and a second decided after the
+    /// first's deadline is a fresh use.
+    #[test]
+    fn a_nonce_is_authorized_once_while_remembered_however_many_replays_carry_it() {
+        let sent_of = |kind, original| Sent {
+            kind,
+            digest: [0; 32],
+            original,
+            deadline_us: 1_000,
+            bytes: None,
+        };
+        let sent = [
+            sent_of(Kind::Valid, None),
+            sent_of(Kind::Replayed, Some(0)),
+            sent_of(Kind::Replayed, Some(1)),
+        ];
+        let auth = Some(Reason::Authorized);
+        let shed = Some(Reason::Overloaded);
+        let replay = Some(Reason::ReplayedNonce);
+        let at = |times: [u64; 3]| move |i: usize| times.get(i).copied();
+        assert_eq!(
+            nonce_used_once(&sent, &[shed, auth, replay], at([10, 20, 30])),
+            Ok(())
+        );
+        let twice = nonce_used_once(&sent, &[shed, auth, auth], at([10, 20, 30]));
+        assert!(
+            twice
+                .as_ref()
+                .is_err_and(|e| e.contains("intents 1 and 2 share a nonce")),
+            "{twice:?}"
+        );
+        // The original authorized and a replay of a replay too.
+        assert!(nonce_used_once(&sent, &[auth, replay, auth], at([10, 20, 30])).is_err());
+        // The second after the first's deadline: the engine had forgotten.
+        assert_eq!(
+            nonce_used_once(&sent, &[shed, auth, auth], at([10, 20, 1_000])),
+            Ok(())
+        );
+    }
 
     #[test]
     fn options_out_of_range_are_refused_before_anything_runs() {
