@@ -413,8 +413,9 @@ impl Sink for Timed {
     }
 }
 
-/// Open loop at `rate` for up to `secs`: latency histogram (µs).
-fn open_loop(f: &Fixture, rate: f64, secs: f64) -> (hdrhistogram::Histogram<u64>, usize) {
+/// Open loop at `rate` for up to `secs`: latency histogram (µs), intents
+/// sent, and the engine's CPU per intent by thread.
+fn open_loop(f: &Fixture, rate: f64, secs: f64) -> (hdrhistogram::Histogram<u64>, usize, String) {
     let n = ((rate * secs) as usize).min(f.intents.len());
     let topic = Topic::new(8, 1 << 20);
     let start = Instant::now();
@@ -444,10 +445,10 @@ fn open_loop(f: &Fixture, rate: f64, secs: f64) -> (hdrhistogram::Histogram<u64>
         topic.publish(k.as_bytes(), b.clone()).expect("publish");
     }
     topic.close();
-    e.join().expect("engine runs");
+    let stats = e.join().expect("engine runs");
     assert_eq!(sink.total.load(Ordering::Relaxed), n as u64);
     let h = sink.latency.lock().expect("lock").clone();
-    (h, n)
+    (h, n, thread_cpu(&stats.thread_cpu, n))
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -542,7 +543,7 @@ fn main() {
     let secs = if full { 2.0 } else { 0.2 };
     let lat = fixture((rate * secs) as usize);
     let (t, cpu, steal) = (Instant::now(), cpu_secs(), steal_secs());
-    let (h, sent) = open_loop(&lat, rate, secs);
+    let (h, sent, by_thread) = open_loop(&lat, rate, secs);
     let (secs_taken, cpu) = (t.elapsed().as_secs_f64(), cpu_secs() - cpu);
     let steal = steal_secs() - steal;
     let cores = rayon::current_num_threads();
@@ -552,6 +553,7 @@ fn main() {
         100.0 * cpu / secs_taken / cores as f64,
         steal * 1e3,
     );
+    println!("  open loop, engine: {by_thread}");
     let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     println!(
         "open loop at {rate:.0}/s ({sent} intents; half the median max unless set): p50 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  max {:.3} ms  (target p99 <= 1 ms: {})",
