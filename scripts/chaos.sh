@@ -156,9 +156,7 @@ seen_status=0
 python3 - "$dir/audit.json" "$kills" "$done_restarts" "$dir/loadgen/summary.json" <<'EOF' || seen_status=$?
 import json, sys
 r = json.load(open(sys.argv[1]))
-v = r["missing"] + r["conflicting"] + r["invalid_authorized"] + r["unlogged"] + r["misplaced"] \
-    + r["orphan_decisions"] \
-    + (1 if any(x.startswith("lineage") for x in r["violations"]) else 0)
+v = r["violation_count"]
 print(f"chaos: intents {r['intents']}, kills {sys.argv[2]}, broker restarts {sys.argv[3]}, "
       f"decisions re-emitted {r['re_emitted']}, violations {v}")
 try:

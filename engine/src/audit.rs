@@ -17,8 +17,9 @@
 //!    same principal and nonce was authorized) and the decision itself
 //!    verifies with the executor's verifier against an engine key;
 //! 4. every partition's lineage log verifies end to end against the engine
-//!    keys, and every decision has its lineage record, at the position the
-//!    decision names, for the same intent, verdict and reason.
+//!    keys, and every decision has exactly one lineage record, at the
+//!    position the decision names, logging the same intent, digest,
+//!    verdict, reason and end of validity.
 //!
 //! It trusts nothing the engine computed: only the engine public keys, the
 //! trust store and the policy it is given. `warrant audit` runs it on a
@@ -174,8 +175,10 @@ pub struct AuditReport {
     /// Decisions whose lineage record disagrees with them: it sits at
     /// another position than the decision names (an executor or auditor
     /// following the decision's pointer finds another record), or logs
-    /// another intent, verdict or reason.
-    pub misplaced: u64,
+    /// another intent, intent digest, verdict, reason or end of validity
+    /// (what an engine taking the partition over rebuilds its replay
+    /// memory from); or the decision is logged more than once.
+    pub lineage_disagrees: u64,
     /// Decisions for no intent on the topic, or that do not parse.
     pub orphan_decisions: u64,
     /// Lineage records that log no decision on the decisions topic. Not a
@@ -196,7 +199,7 @@ impl AuditReport {
             + self.conflicting
             + self.invalid_authorized
             + self.unlogged
-            + self.misplaced
+            + self.lineage_disagrees
             + self.orphan_decisions
             + u64::from(self.violations.iter().any(|v| v.starts_with("lineage")))
     }
@@ -229,7 +232,7 @@ impl std::fmt::Display for AuditReport {
         )?;
         writeln!(f, "invalid authorized {:>10}", self.invalid_authorized)?;
         writeln!(f, "not in the lineage {:>10}", self.unlogged)?;
-        writeln!(f, "lineage disagrees  {:>10}", self.misplaced)?;
+        writeln!(f, "lineage disagrees  {:>10}", self.lineage_disagrees)?;
         writeln!(f, "orphan decisions   {:>10}", self.orphan_decisions)?;
         writeln!(
             f,
@@ -249,8 +252,12 @@ struct Logged {
     partition: u32,
     sequence: u64,
     intent_id: [u8; 16],
+    intent_digest: Option<[u8; 32]>,
     verdict: Verdict,
     reason: Reason,
+    valid_until_us: u64,
+    /// Further records logging the same decision.
+    copies: u64,
 }
 
 /// How a decision and the lineage record logging it (found by the
@@ -264,10 +271,26 @@ fn disagreement(at: &Logged, d: &warrant_schemas::wire::Decision<'_>) -> Option<
             at.partition,
             at.sequence
         ))
+    } else if at.copies > 0 {
+        Some(format!("it is logged {} times", at.copies + 1))
     } else if at.intent_id != d.intent_id().0 {
         Some(format!(
             "its record logs intent {}",
             hex::encode(at.intent_id)
+        ))
+    } else if at.intent_digest != Some(d.intent_digest().0) {
+        Some("its record logs another intent digest, or none".to_owned())
+    } else if at.valid_until_us
+        != if d.verdict() == Verdict::Authorize {
+            d.valid_until_us()
+        } else {
+            0
+        }
+    {
+        Some(format!(
+            "its record logs validity until {} µs, the decision until {} µs",
+            at.valid_until_us,
+            d.valid_until_us()
         ))
     } else if (at.verdict, at.reason) != (d.verdict(), d.reason()) {
         Some(format!(
@@ -450,13 +473,19 @@ pub fn audit(
                 if !decided.contains(&digest) {
                     r.lineage_without_decision += 1;
                 }
-                logged.entry(digest).or_insert(Logged {
-                    partition: l.partition(),
-                    sequence: l.sequence(),
-                    intent_id: l.intent_id().0,
-                    verdict: l.verdict(),
-                    reason: l.reason(),
-                });
+                logged
+                    .entry(digest)
+                    .and_modify(|at| at.copies += 1)
+                    .or_insert(Logged {
+                        partition: l.partition(),
+                        sequence: l.sequence(),
+                        intent_id: l.intent_id().0,
+                        intent_digest: l.intent_digest().map(|h| h.0),
+                        verdict: l.verdict(),
+                        reason: l.reason(),
+                        valid_until_us: l.valid_until_us(),
+                        copies: 0,
+                    });
             }
         }
     }
@@ -489,7 +518,7 @@ pub fn audit(
         match decision_leaf_hash(d).ok().and_then(|h| logged.get(&h)) {
             Some(at) => {
                 if let Some(why) = disagreement(at, &open) {
-                    r.misplaced += 1;
+                    r.lineage_disagrees += 1;
                     note(
                         &mut r,
                         // Not "lineage ...": that kind is the log's own.

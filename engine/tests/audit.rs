@@ -511,8 +511,10 @@ fn two_authorizations_of_one_nonce_are_found() {
 }
 
 /// A decision and the lineage record that logs it (found by the decision's
-/// leaf hash) must agree on where the record is and what it logs: an
-/// auditor following a decision's lineage position must find its record.
+/// leaf hash) must agree on where the record is and what it logs, and
+/// there must be one: an auditor following a decision's lineage position
+/// must find its record, and an engine resuming from the log must rebuild
+/// what the decisions said.
 #[test]
 fn a_decision_and_its_lineage_record_must_agree() {
     use warrant_schemas::wire::{Reason, Verdict};
@@ -533,12 +535,16 @@ fn a_decision_and_its_lineage_record_must_agree() {
 
     let clean = h.audit(&intents, &at);
     assert_eq!(clean.violation_count(), 0, "{clean}");
-    assert_eq!((clean.lineage_records, clean.misplaced), (2, 0), "{clean}");
+    assert_eq!(
+        (clean.lineage_records, clean.lineage_disagrees),
+        (2, 0),
+        "{clean}"
+    );
 
     // Logged in the other order: each record is where the other decision
     // says its own is. The log itself verifies.
     let swapped = h.audit_logged(&intents, &at, |e| e.swap(0, 1));
-    assert_eq!(swapped.misplaced, 2, "{swapped}");
+    assert_eq!(swapped.lineage_disagrees, 2, "{swapped}");
     assert_eq!(swapped.lineage_records, 2, "{swapped}");
     assert!(
         swapped
@@ -553,7 +559,7 @@ fn a_decision_and_its_lineage_record_must_agree() {
         e[1].verdict = Verdict::Deny;
         e[1].reason = Reason::BadSignature;
     });
-    assert_eq!(denied.misplaced, 1, "{denied}");
+    assert_eq!(denied.lineage_disagrees, 1, "{denied}");
     assert!(
         denied
             .violations
@@ -564,6 +570,25 @@ fn a_decision_and_its_lineage_record_must_agree() {
 
     // A record naming another intent.
     let other = h.audit_logged(&intents, &at, |e| e[0].intent_id = [9; 16]);
-    assert_eq!(other.misplaced, 1, "{other}");
+    assert_eq!(other.lineage_disagrees, 1, "{other}");
     assert_eq!(other.violation_count(), 1, "{other}");
+
+    // A record with another end of validity (what a restarted engine's
+    // replay memory would keep), or another intent digest.
+    let longer = h.audit_logged(&intents, &at, |e| e[0].valid_until_us += 1);
+    assert_eq!(longer.lineage_disagrees, 1, "{longer}");
+    let digest = h.audit_logged(&intents, &at, |e| e[1].intent_digest = [9; 32]);
+    assert_eq!(digest.lineage_disagrees, 1, "{digest}");
+
+    // One decision logged twice: the log verifies, the copy is found.
+    let twice = h.audit_logged(&intents, &at, |e| e.push(e[0]));
+    assert_eq!(twice.lineage_records, 3, "{twice}");
+    assert_eq!(twice.lineage_disagrees, 1, "{twice}");
+    assert!(
+        twice
+            .violations
+            .iter()
+            .any(|v| v.contains("logged 2 times")),
+        "{twice}"
+    );
 }

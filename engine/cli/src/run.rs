@@ -210,9 +210,15 @@ pub fn audit(
         },
     );
     if json {
+        // With the count the exit status is judged by, so that scripts
+        // need not re-add the kinds of violation (and drift from it).
+        let mut value = serde_json::to_value(&report).map_err(|e| e.to_string())?;
+        if let Some(o) = value.as_object_mut() {
+            o.insert("violation_count".into(), report.violation_count().into());
+        }
         outln!(
             "{}",
-            serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
+            serde_json::to_string_pretty(&value).map_err(|e| e.to_string())?
         );
     } else {
         outln!(
