@@ -596,7 +596,8 @@ pub struct StatsSnapshot {
     /// stage costs where it runs, beside the others. Filled in as threads
     /// end, so complete only in the snapshot [`Engine::join`] returns;
     /// empty where the OS does not report a thread's CPU time (it is read
-    /// from Linux's `/proc/thread-self/schedstat`).
+    /// from Linux's `/proc/thread-self/schedstat`, as of the thread's last
+    /// context switch or scheduler tick).
     pub thread_cpu: Vec<(String, Duration)>,
 }
 
@@ -616,11 +617,17 @@ impl StatsSnapshot {
 }
 
 /// CPU time the calling thread has used, if the OS reports it: the first
-/// field of `/proc/thread-self/schedstat` (ns on a CPU; Linux).
+/// field of `/proc/thread-self/schedstat` (ns on a CPU; Linux), as of the
+/// thread's last context switch or scheduler tick, so at most a tick
+/// short. A kernel without scheduler statistics writes `0 0 0` there,
+/// which is "not reported" (a thread that has run has been scheduled at
+/// least once: the third field).
 fn thread_cpu_time() -> Option<Duration> {
     let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    let ns = stat.split_whitespace().next()?.parse::<u64>().ok()?;
-    Some(Duration::from_nanos(ns))
+    let mut fields = stat.split_whitespace().map(|f| f.parse::<u64>().ok());
+    let ns = fields.next()??;
+    let scheduled = fields.nth(1)??;
+    (ns > 0 || scheduled > 0).then(|| Duration::from_nanos(ns))
 }
 
 /// µs since the Unix epoch, now.

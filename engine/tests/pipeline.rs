@@ -176,6 +176,16 @@ impl Run {
 #[cfg(target_os = "linux")]
 #[test]
 fn the_final_stats_carry_every_threads_cpu_time() {
+    // Where the kernel keeps no scheduler statistics (`0 0 0`) or a
+    // sandbox hides them, the engine reports none, as documented: nothing
+    // to check. (A thread's CPU time there is as of its last context
+    // switch: this fresh thread may read 0 with a non-zero count.)
+    let reported = std::fs::read_to_string("/proc/thread-self/schedstat")
+        .is_ok_and(|s| s.split_whitespace().any(|f| f != "0"));
+    if !reported {
+        eprintln!("no /proc/thread-self/schedstat here: not checked");
+        return;
+    }
     let done = run(
         config(),
         &(0..200)
