@@ -149,8 +149,10 @@ struct Sent {
     digest: [u8; 32],
     /// For a replay: the index of the intent whose nonce it reuses.
     original: Option<usize>,
-    /// Its deadline, µs: the engine remembers its nonce until then.
-    deadline_us: u64,
+    /// Until when the engine remembers its nonce once it is used, µs: its
+    /// deadline, or its issue time plus the engine's `max_intent_age` if
+    /// that is sooner (`pipeline::decode`).
+    remembered_until_us: u64,
     /// The bytes, for the first [`KEPT`] intents (sample files).
     bytes: Option<Vec<u8>>,
 }
@@ -395,7 +397,9 @@ pub fn run(opts: &Options, mut progress: impl FnMut(&str)) -> Result<Report, Str
         mix: opts.mix,
         ..Shape::default()
     };
-    let deadline_us = u64::try_from(shape.deadline.as_micros()).unwrap_or(u64::MAX);
+    // Every intent that can be authorized is issued at its scheduled time.
+    let remembered_us = u64::try_from(shape.deadline.min(opts.engine.max_intent_age).as_micros())
+        .unwrap_or(u64::MAX);
     let mut workload = Workload::new(shape, tag)?;
     let start_wall = now_us();
     let interval_ns = 1e9 / opts.rate as f64;
@@ -418,7 +422,7 @@ pub fn run(opts: &Options, mut progress: impl FnMut(&str)) -> Result<Report, Str
                     kind: g.kind,
                     digest: intent_digest(&g.bytes),
                     original: g.original.and_then(|o| usize::try_from(o).ok()),
-                    deadline_us: scheduled_us.saturating_add(deadline_us),
+                    remembered_until_us: scheduled_us.saturating_add(remembered_us),
                     bytes: (i < KEPT).then(|| g.bytes.clone()),
                 });
                 if tx.send((i, g.key, g.bytes)).is_err() {
@@ -520,10 +524,10 @@ pub fn run(opts: &Options, mut progress: impl FnMut(&str)) -> Result<Report, Str
 }
 
 /// Of the intents sharing a nonce (an original and its replays), each
-/// authorization after the first must be decided at or after the deadline
-/// of the one before it: the engine remembers a used nonce until its
-/// intent's deadline. `decided_at(i)` is when intent `i`'s decision was
-/// issued.
+/// authorization after the first must be decided at or after the end of
+/// the one before it's memory ([`Sent::remembered_until_us`]): the engine
+/// remembers a used nonce until then. `decided_at(i)` is when intent `i`'s
+/// decision was issued.
 fn nonce_used_once(
     sent: &[Sent],
     reason_of: &[Option<Reason>],
@@ -546,7 +550,7 @@ fn nonce_used_once(
         let mut uses: Vec<(u64, u64, usize)> = Vec::with_capacity(members.len());
         for &i in members {
             let at = decided_at(i).ok_or_else(|| format!("intent {i}: unreadable decision"))?;
-            let deadline = sent.get(i).map_or(u64::MAX, |s| s.deadline_us);
+            let deadline = sent.get(i).map_or(u64::MAX, |s| s.remembered_until_us);
             uses.push((at, deadline, i));
         }
         uses.sort_unstable();
@@ -632,7 +636,7 @@ fn check(
                 .flatten()
                 .and_then(|d| open_decision(d, &limits).ok())
                 .map(|d| d.issued_at_us());
-            *first != Reason::Authorized || decided_at.is_some_and(|at| at >= o.deadline_us)
+            *first != Reason::Authorized || decided_at.is_some_and(|at| at >= o.remembered_until_us)
         };
         match (s.kind, r) {
             (kind, _) if transient && kind.is_valid() => shed_or_late += 1,
@@ -835,7 +839,7 @@ mod tests {
             kind,
             digest: [0; 32],
             original,
-            deadline_us: 1_000,
+            remembered_until_us: 1_000,
             bytes: None,
         };
         let sent = [
