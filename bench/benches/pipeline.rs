@@ -16,9 +16,9 @@
 //! latency from each intent's scheduled send time to the sink's ack;
 //! target p99 ≤ 1 ms.
 //!
-//! Each drain also prints the engine's CPU per intent by thread
-//! (`StatsSnapshot::thread_cpu`): verification (pool and lanes) beside the
-//! ceiling's CPU per signature, and every other stage.
+//! Each drain and the open loop also print the engine's CPU per intent by
+//! thread (`StatsSnapshot::thread_cpu`): verification (pool and lanes)
+//! beside the ceiling's CPU per signature, and every other stage.
 //!
 //! Run: `cargo bench -p warrant-bench --bench pipeline`
 //! (`WARRANT_PIPELINE_ROUNDS`, default 5; `WARRANT_PIPELINE_INTENTS`,
