@@ -252,14 +252,11 @@ fn steal_secs() -> f64 {
 /// verification costing more in place and the work the pipeline adds.
 fn thread_cpu(threads: &[(String, Duration)], intents: usize) -> String {
     let per = |d: Duration| d.as_secs_f64() * 1e6 / intents.max(1) as f64;
-    let verify: Duration = threads
-        .iter()
-        .filter(|(n, _)| n.starts_with("verify") || n.starts_with("vlane"))
-        .map(|(_, d)| *d)
-        .sum();
+    let mut verify = Duration::ZERO;
     let mut others: Vec<(&str, Duration)> = Vec::new();
     for (n, d) in threads {
         if n.starts_with("verify") || n.starts_with("vlane") {
+            verify += *d;
             continue;
         }
         match others.iter_mut().find(|(o, _)| o == n) {

@@ -608,6 +608,16 @@ fn check(
             *s = Some(bytes);
         }
     }
+    // When intent `i`'s decision was issued (opened again only where a
+    // replay's verdict depends on it).
+    let decided_at = |i: usize| {
+        decision_of
+            .get(i)
+            .copied()
+            .flatten()
+            .and_then(|d| open_decision(d, &limits).ok())
+            .map(|d| d.issued_at_us())
+    };
     let mut shed_or_late = 0;
     let mut other_transient = 0;
     let mut by_reason: HashMap<u16, u64> = HashMap::new();
@@ -630,13 +640,8 @@ fn check(
             else {
                 return false;
             };
-            let decided_at = decision_of
-                .get(i)
-                .copied()
-                .flatten()
-                .and_then(|d| open_decision(d, &limits).ok())
-                .map(|d| d.issued_at_us());
-            *first != Reason::Authorized || decided_at.is_some_and(|at| at >= o.remembered_until_us)
+            *first != Reason::Authorized
+                || decided_at(i).is_some_and(|at| at >= o.remembered_until_us)
         };
         match (s.kind, r) {
             (kind, _) if transient && kind.is_valid() => shed_or_late += 1,
@@ -655,14 +660,7 @@ fn check(
 
     // A replay may be authorized when its original was not, but a nonce
     // is still used once while remembered, however many replays carry it.
-    nonce_used_once(sent, &reason_of, |i| {
-        decision_of
-            .get(i)
-            .copied()
-            .flatten()
-            .and_then(|d| open_decision(d, &limits).ok())
-            .map(|d| d.issued_at_us())
-    })?;
+    nonce_used_once(sent, &reason_of, decided_at)?;
 
     // Every valid intent shed or timed out means the engine decided
     // nothing on its merits: fail rather than print a success.

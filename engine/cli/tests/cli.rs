@@ -544,19 +544,21 @@ fn lineage_verify_passes_a_whole_log_and_names_the_first_bad_record() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `warrant demo --duration 1 ARGS --out DIR` into a fresh directory
+/// named after `name`: the directory and the run.
+fn demo_into(name: &str, args: &[&str]) -> (PathBuf, Output) {
+    let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut all = vec!["demo", "--duration", "1"];
+    all.extend_from_slice(args);
+    all.extend(["--out", dir.to_str().unwrap()]);
+    let o = warrant(&all);
+    (dir, o)
+}
+
 #[test]
 fn demo_runs_checks_and_leaves_files_a_user_can_verify() {
-    let dir = std::env::temp_dir().join(format!("warrant-demo-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let o = warrant(&[
-        "demo",
-        "--duration",
-        "1",
-        "--rate",
-        "2000",
-        "--out",
-        dir.to_str().unwrap(),
-    ]);
+    let (dir, o) = demo_into("warrant-demo", &["--rate", "2000"]);
     let out = text(&o);
     assert!(o.status.success(), "{out}");
     let sent_line = out.lines().find(|l| l.contains("intents sent")).unwrap();
@@ -656,21 +658,10 @@ fn demo_runs_checks_and_leaves_files_a_user_can_verify() {
 /// partitions without a log).
 #[test]
 fn the_commands_the_demo_prints_run_as_printed() {
-    let dir = std::env::temp_dir().join(format!("warrant-demo-sparse-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let o = warrant(&[
-        "demo",
-        "--duration",
-        "1",
-        "--rate",
-        "1000",
-        "--principals",
-        "2",
-        "--partitions",
-        "8",
-        "--out",
-        dir.to_str().unwrap(),
-    ]);
+    let (dir, o) = demo_into(
+        "warrant-demo-sparse",
+        &["--rate", "1000", "--principals", "2", "--partitions", "8"],
+    );
     let out = text(&o);
     assert!(o.status.success(), "{out}");
     let printed: Vec<&str> = out
