@@ -103,7 +103,12 @@
 //! complete for each principal; an intent re-published under another key
 //! would otherwise meet another partition's cache and look fresh.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+// The per-intent lookups (by partition here; by key id and nonce in the
+// trust store and replay cache) hash with foldhash, seeded at random: in a
+// drain profile SipHash took 12 % of decode's samples and 7 % of seal's.
+use foldhash::{HashMap, HashMapExt};
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

@@ -29,7 +29,9 @@
 //! about 2⁻¹²⁸ per pair.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
+
+use foldhash::{HashMap, HashMapExt};
 
 use sha2::{Digest, Sha256};
 use warrant_schemas::wire::{Reason, Verdict};
@@ -81,6 +83,8 @@ enum Upsert {
 /// One partition's nonce cache.
 #[derive(Debug)]
 pub struct ReplayCache {
+    /// Hashed with a per-map random seed (foldhash): cheap on 16-byte
+    /// keys, and a principal cannot grind nonces into one bucket.
     entries: HashMap<[u8; 16], Entry>,
     /// (expiry, key), soonest first; may hold stale pairs for keys that were
     /// re-recorded, skipped when popped.

@@ -31,7 +31,9 @@
 //! to every batch decoded after it. Decisions already issued are signed by
 //! the engine, not by producers' keys: they stay verifiable.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+
+use foldhash::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
