@@ -30,6 +30,7 @@ pub mod audit;
 pub mod backend;
 pub mod demo;
 pub mod lineage;
+mod link;
 pub mod merkle;
 pub mod pipeline;
 pub mod replay;

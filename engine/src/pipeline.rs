@@ -117,7 +117,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use crossbeam_channel::{
-    Receiver, RecvTimeoutError, SendTimeoutError, Sender, TrySendError, bounded, select, unbounded,
+    Receiver, RecvTimeoutError, SendTimeoutError, Sender, TryRecvError, TrySendError, bounded,
+    unbounded,
 };
 use hdrhistogram::Histogram;
 use warrant_policy::{KeyStatus, Policy, PolicyStore, Request};
@@ -128,6 +129,7 @@ use warrant_schemas::{
 };
 
 use crate::lineage::{Entry, LineageTail, LineageWriter, ReplayEntry};
+use crate::link::{self, Bell, Link, Tap};
 use crate::replay::{NonceKey, Outcome, ReplayCache, Seen};
 use crate::seal::{DecisionCore, EngineKey, seal_with_leaves};
 use crate::transport::{
@@ -1255,17 +1257,20 @@ impl Engine {
             failure: Arc::new(Mutex::new(None)),
         };
         let depth = config.queue_batches.max(1);
-        let (decode_tx, decode_rx) = bounded::<Batch>(depth);
-        let (verify_tx, verify_rx) = bounded::<Batch>(depth);
-        let (policy_tx, policy_rx) = bounded::<Batch>(depth);
-        let (seal_tx, seal_rx) = bounded::<Batch>(depth);
+        // The stages' queues park a waiting receiver at once (`link`).
+        let (decode_tx, decode_rx) = link::bounded::<Batch>(depth);
+        let (verify_tx, verify_rx) = link::bounded::<Batch>(depth);
+        let (policy_tx, policy_rx) = link::bounded::<Batch>(depth);
+        // Seal waits on two queues: one bell for both.
+        let seal_bell = Bell::new();
+        let (seal_tx, seal_rx) = link::bounded_with::<Batch>(depth, seal_bell.clone());
         let lanes = config.layout.verify_threads.clamp(1, MAX_VERIFY_LANES);
         // Batches between decode and policy: the verify queue, a group
         // per lane, the policy queue, and those waiting in policy for an
         // earlier one.
         let permits = depth * (2 * lanes + 2);
         let (permit_tx, permit_rx) = bounded::<()>(permits);
-        let (shed_tx, shed_rx) = bounded::<Batch>(depth);
+        let (shed_tx, shed_rx) = link::bounded_with::<Batch>(depth, seal_bell.clone());
         // In front of a remote sink this queue is deeper (see
         // `Config::emit_queue_batches`): while the sink waits for a
         // broker's acknowledgement, sealed groups (however small) pile up
@@ -1276,7 +1281,7 @@ impl Engine {
         } else {
             config.emit_queue_batches
         };
-        let (emit_tx, emit_rx) = bounded::<Sealed>(emit_depth);
+        let (emit_tx, emit_rx) = link::bounded::<Sealed>(emit_depth);
         // Unbounded, but never longer than the batches in flight: one entry
         // per partition per acknowledged batch.
         let (commit_tx, commit_rx) = unbounded::<(u32, u64)>();
@@ -1575,17 +1580,40 @@ impl Engine {
                 policy,
                 owner: o,
             };
-            let never = crossbeam_channel::never::<Batch>();
             let (mut seal_open, mut shed_open) = (true, true);
             let tick = checkpoint_interval.max(Duration::from_millis(1));
+            // Which queue is looked at first alternates, so that neither
+            // starves the other.
+            let mut shed_first = false;
             while seal_open || shed_open {
-                let a = if seal_open { &seal_rx } else { &never };
-                let b = if shed_open { &shed_rx } else { &never };
-                let first = select! {
-                    recv(a) -> m => m.map_err(|_| seal_open = false).ok(),
-                    recv(b) -> m => m.map_err(|_| shed_open = false).ok(),
-                    default(tick) => None,
-                };
+                shed_first = !shed_first;
+                let deadline = Instant::now().checked_add(tick);
+                // A batch from either queue; `None` after `tick` with
+                // none, or when a queue has just closed (the loop's test
+                // looks again).
+                let first = seal_bell
+                    .wait(deadline, || {
+                        let mut queues = [(&seal_rx, &mut seal_open), (&shed_rx, &mut shed_open)];
+                        if shed_first {
+                            queues.reverse();
+                        }
+                        let mut closed = false;
+                        for (rx, open) in queues {
+                            if !*open {
+                                continue;
+                            }
+                            match rx.try_recv() {
+                                Ok(batch) => return Some(Some(batch)),
+                                Err(TryRecvError::Disconnected) => {
+                                    *open = false;
+                                    closed = true;
+                                }
+                                Err(TryRecvError::Empty) => {}
+                            }
+                        }
+                        closed.then_some(None)
+                    })
+                    .flatten();
                 s.stats.depth(3, seal_rx.len());
                 s.stats.depth(4, shed_rx.len());
                 let sealed = match first {
@@ -1690,13 +1718,13 @@ impl Engine {
 /// The channels the ingest stage uses.
 struct IngestLinks {
     /// Batches to decode.
-    decode_tx: Sender<Batch>,
+    decode_tx: Link<Batch>,
     /// Shed batches, straight to seal.
-    shed_tx: Sender<Batch>,
+    shed_tx: Link<Batch>,
     /// Offsets acknowledged by the sink, to commit.
     commit_rx: Receiver<(u32, u64)>,
     /// The emit stage's queue, to tell a slow sink from busy CPU stages.
-    emit_backlog: Receiver<Sealed>,
+    emit_backlog: Tap<Sealed>,
 }
 
 /// How many naps the linger is slept in (see `ingest`).
@@ -1962,11 +1990,29 @@ fn ingest<S: Source>(
     owner.finished.store(true, Ordering::SeqCst);
 }
 
+/// A queue's sending end that can wait for room for a while: the
+/// stages' queues ([`Link`]) and plain crossbeam ones.
+trait SendTimeout<T> {
+    fn send_timeout(&self, item: T, timeout: Duration) -> Result<(), SendTimeoutError<T>>;
+}
+
+impl<T> SendTimeout<T> for Sender<T> {
+    fn send_timeout(&self, item: T, timeout: Duration) -> Result<(), SendTimeoutError<T>> {
+        Sender::send_timeout(self, item, timeout)
+    }
+}
+
+impl<T> SendTimeout<T> for Link<T> {
+    fn send_timeout(&self, item: T, timeout: Duration) -> Result<(), SendTimeoutError<T>> {
+        Link::send_timeout(self, item, timeout)
+    }
+}
+
 /// Sends `item`, waiting for room as long as it takes unless a stage
 /// fails meanwhile (then nothing downstream may ever take it, and a
 /// receiver another thread still holds would keep a plain `send` waiting
 /// forever). False when it was not sent.
-fn send_unless_failed<T>(tx: &Sender<T>, mut item: T, shared: &Shared) -> bool {
+fn send_unless_failed<T>(tx: &impl SendTimeout<T>, mut item: T, shared: &Shared) -> bool {
     loop {
         match tx.send_timeout(item, KEEP_ALIVE) {
             Ok(()) => return true,
@@ -2507,7 +2553,7 @@ impl Sealer {
 /// Emit: send, then commit offsets in batch order.
 fn emit<K: Sink>(
     mut sink: K,
-    rx: &Receiver<Sealed>,
+    rx: &Tap<Sealed>,
     commit_tx: &Sender<(u32, u64)>,
     shared: &Shared,
     owner: &Ownership,
