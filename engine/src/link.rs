@@ -8,8 +8,9 @@
 //! verification needs: at 5,000 intents/s it was half of the decode and
 //! emit threads' CPU (`bench/README.md`, "Where a moderate load's CPU
 //! goes"). Here a receiver that finds its queue empty parks at once on a
-//! [`Bell`], and a sender rings it after each send, with a syscall only
-//! when someone is parked.
+//! [`Bell`], and a sender rings it after each send: a load of a counter,
+//! and the lock and a notification only when a receiver is parked or
+//! about to park.
 //!
 //! Senders still block in crossbeam when a queue is full (backpressure),
 //! and are woken by crossbeam when a receiver takes an item.
@@ -26,7 +27,7 @@ use crossbeam_channel::{
 /// Where receivers of one or more queues park until a sender rings.
 #[derive(Debug, Default)]
 pub(crate) struct Bell {
-    /// Receivers parked or about to park (counted under `lock`).
+    /// Receivers parked or about to park (raised under `lock`).
     sleepers: AtomicUsize,
     lock: Mutex<()>,
     ready: Condvar,
@@ -117,6 +118,11 @@ pub(crate) fn bounded<T>(cap: usize) -> (Link<T>, Tap<T>) {
 
 /// A bounded queue of `cap` items whose receivers park on `bell` (shared
 /// with other queues, for a stage that waits on several at once).
+///
+/// A send wakes one parked receiver of the bell: every receiver parked on
+/// a shared bell must take from every queue on it (seal takes from its
+/// queue and the shed queue), or a wake-up could go to one that cannot
+/// take the item.
 pub(crate) fn bounded_with<T>(cap: usize, bell: Arc<Bell>) -> (Link<T>, Tap<T>) {
     let (tx, rx) = crossbeam_channel::bounded(cap);
     (
@@ -262,67 +268,68 @@ impl<T> Tap<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::mpsc;
+
+    /// Longest a test waits for a result. A wake-up that never comes fails
+    /// the test here instead of hanging it.
+    const PATIENCE: Duration = Duration::from_secs(20);
+
+    /// Sends `n` items (`base + i`) from a thread of its own, napping now
+    /// and then so that receivers park; the sender is dropped at the end.
+    fn produce(tx: Link<u64>, base: u64, n: u64) -> std::thread::JoinHandle<bool> {
+        std::thread::spawn(move || {
+            (0..n).all(|i| {
+                if i % 500 == 0 {
+                    std::thread::sleep(Duration::from_micros(300));
+                }
+                tx.send(base + i).is_ok()
+            })
+        })
+    }
+
+    /// Sums what `rx` yields until it closes, from a thread of its own,
+    /// and reports the sum on `done`.
+    fn consume(rx: Tap<u64>, done: &mpsc::Sender<u64>) {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let _sent = done.send(rx.iter().sum());
+        });
+    }
 
     #[test]
     fn a_parked_receiver_gets_every_item_and_then_the_close() {
         let (tx, rx) = bounded::<u64>(4);
-        let consumer = std::thread::spawn(move || rx.iter().sum::<u64>());
+        let (done, sums) = mpsc::channel();
+        consume(rx, &done);
         let producers: Vec<_> = (0..3)
-            .map(|p| {
-                let tx = tx.clone();
-                std::thread::spawn(move || {
-                    for i in 0..20_000u64 {
-                        if i % 1000 == 0 {
-                            // Let the receiver park now and then.
-                            std::thread::sleep(Duration::from_micros(200));
-                        }
-                        assert!(tx.send(p * 100_000 + i).is_ok());
-                    }
-                })
-            })
+            .map(|p| produce(tx.clone(), p * 100_000, 20_000))
             .collect();
-        for p in producers {
-            assert!(p.join().is_ok());
-        }
         drop(tx);
         let want: u64 = (0..3u64)
             .map(|p| (0..20_000u64).map(|i| p * 100_000 + i).sum::<u64>())
             .sum();
-        assert_eq!(consumer.join().ok(), Some(want));
+        assert_eq!(sums.recv_timeout(PATIENCE), Ok(want));
+        for p in producers {
+            assert_eq!(p.join().ok(), Some(true));
+        }
     }
 
     #[test]
     fn several_parked_receivers_share_the_items_and_all_see_the_close() {
+        // Three receivers parked on one queue: each send wakes one of them.
         let (tx, rx) = bounded::<u64>(2);
-        // One waits as long as it takes, two in short timed waits (as the
-        // verify lanes do).
-        let mut consumers = vec![{
-            let rx = rx.clone();
-            std::thread::spawn(move || rx.iter().sum::<u64>())
-        }];
-        for _ in 0..2 {
-            let rx = rx.clone();
-            consumers.push(std::thread::spawn(move || {
-                let mut sum = 0;
-                loop {
-                    match rx.recv_timeout(Duration::from_millis(1)) {
-                        Ok(x) => sum += x,
-                        Err(RecvTimeoutError::Timeout) => {}
-                        Err(RecvTimeoutError::Disconnected) => return sum,
-                    }
-                }
-            }));
+        let (done, sums) = mpsc::channel();
+        for _ in 0..3 {
+            consume(rx.clone(), &done);
         }
         drop(rx);
-        for i in 0..30_000u64 {
-            if i % 500 == 0 {
-                std::thread::sleep(Duration::from_micros(300));
-            }
-            assert!(tx.send(i).is_ok());
-        }
-        drop(tx);
-        let got: u64 = consumers.into_iter().filter_map(|c| c.join().ok()).sum();
-        assert_eq!(got, (0..30_000u64).sum::<u64>());
+        let producer = produce(tx, 0, 30_000);
+        let got: Vec<u64> = (0..3)
+            .filter_map(|_| sums.recv_timeout(PATIENCE).ok())
+            .collect();
+        assert_eq!(got.len(), 3, "every receiver saw the close");
+        assert_eq!(got.iter().sum::<u64>(), (0..30_000u64).sum::<u64>());
+        assert_eq!(producer.join().ok(), Some(true));
     }
 
     #[test]
@@ -330,37 +337,47 @@ mod tests {
         let bell = Bell::new();
         let (a_tx, a_rx) = bounded_with::<u32>(1, bell.clone());
         let (b_tx, b_rx) = bounded_with::<u32>(1, bell);
-        let waiting_on_b = std::thread::spawn(move || (b_rx.recv().ok(), b_rx.recv().ok()));
+        let (got_tx, got) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _sent = got_tx.send(b_rx.recv().ok());
+            let _sent = got_tx.send(b_rx.recv().ok());
+        });
         std::thread::sleep(Duration::from_millis(20));
         // A send on the other queue wakes it (same bell); it parks again.
         assert!(a_tx.send(1).is_ok());
         std::thread::sleep(Duration::from_millis(20));
+        // Its own queue's send wakes it, with the queue still open.
         assert!(b_tx.send(2).is_ok());
+        assert_eq!(got.recv_timeout(PATIENCE), Ok(Some(2)));
         // Parked again by now: only the close can wake it.
         std::thread::sleep(Duration::from_millis(20));
         drop(b_tx);
-        assert_eq!(waiting_on_b.join().ok(), Some((Some(2), None)));
+        assert_eq!(got.recv_timeout(PATIENCE), Ok(None));
         assert_eq!(a_rx.try_recv().ok(), Some(1));
     }
 
     #[test]
-    fn a_timed_wait_ends_at_its_deadline_and_still_takes_a_late_item() {
-        let (tx, rx) = bounded::<u32>(1);
+    fn a_timed_wait_ends_at_its_deadline_and_is_woken_by_a_send() {
+        let (tx, rx) = bounded::<u32>(2);
         let started = Instant::now();
         assert_eq!(
             rx.recv_timeout(Duration::from_millis(30)),
             Err(RecvTimeoutError::Timeout)
         );
         assert!(started.elapsed() >= Duration::from_millis(30));
-        let sender = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(20));
-            tx.send(7).is_ok()
+        // A long timed wait, woken by a send (the sender stays open): only
+        // the send's ring can end it in time.
+        let (got_tx, got) = mpsc::channel();
+        std::thread::spawn(move || {
+            let first = rx.recv_timeout(Duration::from_secs(3600));
+            let second = rx.recv_timeout(Duration::from_secs(3600));
+            let _sent = got_tx.send((first, second));
         });
-        assert_eq!(rx.recv_timeout(Duration::from_secs(60)), Ok(7));
-        assert_eq!(sender.join().ok(), Some(true));
-        assert_eq!(
-            rx.recv_timeout(Duration::from_secs(60)),
-            Err(RecvTimeoutError::Disconnected)
-        );
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(tx.send(7).is_ok());
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(tx.send(8).is_ok());
+        assert_eq!(got.recv_timeout(PATIENCE), Ok((Ok(7), Ok(8))));
+        drop(tx);
     }
 }
