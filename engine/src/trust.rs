@@ -32,12 +32,11 @@
 //! the engine, not by producers' keys: they stay verifiable.
 
 use std::collections::{BTreeMap, BTreeSet};
-
-use foldhash::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
+use foldhash::HashMap;
 use serde::{Deserialize, Serialize};
 use warrant_policy::KeyStatus;
 use warrant_schemas::KeyId;
