@@ -99,6 +99,17 @@ fn main() {
         verify_batch(&items, &mut out);
     });
     assert!(out.iter().all(|r| r.is_ok()));
+    // What a group costs per signature as it shrinks: at moderate load
+    // the verify lanes see groups of a few to a few hundred (one and two
+    // are checked singly: `verify.rs`, MIN_BATCH).
+    for size in [1usize, 2, 4, 8, 16, 32, 64, 128, 256] {
+        time(&format!("  verify_batch({size})"), &mut || {
+            for (items, out) in items.chunks(size).zip(out.chunks_mut(size)) {
+                verify_batch(items, out);
+            }
+        });
+        assert!(out.iter().all(|r| r.is_ok()));
+    }
     let nonces: Vec<NonceKey> = (0..n)
         .map(|i| NonceKey::new(&format!("user-{}", i % 200), &(i as u128).to_le_bytes()))
         .collect();
