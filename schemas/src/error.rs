@@ -91,6 +91,22 @@ pub enum WireError {
         /// The raw kind value.
         kind: u8,
     },
+    /// A table sets a field this build's schema does not have: the buffer
+    /// was written for a newer schema, and a field this reader cannot
+    /// interpret may restrict what the rest of the buffer says.
+    #[error(
+        "`{table}` sets field {index}, which this build does not know \
+         (it knows fields 0 to {}): written for a newer schema; upgrade the reader",
+        known.saturating_sub(1)
+    )]
+    UnknownField {
+        /// The table.
+        table: &'static str,
+        /// Index of the first unknown field set (in declaration order, from 0).
+        index: usize,
+        /// How many fields this build knows.
+        known: usize,
+    },
 }
 
 impl From<flatbuffers::InvalidFlatbuffer> for WireError {

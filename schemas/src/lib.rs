@@ -75,8 +75,8 @@ pub use build::{
 };
 pub use error::WireError;
 pub use read::{
-    Limits, SignedIntentRef, open_checkpoint, open_decision, open_intent, open_lineage_record,
-    open_signed_intent,
+    KNOWN_FIELDS, Limits, SignedIntentRef, open_checkpoint, open_decision, open_intent,
+    open_lineage_record, open_signed_intent,
 };
 pub use sign::{INTENT_SIGNING_DOMAIN, IntentSigner, KEY_ID_DOMAIN, KeyId, key_id};
 

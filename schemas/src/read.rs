@@ -3,9 +3,18 @@
 //! Each reader, in order: checks the buffer size against [`Limits`], checks
 //! the file identifier, runs the FlatBuffers verifier (bounds, alignment,
 //! required fields, UTF-8, depth and table-count limits), checks the format
-//! version, then checks the semantic limits (string lengths, vector lengths,
-//! unique attribute keys). Only then are the generated accessors used, so
-//! none of them can read out of bounds or hit a missing required field.
+//! version, refuses fields this build does not know, then checks the
+//! semantic limits (string lengths, vector lengths, unique attribute keys).
+//! Only then are the generated accessors used, so none of them can read out
+//! of bounds or hit a missing required field.
+//!
+//! Unknown fields are refused, not skipped as FlatBuffers readers usually
+//! do: every Warrant buffer is signed or signs something, and a field added
+//! by a newer schema may restrict the rest (a limit on an intent, a
+//! condition on a decision). A reader that dropped it would act on less
+//! than was signed. Upgrade readers (engines, executors, auditors) before
+//! writers set a new field; a field present but unset (a vtable entry of
+//! 0) is accepted.
 
 use flatbuffers::{Follow, Verifiable, VerifierOptions};
 
@@ -82,6 +91,58 @@ impl Limits {
     }
 }
 
+/// How many fields each table of this build's schema has, by table name:
+/// a buffer that sets a field past these is refused
+/// ([`WireError::UnknownField`]). `tests/tests/schema_compat.rs` checks
+/// them against the schema files.
+pub const KNOWN_FIELDS: [(&str, usize); 6] = [
+    ("Attribute", ATTRIBUTE_FIELDS),
+    ("Checkpoint", CHECKPOINT_FIELDS),
+    ("Decision", DECISION_FIELDS),
+    ("Intent", INTENT_FIELDS),
+    ("LineageRecord", LINEAGE_RECORD_FIELDS),
+    ("SignedIntent", SIGNED_INTENT_FIELDS),
+];
+
+/// The number of fields of a table whose last field's vtable slot is `last`
+/// (slot 4 is field 0, and each field takes 2 bytes).
+const fn fields_through(last: flatbuffers::VOffsetT) -> usize {
+    (last as usize - 4) / 2 + 1
+}
+
+// Tied to the generated code: a field appended to a schema and
+// regenerated changes the last slot, and these must follow it.
+const ATTRIBUTE_FIELDS: usize = fields_through(wire::Attribute::VT_BOOL_VALUE);
+const CHECKPOINT_FIELDS: usize = fields_through(wire::Checkpoint::VT_FRONTIER);
+const DECISION_FIELDS: usize = fields_through(wire::Decision::VT_BATCH_SIGNATURE);
+const INTENT_FIELDS: usize = fields_through(wire::Intent::VT_PAYLOAD_DIGEST);
+const LINEAGE_RECORD_FIELDS: usize = fields_through(wire::LineageRecord::VT_VALID_UNTIL_US);
+const SIGNED_INTENT_FIELDS: usize = fields_through(wire::SignedIntent::VT_SIGNATURE);
+
+/// Refuses a table that sets any field past its first `known`. Runs after
+/// the verifier, which has checked that the vtable lies in the buffer.
+fn known_fields_only(
+    table: &flatbuffers::Table<'_>,
+    name: &'static str,
+    known: usize,
+) -> Result<(), WireError> {
+    let vtable = table.vtable();
+    // Two u16 of sizes, then one u16 per field. (`VTable::num_fields`
+    // would underflow on a vtable shorter than its own header.)
+    let slots = (vtable.num_bytes() / 2).saturating_sub(2);
+    for index in known..slots {
+        let slot = u16::try_from(4 + 2 * index).unwrap_or(u16::MAX);
+        if vtable.get(slot) != 0 {
+            return Err(WireError::UnknownField {
+                table: name,
+                index,
+                known,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Size, identifier and verifier checks shared by every reader.
 fn open_root<'a, T>(
     buf: &'a [u8],
@@ -143,6 +204,7 @@ fn check_version(found: u16) -> Result<(), WireError> {
 pub fn open_intent<'a>(buf: &'a [u8], limits: &Limits) -> Result<wire::Intent<'a>, WireError> {
     let intent = open_root::<wire::Intent>(buf, INTENT_IDENTIFIER, limits)?;
     check_version(intent.format_version())?;
+    known_fields_only(&intent._tab, "Intent", INTENT_FIELDS)?;
     limits.check_nonempty_str("principal", intent.principal())?;
     limits.check_nonempty_str("action", intent.action())?;
     limits.check_str("resource", intent.resource())?;
@@ -157,6 +219,7 @@ pub fn open_intent<'a>(buf: &'a [u8], limits: &Limits) -> Result<wire::Intent<'a
             });
         }
         for (i, attr) in attrs.iter().enumerate() {
+            known_fields_only(&attr._tab, "Attribute", ATTRIBUTE_FIELDS)?;
             let key = attr.key();
             limits.check_nonempty_str("attributes.key", key)?;
             let bad = || WireError::BadAttribute {
@@ -217,6 +280,7 @@ pub fn open_signed_intent<'a>(
 ) -> Result<SignedIntentRef<'a>, WireError> {
     let signed = open_root::<wire::SignedIntent>(buf, SIGNED_INTENT_IDENTIFIER, limits)?;
     check_version(signed.format_version())?;
+    known_fields_only(&signed._tab, "SignedIntent", SIGNED_INTENT_FIELDS)?;
     let intent_bytes = signed.intent().bytes();
     let intent = open_intent(intent_bytes, limits)?;
     Ok(SignedIntentRef {
@@ -230,6 +294,7 @@ pub fn open_signed_intent<'a>(
 pub fn open_decision<'a>(buf: &'a [u8], limits: &Limits) -> Result<wire::Decision<'a>, WireError> {
     let decision = open_root::<wire::Decision>(buf, DECISION_IDENTIFIER, limits)?;
     check_version(decision.format_version())?;
+    known_fields_only(&decision._tab, "Decision", DECISION_FIELDS)?;
     check_verdict_reason(decision.verdict(), decision.reason())?;
     if decision.leaf_index() >= decision.batch_size() {
         return Err(WireError::LeafOutOfRange {
@@ -262,6 +327,7 @@ pub fn open_lineage_record<'a>(
 ) -> Result<wire::LineageRecord<'a>, WireError> {
     let record = open_root::<wire::LineageRecord>(buf, LINEAGE_RECORD_IDENTIFIER, limits)?;
     check_version(record.format_version())?;
+    known_fields_only(&record._tab, "LineageRecord", LINEAGE_RECORD_FIELDS)?;
     check_verdict_reason(record.verdict(), record.reason())?;
     Ok(record)
 }
@@ -273,6 +339,7 @@ pub fn open_checkpoint<'a>(
 ) -> Result<wire::Checkpoint<'a>, WireError> {
     let checkpoint = open_root::<wire::Checkpoint>(buf, CHECKPOINT_IDENTIFIER, limits)?;
     check_version(checkpoint.format_version())?;
+    known_fields_only(&checkpoint._tab, "Checkpoint", CHECKPOINT_FIELDS)?;
     limits.check_nonempty_str("origin", checkpoint.origin())?;
     Ok(checkpoint)
 }

@@ -548,6 +548,21 @@ pub fn cases() -> Vec<Case> {
         "signed intents nested 20 deep",
         nested,
     );
+    // A field from a newer schema, signed: it might restrict the intent,
+    // so an engine that cannot read it must not authorize it.
+    let plain = encode_intent(&fields(14));
+    let known = warrant_schemas::KNOWN_FIELDS
+        .iter()
+        .find(|(t, _)| *t == "Intent")
+        .map_or(0, |k| k.1);
+    let newer = crate::with_wider_vtable(&plain, crate::root_table(&plain), known, true);
+    add(
+        "unknown-field",
+        "Malformed",
+        false,
+        "a validly signed transfer whose intent sets a field this schema does not have",
+        encode_signed_intent(&newer, &a.sign(&newer)),
+    );
     out
 }
 

@@ -107,3 +107,47 @@ impl Owned {
         }
     }
 }
+
+/// `buf` with the table at `table_pos` given a new vtable, appended to the
+/// buffer: the old one, widened to `slots` fields with zero entries (unset
+/// fields), and, when `set` is true, one more field at index `slots` that
+/// points at the table's first present field. What a writer with a schema
+/// of more fields produces, as far as a reader of this one can tell.
+///
+/// Panics on a buffer that is not a verified FlatBuffer (test input only).
+pub fn with_wider_vtable(buf: &[u8], table_pos: usize, slots: usize, set: bool) -> Vec<u8> {
+    let u16_at = |b: &[u8], at: usize| u16::from_le_bytes([b[at], b[at + 1]]);
+    let soffset = i32::from_le_bytes(buf[table_pos..table_pos + 4].try_into().unwrap());
+    let old = usize::try_from(table_pos as i64 - i64::from(soffset)).unwrap();
+    let old_len = usize::from(u16_at(buf, old));
+    let mut entries: Vec<u16> = (old + 4..old + old_len)
+        .step_by(2)
+        .map(|at| u16_at(buf, at))
+        .collect();
+    assert!(entries.len() <= slots, "the table already has more fields");
+    let present = *entries.iter().find(|e| **e != 0).expect("a present field");
+    entries.resize(slots, 0);
+    if set {
+        entries.push(present);
+    }
+    let mut out = buf.to_vec();
+    while !out.len().is_multiple_of(4) {
+        out.push(0);
+    }
+    let new = out.len();
+    let len = u16::try_from(4 + 2 * entries.len()).unwrap();
+    out.extend(len.to_le_bytes());
+    out.extend(u16_at(buf, old + 2).to_le_bytes());
+    for e in entries {
+        out.extend(e.to_le_bytes());
+    }
+    // The table finds its vtable at `table_pos - soffset`.
+    let soffset = i32::try_from(table_pos as i64 - new as i64).unwrap();
+    out[table_pos..table_pos + 4].copy_from_slice(&soffset.to_le_bytes());
+    out
+}
+
+/// The position of a buffer's root table.
+pub fn root_table(buf: &[u8]) -> usize {
+    u32::from_le_bytes(buf[0..4].try_into().unwrap()) as usize
+}

@@ -7,6 +7,10 @@
 //! compatible change, append in the `.fbs` file, then run this test with
 //! `WARRANT_BLESS_SCHEMA=1` to append the new fields to the snapshot (it
 //! refuses to bless an incompatible change).
+//!
+//! Readers refuse buffers that set fields they do not know
+//! (`warrant_schemas::KNOWN_FIELDS`): deploy readers that know an appended
+//! field before any writer sets it.
 
 use std::collections::BTreeMap;
 
@@ -226,4 +230,18 @@ fn identifiers_in_schemas_match_the_crate_constants() {
             "{file} should declare {ident}"
         );
     }
+}
+
+/// The readers refuse fields past `KNOWN_FIELDS` (`warrant_schemas::read`):
+/// those counts must be exactly the schema's, or a reader would refuse its
+/// own writers' fields (too few) or let a newer writer's through unread
+/// (too many).
+#[test]
+fn readers_know_exactly_the_schemas_fields() {
+    let now = current();
+    let tables: Vec<(&str, usize)> = now
+        .iter()
+        .filter_map(|(name, fields)| Some((name.strip_prefix("table ")?, fields.len())))
+        .collect();
+    assert_eq!(tables, warrant_schemas::KNOWN_FIELDS.to_vec());
 }

@@ -642,3 +642,126 @@ fn the_intent_digest_covers_the_signed_bytes_and_signature_only() {
     assert_eq!(intent_digest(&preimage), unreadable_digest(&preimage));
     assert_ne!(unreadable_digest(b"x"), sha256(b"x"));
 }
+
+/// Every reader refuses a field its schema does not have (a newer writer's
+/// field may restrict what the rest says), and accepts a vtable widened
+/// with unset fields (a newer writer that left them out).
+#[test]
+fn fields_past_the_schema_are_refused_unset_ones_accepted() {
+    use warrant_tests::{root_table, with_wider_vtable};
+    let l = Limits::default();
+    let known = |table: &str| KNOWN_FIELDS.iter().find(|(t, _)| *t == table).unwrap().1;
+    let refused = |table: &'static str| WireError::UnknownField {
+        table,
+        index: known(table),
+        known: known(table),
+    };
+
+    // Each root table: (name, a valid buffer, its reader).
+    type Open = fn(&[u8], &Limits) -> Result<(), WireError>;
+    let decision = encode_decision(&DecisionFields {
+        intent_id: [1; 16],
+        intent_digest: [2; 32],
+        verdict: Verdict::Deny,
+        reason: Reason::NoMatchingRule,
+        rule_id: "",
+        policy_hash: [0; 32],
+        policy_version: 1,
+        issued_at_us: 1,
+        valid_until_us: 1,
+        audience: "executor",
+        engine_key_id: [3; 16],
+        lineage_partition: 0,
+        lineage_sequence: 0,
+        batch_root: [4; 32],
+        leaf_index: 0,
+        batch_size: 1,
+        proof: &[],
+        batch_signature: [5; 64],
+    });
+    let record = encode_lineage_record(&LineageFields {
+        partition: 0,
+        sequence: 0,
+        prev_hash: [1; 32],
+        decision_digest: [2; 32],
+        intent_id: [3; 16],
+        parent_id: None,
+        verdict: Verdict::Deny,
+        reason: Reason::Malformed,
+        issued_at_us: 1,
+        replay: None,
+        intent_digest: [4; 32],
+        valid_until_us: 0,
+    });
+    let checkpoint = encode_checkpoint(&CheckpointFields {
+        origin: "warrant.lineage/0",
+        size: 1,
+        root: [1; 32],
+        issued_at_us: 1,
+        engine_key_id: [2; 16],
+        signature: [3; 64],
+        frontier: &[],
+    });
+    let roots: [(&'static str, Vec<u8>, Open); 5] = [
+        ("Intent", encode_intent(&IntentFields::example()), |b, l| {
+            open_intent(b, l).map(drop)
+        }),
+        ("SignedIntent", signed_example(), |b, l| {
+            open_signed_intent(b, l).map(drop)
+        }),
+        ("Decision", decision, |b, l| open_decision(b, l).map(drop)),
+        ("LineageRecord", record, |b, l| {
+            open_lineage_record(b, l).map(drop)
+        }),
+        ("Checkpoint", checkpoint, |b, l| {
+            open_checkpoint(b, l).map(drop)
+        }),
+    ];
+    for (table, buf, open) in roots {
+        assert_eq!(open(&buf, &l), Ok(()), "{table}");
+        let root = root_table(&buf);
+        let unset = with_wider_vtable(&buf, root, known(table) + 3, false);
+        assert_eq!(open(&unset, &l), Ok(()), "{table} with unset new fields");
+        let set = with_wider_vtable(&buf, root, known(table), true);
+        assert_eq!(open(&set, &l), Err(refused(table)), "{table}");
+        // Past a few unset ones, too.
+        let set = with_wider_vtable(&buf, root, known(table) + 2, true);
+        assert_eq!(
+            open(&set, &l),
+            Err(WireError::UnknownField {
+                table,
+                index: known(table) + 2,
+                known: known(table),
+            }),
+            "{table}"
+        );
+    }
+
+    // An attribute inside an intent.
+    let intent = encode_intent(&IntentFields::example());
+    let attr = open_intent(&intent, &l)
+        .unwrap()
+        .attributes()
+        .unwrap()
+        .get(1)
+        ._tab
+        .loc();
+    let unset = with_wider_vtable(&intent, attr, known("Attribute") + 1, false);
+    assert!(open_intent(&unset, &l).is_ok());
+    let set = with_wider_vtable(&intent, attr, known("Attribute"), true);
+    assert_eq!(open_intent(&set, &l).unwrap_err(), refused("Attribute"));
+    let message = refused("Attribute").to_string();
+    assert!(
+        message.contains("`Attribute` sets field 5") && message.contains("upgrade the reader"),
+        "{message}"
+    );
+
+    // The intent inside a signed intent: refused through the wrapper.
+    let inner = with_wider_vtable(&intent, root_table(&intent), known("Intent"), true);
+    let signed = IntentSigner::from_seed([9; 32]);
+    let wrapped = encode_signed_intent(&inner, &signed.sign(&inner));
+    assert_eq!(
+        open_signed_intent(&wrapped, &l).map(drop),
+        Err(refused("Intent"))
+    );
+}
