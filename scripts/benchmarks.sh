@@ -4,7 +4,7 @@
 # in target/benchmarks/loadgen-*/).
 #
 #   scripts/benchmarks.sh            # all of them (about 40 minutes on 2 cores)
-#   scripts/benchmarks.sh pipeline   # some: verify policy pipeline kafka
+#   scripts/benchmarks.sh pipeline   # some: verify policy policy-load pipeline kafka
 #                                    #       loadgen-embedded loadgen-ramp loadgen-kafka
 #
 # The Kafka ones start the Tansu broker with scripts/broker.sh (installing
@@ -18,7 +18,7 @@ out="$root/target/benchmarks"
 mkdir -p "$out"
 cd "$root"
 
-all=(verify policy pipeline kafka loadgen-embedded loadgen-ramp loadgen-kafka)
+all=(verify policy policy-load pipeline kafka loadgen-embedded loadgen-ramp loadgen-kafka)
 if [ "$#" -gt 0 ]; then which=("$@"); else which=("${all[@]}"); fi
 
 log() { echo "== $*" >&2; }
@@ -107,6 +107,8 @@ for name in "${which[@]}"; do
       rm -rf "$root"/target/criterion/policy_*
       cargo bench -p warrant-bench --bench policy 2>&1 | tee "$out/policy.log"
       python3 bench/summarize.py policy | tee -a "$out/policy.log" ;;
+    policy-load)
+      cargo run --release -q -p warrant-bench --example policy_load 2>&1 | tee "$out/policy-load.log" ;;
     pipeline)
       cargo bench -p warrant-bench --bench pipeline 2>&1 | tee "$out/pipeline.log"
       cargo bench -p warrant-bench --bench stages 2>&1 | tee "$out/stages.log" ;;

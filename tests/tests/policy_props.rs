@@ -7,7 +7,7 @@
 //! ranges, time windows and mistyped attributes all collide often.
 
 use proptest::prelude::*;
-use warrant_policy::analyze::{covers, intersects};
+use warrant_policy::analyze::{analyze_pairwise, covers, intersects};
 use warrant_policy::reference::rule_matches;
 use warrant_policy::{KeyStatus, Policy, Request};
 use warrant_schemas::{Attr, AttrValue};
@@ -286,6 +286,19 @@ proptest! {
                 Ok(())
             })?;
         }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 3_000, ..ProptestConfig::default() })]
+
+    /// The indexed analysis finds exactly what testing every pair finds.
+    #[test]
+    fn analysis_finds_what_testing_every_pair_finds(text in policy_text()) {
+        let policy = Policy::from_sources(&[("random.toml", &text)]).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let (findings, unlisted) = analyze_pairwise(policy.rules());
+        prop_assert_eq!(policy.findings(), &findings[..], "{}", text);
+        prop_assert_eq!(policy.unlisted_overlaps(), unlisted);
     }
 }
 
