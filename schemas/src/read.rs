@@ -110,8 +110,11 @@ const fn fields_through(last: flatbuffers::VOffsetT) -> usize {
     (last as usize - 4) / 2 + 1
 }
 
-// Tied to the generated code: a field appended to a schema and
-// regenerated changes the last slot, and these must follow it.
+// Counted from each table's last field in the generated code. A field
+// appended and regenerated leaves these naming the old last field: the
+// readers would refuse the new one until they are moved to it, which
+// `tests/tests/schema_compat.rs` (`readers_know_exactly_the_schemas_fields`)
+// reports.
 const ATTRIBUTE_FIELDS: usize = fields_through(wire::Attribute::VT_BOOL_VALUE);
 const CHECKPOINT_FIELDS: usize = fields_through(wire::Checkpoint::VT_FRONTIER);
 const DECISION_FIELDS: usize = fields_through(wire::Decision::VT_BATCH_SIGNATURE);
