@@ -100,8 +100,8 @@ fn main() {
     });
     assert!(out.iter().all(|r| r.is_ok()));
     // What a group costs per signature as it shrinks: at moderate load
-    // the verify lanes see groups of a few to a few hundred (one and two
-    // are checked singly: `verify.rs`, MIN_BATCH).
+    // the verify lanes see groups of a few to a few hundred (one
+    // is checked singly: `verify.rs`, MIN_BATCH).
     for size in [1usize, 2, 4, 8, 16, 32, 64, 128, 256] {
         time(&format!("  verify_batch({size})"), &mut || {
             for (items, out) in items.chunks(size).zip(out.chunks_mut(size)) {

@@ -294,9 +294,13 @@ pub fn verify_one(item: &SigItem<'_>) -> Result<(), SigError> {
     }
 }
 
-/// Batches smaller than this are checked one signature at a time: below it
-/// the multiscalar multiplication saves nothing over the single equation.
-const MIN_BATCH: usize = 3;
+/// Batches smaller than this are checked one signature at a time: a single
+/// equation costs what a one-member batch does. Two already share the
+/// doublings: 35 µs per signature as a batch against 43 checked singly
+/// (`cargo bench -p warrant-bench --bench stages`, `verify_batch(2)`,
+/// three runs of each build interleaved on the AMD EPYC machine), and a
+/// lane at low load verifies groups of one or two.
+const MIN_BATCH: usize = 2;
 
 /// A failing set larger than twice this is split into groups of this size
 /// before bisection.
