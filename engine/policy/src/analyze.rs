@@ -168,6 +168,30 @@ pub fn intersects(a: &RuleSpec, b: &RuleSpec) -> bool {
     })
 }
 
+/// The rules that can never match, as findings and by rule index.
+fn never_matching(rules: &[RuleSpec]) -> (Vec<Finding>, Vec<bool>) {
+    let mut findings = Vec::new();
+    let mut dead = vec![false; rules.len()];
+    for (i, r) in rules.iter().enumerate() {
+        if let Some(why) = never_matches(r) {
+            findings.push(Finding::NeverMatches { rule: i, why });
+            if let Some(d) = dead.get_mut(i) {
+                *d = true;
+            }
+        }
+    }
+    (findings, dead)
+}
+
+/// Rule indexes in priority order: denies (file order), then allows (file
+/// order).
+fn priority_order(rules: &[RuleSpec]) -> Vec<usize> {
+    let of = |effect| {
+        (0..rules.len()).filter(move |&i| rules.get(i).is_some_and(|r| r.effect == effect))
+    };
+    of(Effect::Deny).chain(of(Effect::Allow)).collect()
+}
+
 /// Most overlap findings reported (the count of the rest is summarized).
 pub const MAX_OVERLAPS: usize = 100;
 
@@ -185,23 +209,8 @@ pub const MAX_OVERLAPS: usize = 100;
 /// `cargo run --release -p warrant-bench --example policy_load`); rules
 /// that name no string still test every pair, as fast as pairwise.
 pub fn analyze(rules: &[RuleSpec]) -> (Vec<Finding>, usize) {
-    let mut findings = Vec::new();
-    let mut dead = vec![false; rules.len()];
-    for (i, r) in rules.iter().enumerate() {
-        if let Some(why) = never_matches(r) {
-            findings.push(Finding::NeverMatches { rule: i, why });
-            if let Some(d) = dead.get_mut(i) {
-                *d = true;
-            }
-        }
-    }
-    // Priority order: denies (file order), then allows (file order).
-    let prio: Vec<usize> = (0..rules.len())
-        .filter(|&i| rules.get(i).is_some_and(|r| r.effect == Effect::Deny))
-        .chain(
-            (0..rules.len()).filter(|&i| rules.get(i).is_some_and(|r| r.effect == Effect::Allow)),
-        )
-        .collect();
+    let (mut findings, dead) = never_matching(rules);
+    let prio = priority_order(rules);
     let denies = rules.iter().filter(|r| r.effect == Effect::Deny).count();
     let in_prio: Vec<&RuleSpec> = prio.iter().filter_map(|&i| rules.get(i)).collect();
     let index = Candidates::new(&in_prio);
@@ -257,21 +266,12 @@ pub fn analyze(rules: &[RuleSpec]) -> (Vec<Finding>, usize) {
 /// (`tests/tests/policy_props.rs`) and the `policy_load` bench compare
 /// [`analyze`] against.
 pub fn analyze_pairwise(rules: &[RuleSpec]) -> (Vec<Finding>, usize) {
-    let mut findings = Vec::new();
-    let mut dead = vec![false; rules.len()];
-    for (i, r) in rules.iter().enumerate() {
-        if let Some(why) = never_matches(r) {
-            findings.push(Finding::NeverMatches { rule: i, why });
-            if let Some(d) = dead.get_mut(i) {
-                *d = true;
-            }
-        }
-    }
+    let (mut findings, dead) = never_matching(rules);
     let alive = |i: &usize| !dead.get(*i).copied().unwrap_or(true);
     let of = |effect| {
         (0..rules.len()).filter(move |&i| rules.get(i).is_some_and(|r| r.effect == effect))
     };
-    let prio: Vec<usize> = of(Effect::Deny).chain(of(Effect::Allow)).collect();
+    let prio = priority_order(rules);
     let mut shadowed = vec![false; rules.len()];
     for (p, &j) in prio.iter().enumerate() {
         let Some(rj) = rules.get(j).filter(|_| alive(&j)) else {
