@@ -184,12 +184,14 @@ fn never_matching(rules: &[RuleSpec]) -> (Vec<Finding>, Vec<bool>) {
 }
 
 /// Rule indexes in priority order: denies (file order), then allows (file
-/// order).
-fn priority_order(rules: &[RuleSpec]) -> Vec<usize> {
+/// order); and how many denies lead it.
+fn priority_order(rules: &[RuleSpec]) -> (Vec<usize>, usize) {
     let of = |effect| {
         (0..rules.len()).filter(move |&i| rules.get(i).is_some_and(|r| r.effect == effect))
     };
-    of(Effect::Deny).chain(of(Effect::Allow)).collect()
+    let prio: Vec<usize> = of(Effect::Deny).chain(of(Effect::Allow)).collect();
+    let denies = of(Effect::Deny).count();
+    (prio, denies)
 }
 
 /// Most overlap findings reported (the count of the rest is summarized).
@@ -210,8 +212,7 @@ pub const MAX_OVERLAPS: usize = 100;
 /// that name no string still test every pair, as fast as pairwise.
 pub fn analyze(rules: &[RuleSpec]) -> (Vec<Finding>, usize) {
     let (mut findings, dead) = never_matching(rules);
-    let prio = priority_order(rules);
-    let denies = rules.iter().filter(|r| r.effect == Effect::Deny).count();
+    let (prio, denies) = priority_order(rules);
     let in_prio: Vec<&RuleSpec> = prio.iter().filter_map(|&i| rules.get(i)).collect();
     let index = Candidates::new(&in_prio);
     let mut seen = Bits::new(prio.len());
@@ -268,10 +269,8 @@ pub fn analyze(rules: &[RuleSpec]) -> (Vec<Finding>, usize) {
 pub fn analyze_pairwise(rules: &[RuleSpec]) -> (Vec<Finding>, usize) {
     let (mut findings, dead) = never_matching(rules);
     let alive = |i: &usize| !dead.get(*i).copied().unwrap_or(true);
-    let of = |effect| {
-        (0..rules.len()).filter(move |&i| rules.get(i).is_some_and(|r| r.effect == effect))
-    };
-    let prio = priority_order(rules);
+    let (prio, denies) = priority_order(rules);
+    let (deny_rules, allow_rules) = prio.split_at(denies.min(prio.len()));
     let mut shadowed = vec![false; rules.len()];
     for (p, &j) in prio.iter().enumerate() {
         let Some(rj) = rules.get(j).filter(|_| alive(&j)) else {
@@ -290,8 +289,8 @@ pub fn analyze_pairwise(rules: &[RuleSpec]) -> (Vec<Finding>, usize) {
         }
     }
     let mut overlaps = 0usize;
-    for d in of(Effect::Deny) {
-        for a in of(Effect::Allow) {
+    for &d in deny_rules {
+        for &a in allow_rules {
             let (Some(rd), Some(ra)) = (rules.get(d), rules.get(a)) else {
                 continue;
             };
